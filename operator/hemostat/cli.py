@@ -1,0 +1,95 @@
+"""The `hemostat` command.
+
+User mistakes (a bad flag, a missing kubeconfig, an unknown incident) end in
+one clear line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+EXIT_USAGE = 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import OperatorConfig, load_kube_config
+    from .runner import run_operator
+
+    load_kube_config(args.kubeconfig)
+    config = OperatorConfig(
+        prometheus_url=args.prometheus_url,
+        namespaces=tuple(args.namespace or ()),
+        dry_run=args.dry_run,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        standalone=args.standalone,
+        priority=args.priority,
+    )
+    run_operator(config, log_level=args.log_level)
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from .crdgen import write
+
+    for path in write(Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hemostat",
+        description="Automated incident mitigation for Kubernetes: detect, roll back, verify, record.",
+    )
+    parser.add_argument("--version", action="version", version=f"hemostat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    run.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("HEMOSTAT_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL"),
+        help="default Prometheus base URL for signals (env HEMOSTAT_PROMETHEUS_URL or PROMETHEUS_URL)",
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
+    run.add_argument("--dry-run", action="store_true", help="global dry run: record, never act")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (0 disables)")
+    run.add_argument("--health-port", type=int, default=8081, help="port for /healthz (0 disables)")
+    run.add_argument("--standalone", action="store_true", help="no peering: assume a single replica")
+    run.add_argument("--priority", type=int, default=0, help="peering priority (higher wins)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=_run)
+
+    crds = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
+    crds.add_argument("--out", default="crds", help="output directory (default: crds)")
+    crds.set_defaults(func=_crds)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"hemostat: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Operator-wide settings and Kubernetes client configuration."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import config as kube_config
+from kubernetes.config.config_exception import ConfigException
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    prometheus_url: str | None = None
+    namespaces: tuple[str, ...] = ()
+    dry_run: bool = False
+    metrics_port: int = 8080
+    health_port: int = 8081
+    standalone: bool = False
+    priority: int = 0
+
+
+def load_kube_config(path: str | None) -> None:
+    """Configure the kubernetes client: explicit file, in-cluster, then $KUBECONFIG / ~/.kube/config."""
+    try:
+        if path:
+            if not Path(path).is_file():
+                raise UserError(f"kubeconfig {path} does not exist")
+            kube_config.load_kube_config(config_file=path)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kube_config.load_incluster_config()
+        else:
+            default = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+            first = default.split(os.pathsep)[0]
+            if not Path(first).is_file():
+                raise UserError(
+                    f"no kubeconfig found at {first}: pass --kubeconfig or set KUBECONFIG "
+                    "(for the local test cluster: source .testenv/env)"
+                )
+            kube_config.load_kube_config()
+    except ConfigException as exc:
+        raise UserError(f"cannot load kubeconfig: {exc}") from None

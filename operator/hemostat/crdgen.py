@@ -1,0 +1,208 @@
+"""Generate the CustomResourceDefinitions from the pydantic models.
+
+The models are the one source of truth for the API. This module turns their
+JSON Schema into a *structural* OpenAPI v3 schema that the API server accepts:
+references inlined, optionals flattened (absent, never null), titles dropped,
+draft-2020 `exclusiveMinimum` rewritten to the OpenAPI 3.0 form, and the CEL
+rules attached by the models kept as `x-kubernetes-validations`.
+`make crds` writes the result; a test fails when crds/ drifts from it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .models.common import GROUP, VERSION
+from .models.incident import IncidentSpec, IncidentStatus
+from .models.policy import MitigationPolicySpec, MitigationPolicyStatus
+
+Schema = dict[str, Any]
+
+
+def _inline(node: Any, defs: Schema) -> Any:
+    if isinstance(node, list):
+        return [_inline(x, defs) for x in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return _inline({**target, **extra}, defs)
+    return {k: _inline(v, defs) for k, v in node.items()}
+
+
+def _prune_empty(value: Any) -> Any:
+    """Drop null / empty members of a default: the API server stores defaults as given."""
+    if isinstance(value, dict):
+        kept = {k: _prune_empty(v) for k, v in value.items()}
+        kept = {k: v for k, v in kept.items() if v is not None}
+        return kept or None
+    if isinstance(value, list):
+        return value or None
+    return value
+
+
+def _structural(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_structural(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    any_of = node.pop("anyOf", None)
+    if any_of is not None:
+        options = [o for o in any_of if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express anyOf in a structural schema: {any_of}")
+        node = {**options[0], **node}
+    node.pop("title", None)
+    if "default" in node:
+        node["default"] = _prune_empty(node["default"])
+        if node["default"] is None:
+            node.pop("default")
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(
+        node["exclusiveMinimum"], bool
+    ):
+        node["minimum"] = node["exclusiveMinimum"]
+        node["exclusiveMinimum"] = True
+    if "properties" in node:
+        node.pop("additionalProperties", None)
+        node["properties"] = {k: _structural(v) for k, v in node["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            node[key] = _structural(node[key])
+    return node
+
+
+def openapi_schema(model: type[BaseModel]) -> Schema:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return _structural(_inline(raw, defs))
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    short: str,
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    columns: list[Schema],
+) -> Schema:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": ["hemostat"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": openapi_schema(spec),
+                                "status": openapi_schema(status),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _col(name: str, path: str, type_: str = "string", priority: int = 0, desc: str = "") -> Schema:
+    col: Schema = {"name": name, "type": type_, "jsonPath": path}
+    if priority:
+        col["priority"] = priority
+    if desc:
+        col["description"] = desc
+    return col
+
+
+def crds() -> dict[str, Schema]:
+    """File name -> CRD document."""
+    policy = _crd(
+        kind="MitigationPolicy",
+        plural="mitigationpolicies",
+        short="mp",
+        spec=MitigationPolicySpec,
+        status=MitigationPolicyStatus,
+        columns=[
+            _col("Targets", ".status.matchedTargets", "integer", desc="Deployments matched by the selector"),
+            _col("Open", ".status.openIncidents", "integer", desc="Open incidents"),
+            _col("Valid", '.status.conditions[?(@.type=="Valid")].status'),
+            _col("Signals", '.status.conditions[?(@.type=="SignalsAvailable")].status', priority=1),
+            _col("DryRun", ".spec.guardrails.dryRun", "boolean", priority=1),
+            _col("Age", ".metadata.creationTimestamp", "date"),
+        ],
+    )
+    incident = _crd(
+        kind="Incident",
+        plural="incidents",
+        short="inc",
+        spec=IncidentSpec,
+        status=IncidentStatus,
+        columns=[
+            _col("Severity", ".spec.severity"),
+            _col("Phase", ".status.phase"),
+            _col("Target", ".spec.target.name"),
+            _col("Mitigation", ".status.lastMitigation"),
+            _col("TTM", ".status.timeToMitigate", desc="Time to mitigate"),
+            _col("Policy", ".spec.policyRef.name", priority=1),
+            _col("Source", ".spec.source", priority=1),
+            _col("Summary", ".spec.summary", priority=1),
+            _col("Age", ".metadata.creationTimestamp", "date"),
+        ],
+    )
+    return {
+        "hemostat.dev_mitigationpolicies.yaml": policy,
+        "hemostat.dev_incidents.yaml": incident,
+    }
+
+
+def render(doc: Schema) -> str:
+    header = "# GENERATED by `make crds` from operator/hemostat/models; do not edit.\n"
+    return header + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def write(out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, doc in crds().items():
+        path = out_dir / name
+        path.write_text(render(doc))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    for p in write(Path(sys.argv[1] if len(sys.argv) > 1 else "crds")):
+        print(f"wrote {p}")

@@ -1,0 +1,104 @@
+"""The Incident resource: the machine-written timeline of one incident.
+
+One open Incident per (Deployment, policy). Status is written only after the
+thing it records happened, with the real values, and every list is bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import Condition, Model, ObjectName, Severity
+from .policy import MitigationStep
+
+KIND = "Incident"
+PLURAL = "incidents"
+
+Phase = Literal["Detected", "Mitigating", "Monitoring", "Resolved", "Escalated"]
+OPEN_PHASES: tuple[Phase, ...] = ("Detected", "Mitigating", "Monitoring", "Escalated")
+ActionResult = Literal["Pending", "Succeeded", "Failed", "Skipped", "DryRun"]
+
+MAX_TIMELINE = 100
+MAX_ACTIONS = 20
+Text = Annotated[str, Field(max_length=1024)]
+
+
+class TargetRef(Model):
+    kind: Literal["Deployment"] = "Deployment"
+    name: ObjectName
+
+
+class PolicyRef(Model):
+    name: ObjectName
+
+
+class Note(Model):
+    at: str
+    author: Annotated[str, Field(max_length=253)] = ""
+    text: Text
+
+
+class IncidentSpec(Model):
+    severity: Severity
+    summary: Text
+    target: TargetRef
+    policy_ref: PolicyRef | None = None
+    source: Literal["policy", "manual"] = "manual"
+    mitigation: MitigationStep | None = Field(
+        None, description="A mitigation a person asks the operator to carry out (manual incidents)."
+    )
+    commander: Annotated[str, Field(max_length=253)] | None = None
+    acknowledged_by: Annotated[str, Field(max_length=253)] | None = None
+    resolve: bool = Field(False, description="Set by a person to close the incident.")
+    previous_incident: ObjectName | None = None
+    notes: Annotated[list[Note], Field(max_length=100)] = []
+
+
+class Evidence(Model):
+    """What a signal read when the incident was detected."""
+
+    signal: Annotated[str, Field(max_length=63)]
+    value: Annotated[str, Field(max_length=64)]
+    threshold: Annotated[str, Field(max_length=64)]
+    query: Annotated[str, Field(max_length=4096)] = ""
+
+
+class ActionRecord(Model):
+    step: Literal["rollback", "disableFlag", "scaleUp"]
+    index: int = Field(description="Position in the policy's ladder (or -1 for a manual request).")
+    result: ActionResult
+    from_: Text = Field("", alias="from")
+    to: Text = ""
+    message: Text = ""
+    at: str
+
+
+class TimelineEntry(Model):
+    at: str
+    type: Literal["Normal", "Warning"] = "Normal"
+    reason: Annotated[str, Field(max_length=64)]
+    message: Text
+
+
+class IncidentStatus(Model):
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    evidence: Annotated[list[Evidence], Field(max_length=16)] = []
+    actions: Annotated[list[ActionRecord], Field(max_length=MAX_ACTIONS)] = []
+    timeline: Annotated[list[TimelineEntry], Field(max_length=MAX_TIMELINE)] = []
+    next_step: int = Field(0, description="Index of the next ladder step to try.")
+    revision: int | None = Field(None, description="Deployment revision when the incident was detected.")
+    image: Annotated[str, Field(max_length=1024)] | None = None
+    started_at: str | None = Field(None, description="When the first signal began to breach.")
+    detected_at: str | None = None
+    mitigated_at: str | None = None
+    monitoring_since: str | None = None
+    resolved_at: str | None = None
+    escalated_at: str | None = None
+    last_mitigation: Annotated[str, Field(max_length=64)] | None = None
+    time_to_detect: Annotated[str, Field(max_length=32)] | None = None
+    time_to_mitigate: Annotated[str, Field(max_length=32)] | None = None
+    time_to_resolve: Annotated[str, Field(max_length=32)] | None = None

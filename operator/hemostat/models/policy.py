@@ -1,0 +1,277 @@
+"""The MitigationPolicy resource: what to watch, when it is bad, what to do.
+
+Cross-field rules are written twice on purpose: as CEL on the schema (so the
+API server rejects a bad policy at `kubectl apply`) and as pydantic validators
+(so a policy that slipped past, e.g. stored before a CRD upgrade, becomes a
+precise `Valid=False` condition instead of a crash).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import (
+    Condition,
+    DnsLabel,
+    Duration,
+    LabelSelector,
+    Model,
+    ObjectName,
+    SecretKeyRef,
+    Severity,
+)
+
+KIND = "MitigationPolicy"
+PLURAL = "mitigationpolicies"
+
+Threshold = Annotated[float, Field(ge=0)]
+
+
+def _cel(rule: str, message: str) -> dict[str, str]:
+    return {"rule": rule, "message": message}
+
+
+def _exactly_one(model: Model, fields: tuple[str, ...]) -> None:
+    present = [f for f in fields if getattr(model, f) is not None]
+    if len(present) != 1:
+        wire = ", ".join(type(model).model_fields[f].alias or f for f in fields)
+        raise ValueError(f"exactly one of {wire} must be set")
+
+
+class PrometheusQuery(Model):
+    """An instant query; {{ namespace }}, {{ deployment }}, {{ policy }} are substituted."""
+
+    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = Field(
+        None, description="Prometheus base URL for this signal; defaults to the operator's --prometheus-url."
+    )
+
+
+class BreachWhen(Model):
+    """The signal breaches when its value is above and/or below these bounds."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.above) || has(self.below)", "set above, below, or both")
+            ]
+        }
+    )
+    above: Threshold | None = None
+    below: Threshold | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> BreachWhen:
+        if self.above is None and self.below is None:
+            raise ValueError("set above, below, or both")
+        return self
+
+
+class Signal(Model):
+    name: DnsLabel
+    prometheus: PrometheusQuery
+    breach_when: BreachWhen
+    for_: Duration = Field(
+        "0s", alias="for", description="How long the signal must breach continuously before it counts."
+    )
+    on_no_data: Literal["ignore", "breach"] = Field(
+        "ignore", description="What an empty or NaN result means: ignore (inconclusive) or breach."
+    )
+
+
+class SeverityRule(Model):
+    """First matching rule wins; no match gives spec.defaultSeverity."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.above) || has(self.below)", "set above, below, or both")
+            ]
+        }
+    )
+    signal: DnsLabel
+    above: Threshold | None = None
+    below: Threshold | None = None
+    level: Severity
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> SeverityRule:
+        if self.above is None and self.below is None:
+            raise ValueError("set above, below, or both")
+        return self
+
+
+class RollbackStep(Model):
+    canary_action: Literal["scaleToZero", "rollback"] = Field(
+        "scaleToZero",
+        description="For a canary Deployment (label hemostat.dev/canary-of): scale it to zero or roll it back.",
+    )
+
+
+class FeatureFlagRef(Model):
+    """An OpenFeature Operator FeatureFlag (core.openfeature.dev) and a flag key in it."""
+
+    name: ObjectName
+    flag: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class ConfigMapFlagRef(Model):
+    """A ConfigMap key holding flagd flag JSON, and a flag key in it."""
+
+    name: ObjectName
+    key: Annotated[str, Field(min_length=1, max_length=253)] = "flags.flagd.json"
+    flag: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class DisableFlagStep(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[has(self.featureFlag), has(self.configMap)].filter(x, x).size() == 1",
+                    "exactly one of featureFlag, configMap must be set",
+                )
+            ]
+        }
+    )
+    feature_flag: FeatureFlagRef | None = None
+    config_map: ConfigMapFlagRef | None = None
+    off_variant: Annotated[str, Field(max_length=253)] | None = Field(
+        None, description="Variant to force; default: the variant whose value is false, or one named 'off'."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DisableFlagStep:
+        _exactly_one(self, ("feature_flag", "config_map"))
+        return self
+
+
+class ScaleUpStep(Model):
+    factor: Annotated[float, Field(gt=1, le=10)] = 2.0
+    max_replicas: Annotated[int, Field(ge=1, le=10000)]
+
+
+STEP_KINDS = ("rollback", "disableFlag", "scaleUp")
+
+
+class MitigationStep(Model):
+    """One rung of the escalation ladder: exactly one of rollback, disableFlag, scaleUp."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[has(self.rollback), has(self.disableFlag), has(self.scaleUp)].filter(x, x).size() == 1",
+                    "exactly one of rollback, disableFlag, scaleUp must be set",
+                )
+            ]
+        }
+    )
+    rollback: RollbackStep | None = None
+    disable_flag: DisableFlagStep | None = None
+    scale_up: ScaleUpStep | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MitigationStep:
+        _exactly_one(self, ("rollback", "disable_flag", "scale_up"))
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.rollback is not None:
+            return "rollback"
+        return "disableFlag" if self.disable_flag is not None else "scaleUp"
+
+
+class Mitigation(Model):
+    steps: Annotated[list[MitigationStep], Field(max_length=10)] = []
+    verify_for: Duration = Field("2m", description="Healthy this long after a step means mitigated.")
+    rollout_window: Duration = Field("1h", description="Only roll back revisions younger than this.")
+
+
+class Guardrails(Model):
+    cooldown: Duration = Field("10m", description="Minimum time between two actions on one target.")
+    max_actions_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
+    dry_run: bool = Field(False, description="Record what would be done; change nothing.")
+    paused: bool = Field(False, description="Evaluate and record, but take no action.")
+
+
+class Webhook(Model):
+    secret_ref: SecretKeyRef
+    format: Literal["json", "slack"] = "json"
+
+
+class Cadence(Model):
+    """Reminder cadence while an incident is open (defaults from the playbooks)."""
+
+    model_config = ConfigDict(alias_generator=None)
+    SEV1: Duration = "15m"
+    SEV2: Duration = "30m"
+    SEV3: Duration = "1h"
+    SEV4: Duration | None = None
+
+
+class Notify(Model):
+    webhooks: Annotated[list[Webhook], Field(max_length=8)] = []
+    cadence: Cadence = Cadence()
+
+
+class Target(Model):
+    selector: LabelSelector
+
+
+class MitigationPolicySpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.signals.all(s, self.signals.exists_one(t, t.name == s.name))",
+                    "signal names must be unique",
+                ),
+                _cel(
+                    "!has(self.severity) || self.severity.all(r, self.signals.exists(s, s.name == r.signal))",
+                    "every severity rule must name a signal of this policy",
+                ),
+            ]
+        }
+    )
+    target: Target
+    interval: Duration = "30s"
+    signals: Annotated[list[Signal], Field(min_length=1, max_length=16)]
+    severity: Annotated[list[SeverityRule], Field(max_length=16)] = []
+    default_severity: Severity = "SEV3"
+    mitigation: Mitigation = Mitigation()
+    guardrails: Guardrails = Guardrails()
+    notify: Notify = Notify()
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> MitigationPolicySpec:
+        names = [s.name for s in self.signals]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"signal names must be unique: {', '.join(dupes)}")
+        unknown = sorted({r.signal for r in self.severity} - set(names))
+        if unknown:
+            raise ValueError(f"severity rules name unknown signals: {', '.join(unknown)}")
+        return self
+
+
+class TargetStatus(Model):
+    """Per-Deployment evaluation state; persisted so `for` survives a restart."""
+
+    name: ObjectName
+    verdicts: dict[str, str] = Field({}, description="signal -> Healthy|Breaching|NoData|Error")
+    values: dict[str, str] = Field({}, description="signal -> last value read")
+    breaching_since: dict[str, str] = Field({}, description="signal -> UTC time the breach began")
+    incident: ObjectName | None = None
+
+
+class MitigationPolicyStatus(Model):
+    observed_generation: int | None = None
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    matched_targets: int = 0
+    open_incidents: int = 0
+    last_evaluated: str | None = None
+    targets: Annotated[list[TargetStatus], Field(max_length=1000)] = []

@@ -1,0 +1,123 @@
+"""Session fixtures for end-to-end tests against a REAL control plane.
+
+Which cluster:
+- HEMOSTAT_E2E_KUBECONFIG=path  -> that cluster (e.g. kind from `make kind-up`); an explicit
+  opt-in, so a KUBECONFIG that happens to point at production is never used by accident;
+- otherwise the local control plane: reused when `.testenv/env` says it is up,
+  started with `hack/testenv.sh up` when not.
+These tests never skip: if no control plane can be had, the session fails with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class TestEnv:
+    kubeconfig: str
+    prometheus_url: str | None
+    prometheus_targets: Path | None
+    env: dict[str, str]
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["kubectl", *args], input=input, capture_output=True, text=True, env=self.env, timeout=120
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def apply(self, manifest: str | dict[str, Any], namespace: str | None = None) -> None:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        self.kubectl(*args, input=text)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        return yaml.safe_load(self.kubectl(*args).stdout)
+
+
+def _env_from_file(path: Path) -> dict[str, str]:
+    out = subprocess.run(
+        ["bash", "-c", f"set -a; source {path}; env -0"], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def _start_local() -> dict[str, str]:
+    proc = subprocess.run([str(ROOT / "hack" / "testenv.sh"), "up"], capture_output=True, text=True, timeout=5400)
+    if proc.returncode != 0:
+        pytest.fail(f"the local control plane did not start:\n{proc.stderr[-4000:]}", pytrace=False)
+    return _env_from_file(ROOT / ".testenv" / "env")
+
+
+@pytest.fixture(scope="session")
+def testenv() -> TestEnv:
+    explicit = os.environ.get("HEMOSTAT_E2E_KUBECONFIG")
+    env = {**os.environ, "KUBECONFIG": explicit} if explicit else _start_local()
+    targets = env.get("HEMOSTAT_PROMETHEUS_TARGETS")
+    te = TestEnv(
+        kubeconfig=env["KUBECONFIG"],
+        prometheus_url=env.get("PROMETHEUS_URL"),
+        prometheus_targets=Path(targets) if targets else None,
+        env=env,
+    )
+    version = te.kubectl("version", "-o", "json", check=False)
+    if version.returncode != 0:
+        pytest.fail(f"cluster at {te.kubeconfig} is not reachable: {version.stderr.strip()}", pytrace=False)
+    return te
+
+
+@pytest.fixture
+def namespace(testenv: TestEnv) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    testenv.kubectl("create", "namespace", name)
+    yield name
+    testenv.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25) -> Any:
+    """Poll `probe` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except AssertionError as exc:  # kubectl failures while objects settle
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+def deployment(name: str, image: str = "registry.local/app:v1", replicas: int = 2, **extra: Any) -> dict:
+    labels = {"app": name, **extra.pop("labels", {})}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": extra.pop("annotations", {})},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+            **extra,
+        },
+    }

@@ -1,0 +1,55 @@
+"""crds/ is generated from the models, and what is generated is a structural schema."""
+
+import json
+from pathlib import Path
+
+from hemostat.crdgen import crds, render
+
+CRD_DIR = Path(__file__).parents[2] / "crds"
+
+
+def test_crds_directory_matches_the_models() -> None:
+    generated = crds()
+    on_disk = {p.name for p in CRD_DIR.glob("*.yaml")}
+    assert on_disk == set(generated), "crds/ has extra or missing files: run `make crds`"
+    for name, doc in generated.items():
+        assert (CRD_DIR / name).read_text() == render(doc), f"crds/{name} is stale: run `make crds`"
+
+
+def _walk(node, path="$"):
+    if isinstance(node, dict):
+        yield path, node
+        for k, v in node.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+def test_schemas_are_structural() -> None:
+    for doc in crds().values():
+        schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _walk(schema):
+            assert not {"$ref", "anyOf", "oneOf", "allOf", "title", "const"} & set(node), path
+            if "properties" in node:
+                assert node.get("type") == "object", path
+                assert "additionalProperties" not in node, path
+            if "default" in node:
+                assert node["default"] is not None, path
+
+
+def test_names_columns_and_status_subresource() -> None:
+    docs = {d["spec"]["names"]["kind"]: d for d in crds().values()}
+    inc = docs["Incident"]["spec"]
+    assert inc["names"]["shortNames"] == ["inc"] and inc["names"]["categories"] == ["hemostat"]
+    assert docs["MitigationPolicy"]["spec"]["names"]["shortNames"] == ["mp"]
+    version = inc["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["Severity", "Phase", "Target", "Mitigation", "TTM", "Age"]
+
+
+def test_cross_field_rules_are_cel() -> None:
+    text = json.dumps(crds())
+    assert "exactly one of rollback, disableFlag, scaleUp must be set" in text
+    assert "signal names must be unique" in text
