@@ -1,0 +1,94 @@
+"""What reading a signal "now" can give, and how a signal's query template is rendered.
+
+Invariant: a Prometheus outage is never a healthy or a breaching reading: it is an
+ERROR reading. A query that ran but had nothing to say (empty vector, NaN) is NO_DATA,
+which the policy's `onNoData` interprets; only VALUE carries a number.
+
+Query templates use `{{ name }}` placeholders (spaces inside the braces optional).
+The operator passes these variables:
+
+- namespace: namespace of the watched Deployment (and of the policy)
+- deployment: name of the watched Deployment
+- policy: name of the MitigationPolicy
+- signal: name of the signal within the policy
+- pod_template_hash: `pod-template-hash` label of the Deployment's newest ReplicaSet,
+  so a query can look at the pods of the rollout under suspicion only
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+TEMPLATE_VARIABLES: frozenset[str] = frozenset({"namespace", "deployment", "policy", "signal", "pod_template_hash"})
+
+# Only `{{ name }}` with a valid name is a placeholder; any other brace, such as a
+# PromQL label matcher `{job="x"}`, is plain text and must reach Prometheus as written.
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
+
+ErrorType = Literal["timeout", "unreachable", "http", "api", "bad_response", "ambiguous"]
+
+
+class ReadingKind(enum.StrEnum):
+    VALUE = "Value"  # one finite-or-infinite number was read
+    NO_DATA = "NoData"  # the query ran fine but gave nothing usable: empty vector, or NaN
+    ERROR = "Error"  # the query could not be answered: timeout, unreachable, HTTP/API error, bad response
+
+
+@dataclass(frozen=True)
+class Reading:
+    kind: ReadingKind
+    value: float | None = None
+    detail: str = ""
+    error_type: ErrorType | None = None
+    query: str = ""
+
+    def __post_init__(self) -> None:
+        # A malformed Reading would be misread by the decision logic (e.g. an ERROR
+        # with a value taken as healthy), so refuse to build one.
+        if (self.kind is ReadingKind.VALUE) != (self.value is not None):
+            raise ValueError("value is required for, and only for, VALUE readings")
+        if (self.kind is ReadingKind.ERROR) != (self.error_type is not None):
+            raise ValueError("error_type is required for, and only for, ERROR readings")
+
+    @classmethod
+    def value_of(cls, value: float, *, detail: str = "", query: str = "") -> Reading:
+        return cls(ReadingKind.VALUE, value=value, detail=detail, query=query)
+
+    @classmethod
+    def no_data(cls, detail: str, *, query: str = "") -> Reading:
+        return cls(ReadingKind.NO_DATA, detail=detail, query=query)
+
+    @classmethod
+    def error(cls, error_type: ErrorType, detail: str, *, query: str = "") -> Reading:
+        return cls(ReadingKind.ERROR, detail=detail, error_type=error_type, query=query)
+
+
+class SignalProvider(Protocol):
+    async def read(self, query: str) -> Reading:
+        """Read `query` now; I/O problems come back as ERROR readings, never as exceptions."""
+        ...
+
+
+class TemplateError(ValueError):
+    """A query template refers to a placeholder that has no value."""
+
+
+def template_variables(template: str) -> set[str]:
+    """Names of all `{{ name }}` placeholders in `template`."""
+    return {m.group(1) for m in _PLACEHOLDER.finditer(template)}
+
+
+def render_query(template: str, variables: Mapping[str, str]) -> str:
+    """Substitute every `{{ name }}` in `template` with `variables[name]`, verbatim."""
+    unknown = template_variables(template) - variables.keys()
+    if unknown:
+        names = ", ".join(f"{{{{ {n} }}}}" for n in sorted(unknown))
+        known = ", ".join(sorted(variables)) or "(none)"
+        plural = "s" if len(unknown) > 1 else ""
+        raise TemplateError(f"unknown placeholder{plural} {names} in query; known placeholders: {known}")
+    # A function replacement, so backslashes in values are not read as group references.
+    return _PLACEHOLDER.sub(lambda m: variables[m.group(1)], template)

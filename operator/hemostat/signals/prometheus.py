@@ -1,0 +1,142 @@
+"""Instant queries against the Prometheus HTTP API (`/api/v1/query`).
+
+Invariant: a Prometheus outage is never a healthy or a breaching reading: it is an
+ERROR reading. `read` maps every transport, HTTP, API and response-shape problem to an
+ERROR with an `error_type`, and keeps NO_DATA for a query that ran and found nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import httpx
+
+from .base import Reading
+
+_MAX_SERIES_SHOWN = 3
+_MAX_BODY_SHOWN = 200
+
+
+class PrometheusProvider:
+    def __init__(self, base_url: str, client: httpx.AsyncClient, timeout: float = 5.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._client = client
+        self._timeout = timeout
+        # Give Prometheus time to report its own timeout (a precise API error) before we give up.
+        self._client_timeout = timeout + min(1.0, timeout / 2)
+
+    async def read(self, query: str) -> Reading:
+        url = f"{self._base}/api/v1/query"
+        params = {"query": query, "timeout": _prometheus_duration(self._timeout)}
+        try:
+            response = await self._client.get(url, params=params, timeout=self._client_timeout)
+        except httpx.TimeoutException:
+            return Reading.error("timeout", f"timeout after {self._timeout}s", query=query)
+        except httpx.TransportError as exc:
+            return Reading.error("unreachable", f"cannot reach {url}: {_describe(exc)}", query=query)
+        except httpx.InvalidURL as exc:
+            return Reading.error("unreachable", f"invalid Prometheus URL {url!r}: {exc}", query=query)
+        return _interpret(response, query)
+
+    async def ready(self) -> bool:
+        try:
+            response = await self._client.get(f"{self._base}/-/ready", timeout=self._client_timeout)
+        except (httpx.HTTPError, httpx.InvalidURL):
+            return False
+        return response.status_code == 200
+
+
+def _prometheus_duration(seconds: float) -> str:
+    # Prometheus rejects fractional units such as "0.3s"; whole milliseconds always parse.
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _interpret(response: httpx.Response, query: str) -> Reading:
+    code = response.status_code
+    try:
+        body: Any = json.loads(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("status") == "error":
+        # Prometheus explains failures (bad PromQL, query timeout, overload) in the body.
+        detail = f"HTTP {code} {body.get('errorType', 'unknown')}: {body.get('error', '')}"
+        return Reading.error("api", detail, query=query)
+    if not response.is_success:
+        return Reading.error("http", f"HTTP {code}: {_snippet(response.text)}", query=query)
+    if not isinstance(body, dict):
+        return Reading.error("bad_response", f"response is not a JSON object: {_snippet(response.text)}", query=query)
+    try:
+        return _from_data(body, query)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        return Reading.error("bad_response", f"unexpected response shape: {exc!r}", query=query)
+
+
+def _from_data(body: dict[str, Any], query: str) -> Reading:
+    if body.get("status") != "success":
+        raise ValueError(f"status {body.get('status')!r}")
+    data = body["data"]
+    result_type = data["resultType"]
+    notes = _notes(body)
+    if result_type == "scalar":
+        return _from_sample(data["result"], notes, query)
+    if result_type != "vector":
+        detail = f"instant query returned a {result_type}, expected a vector or scalar"
+        return Reading.error("bad_response", detail, query=query)
+    samples = data["result"]
+    if not isinstance(samples, list):
+        raise TypeError("vector result is not a list")
+    if not samples:
+        return Reading.no_data(_join("empty result", notes), query=query)
+    if len(samples) > 1:
+        return Reading.error("ambiguous", _ambiguous(samples), query=query)
+    if "value" not in samples[0]:
+        # Native histogram samples carry "histogram" instead of a float "value".
+        raise ValueError("sample has no float value (native histogram?)")
+    return _from_sample(samples[0]["value"], notes, query)
+
+
+def _from_sample(sample: list[Any], notes: str, query: str) -> Reading:
+    _timestamp, text = sample
+    if not isinstance(text, str):
+        raise TypeError(f"sample value {text!r} is not a string")
+    value = float(text)  # accepts "NaN", "+Inf" and "-Inf" as Prometheus spells them
+    if math.isnan(value):
+        return Reading.no_data(_join("NaN", notes), query=query)
+    return Reading.value_of(value, detail=notes, query=query)
+
+
+def _ambiguous(samples: list[Any]) -> str:
+    shown = ", ".join(_labels(s.get("metric", {})) for s in samples[:_MAX_SERIES_SHOWN])
+    more = len(samples) - _MAX_SERIES_SHOWN
+    if more > 0:
+        shown += f" and {more} more"
+    return f"query returned {len(samples)} series, expected one; aggregate it, e.g. with sum(...): {shown}"
+
+
+def _labels(metric: dict[str, str]) -> str:
+    name = metric.get("__name__", "")
+    pairs = ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
+    return f"{name}{{{pairs}}}"
+
+
+def _notes(body: dict[str, Any]) -> str:
+    # Warnings (e.g. partial data from a failed store) qualify the number; keep them visible.
+    parts = [f"{key}: {'; '.join(map(str, body[key]))}" for key in ("warnings", "infos") if body.get(key)]
+    return "; ".join(parts)
+
+
+def _join(first: str, notes: str) -> str:
+    return f"{first}; {notes}" if notes else first
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_BODY_SHOWN else text[:_MAX_BODY_SHOWN] + "..."
