@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
-class TestEnv:
+class Cluster:
     kubeconfig: str
     prometheus_url: str | None
     prometheus_targets: Path | None
@@ -65,11 +65,11 @@ def _start_local() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def testenv() -> TestEnv:
+def testenv() -> Cluster:
     explicit = os.environ.get("HEMOSTAT_E2E_KUBECONFIG")
     env = {**os.environ, "KUBECONFIG": explicit} if explicit else _start_local()
     targets = env.get("HEMOSTAT_PROMETHEUS_TARGETS")
-    te = TestEnv(
+    te = Cluster(
         kubeconfig=env["KUBECONFIG"],
         prometheus_url=env.get("PROMETHEUS_URL"),
         prometheus_targets=Path(targets) if targets else None,
@@ -82,7 +82,7 @@ def testenv() -> TestEnv:
 
 
 @pytest.fixture
-def namespace(testenv: TestEnv) -> Iterator[str]:
+def namespace(testenv: Cluster) -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     testenv.kubectl("create", "namespace", name)
     yield name

@@ -11,10 +11,10 @@ import json
 import urllib.parse
 import urllib.request
 
-from conftest import TestEnv, deployment, wait_for
+from conftest import Cluster, deployment, wait_for
 
 
-def _ready(testenv: TestEnv, ns: str, name: str, replicas: int) -> dict:
+def _ready(testenv: Cluster, ns: str, name: str, replicas: int) -> dict:
     dep = testenv.get("deployment", name, ns)
     status = dep.get("status", {})
     done = (
@@ -26,12 +26,12 @@ def _ready(testenv: TestEnv, ns: str, name: str, replicas: int) -> dict:
     return dep if done else {}
 
 
-def _replicasets(testenv: TestEnv, ns: str, app: str) -> list[dict]:
+def _replicasets(testenv: Cluster, ns: str, app: str) -> list[dict]:
     out = testenv.kubectl("get", "replicasets", "-n", ns, "-l", f"app={app}", "-o", "json").stdout
     return json.loads(out)["items"]
 
 
-def test_kwok_node_is_ready(testenv: TestEnv) -> None:
+def test_kwok_node_is_ready(testenv: Cluster) -> None:
     nodes = json.loads(testenv.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     ready = [
         n["metadata"]["name"]
@@ -41,7 +41,7 @@ def test_kwok_node_is_ready(testenv: TestEnv) -> None:
     assert ready, f"no Ready node among {[n['metadata']['name'] for n in nodes]}"
 
 
-def test_deployment_gets_replicaset_and_ready_pods(testenv: TestEnv, namespace: str) -> None:
+def test_deployment_gets_replicaset_and_ready_pods(testenv: Cluster, namespace: str) -> None:
     testenv.apply(deployment("web", replicas=3), namespace)
     wait_for("3 ready replicas", lambda: _ready(testenv, namespace, "web", 3))
     (rs,) = _replicasets(testenv, namespace, "web")
@@ -54,7 +54,7 @@ def test_deployment_gets_replicaset_and_ready_pods(testenv: TestEnv, namespace: 
         assert pod["spec"]["nodeName"] == "kwok-node-0"
 
 
-def test_rollout_undo_restores_previous_revision(testenv: TestEnv, namespace: str) -> None:
+def test_rollout_undo_restores_previous_revision(testenv: Cluster, namespace: str) -> None:
     testenv.apply(deployment("api", image="registry.local/api:v1"), namespace)
     wait_for("v1 ready", lambda: _ready(testenv, namespace, "api", 2))
     testenv.kubectl("set", "image", "deployment/api", "app=registry.local/api:v2", "-n", namespace)
@@ -84,7 +84,7 @@ def test_rollout_undo_restores_previous_revision(testenv: TestEnv, namespace: st
     assert "2" in history and "3" in history
 
 
-def test_garbage_collection_removes_replicasets_and_pods(testenv: TestEnv, namespace: str) -> None:
+def test_garbage_collection_removes_replicasets_and_pods(testenv: Cluster, namespace: str) -> None:
     testenv.apply(deployment("gc"), namespace)
     wait_for("gc ready", lambda: _ready(testenv, namespace, "gc", 2))
     testenv.kubectl("delete", "deployment", "gc", "-n", namespace, "--cascade=background")
@@ -94,7 +94,7 @@ def test_garbage_collection_removes_replicasets_and_pods(testenv: TestEnv, names
     )
 
 
-def test_namespace_deletion_completes(testenv: TestEnv) -> None:
+def test_namespace_deletion_completes(testenv: Cluster) -> None:
     testenv.kubectl("create", "namespace", "e2e-doomed")
     testenv.apply(deployment("doomed"), "e2e-doomed")
     wait_for("doomed ready", lambda: _ready(testenv, "e2e-doomed", "doomed", 2))
@@ -103,7 +103,7 @@ def test_namespace_deletion_completes(testenv: TestEnv) -> None:
     assert gone.returncode != 0 and "NotFound" in gone.stderr
 
 
-def test_prometheus_is_scraping(testenv: TestEnv) -> None:
+def test_prometheus_is_scraping(testenv: Cluster) -> None:
     assert testenv.prometheus_url, "PROMETHEUS_URL missing from the test environment"
 
     def up() -> bool:
