@@ -1,0 +1,454 @@
+"""The simulator app without a cluster: injected pod sources, a fake API server, real scrapes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from hemostat.sim.app import App, Options, Simulator
+from hemostat.sim.behaviour import ERROR_RATE, LATENCY_MS, RPS, ObservedPod, PodRef
+from hemostat.sim.cluster import ClusterError, ClusterPodSource, load_api_client, observed_pods
+from hemostat.sim.metrics import MetricsServer, TrafficMetrics, start_metrics_server
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+STABLE_A1 = PodRef("shop", "web", "aaa111", "web-aaa111-1")
+STABLE_A2 = PodRef("shop", "web", "aaa111", "web-aaa111-2")
+CANARY_B1 = PodRef("shop", "web", "bbb222", "web-bbb222-1")
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def scrape(url: str) -> Samples:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def series(pod: PodRef) -> dict[str, str]:
+    return {"namespace": pod.namespace, "deployment": pod.deployment, "pod_template_hash": pod.pod_template_hash}
+
+
+def requests_total(samples: Samples, pod: PodRef, code: str) -> float:
+    return value(samples, "http_requests_total", **series(pod), code=code)
+
+
+def errors_so_far(url: str, pod: PodRef) -> float:
+    """For polling: 0 until the first tick has created the series."""
+    return scrape(url).get(("http_requests_total", frozenset({**series(pod), "code": "500"}.items())), 0.0)
+
+
+class Pods:
+    """A pod source for injection: returns `pods`, or raises when `error` is set."""
+
+    def __init__(self, pods: Sequence[ObservedPod]) -> None:
+        self.pods = list(pods)
+        self.error: Exception | None = None
+        self.calls = 0
+
+    def __call__(self) -> list[ObservedPod]:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return list(self.pods)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def server(registry: CollectorRegistry) -> Iterator[MetricsServer]:
+    srv = start_metrics_server(registry, "127.0.0.1", 0)
+    yield srv
+    srv.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+# --- deterministic ticks through the real exporter ---------------------------------
+
+
+def test_scrape_shows_exact_counters_per_hash(registry: CollectorRegistry, server: MetricsServer) -> None:
+    pods = Pods(
+        [
+            ObservedPod(STABLE_A1, {RPS: "10", LATENCY_MS: "20"}),
+            ObservedPod(STABLE_A2, {RPS: "10", LATENCY_MS: "20"}),
+            ObservedPod(CANARY_B1, {RPS: "4", ERROR_RATE: "0.25", LATENCY_MS: "300"}),
+        ]
+    )
+    sim = Simulator(pods, TrafficMetrics(registry))
+    assert sim.refresh()
+    for _ in range(3):
+        sim.tick(0.5)
+
+    assert server.port != 0
+    samples = scrape(server.url)
+    # Two stable pods share one series: 2 * 10 rps * 1.5 s, no errors.
+    assert requests_total(samples, STABLE_A1, "200") == pytest.approx(30.0)
+    assert requests_total(samples, STABLE_A1, "500") == 0.0
+    # Canary: 4 rps * 1.5 s = 6 requests, a quarter failing.
+    assert requests_total(samples, CANARY_B1, "200") == pytest.approx(4.5)
+    assert requests_total(samples, CANARY_B1, "500") == pytest.approx(1.5)
+
+    stable, canary = series(STABLE_A1), series(CANARY_B1)
+    assert value(samples, "http_request_duration_seconds_count", **stable) == 30
+    assert value(samples, "http_request_duration_seconds_sum", **stable) == pytest.approx(0.6)
+    assert value(samples, "http_request_duration_seconds_bucket", **stable, le="0.01") == 0
+    assert value(samples, "http_request_duration_seconds_bucket", **stable, le="0.025") == 30
+    assert value(samples, "http_request_duration_seconds_count", **canary) == 6
+    assert value(samples, "http_request_duration_seconds_bucket", **canary, le="0.25") == 0
+    assert value(samples, "http_request_duration_seconds_bucket", **canary, le="0.5") == 6
+    assert value(samples, "http_request_duration_seconds_bucket", **canary, le="10.0") == 6
+
+    for name, labels in samples:
+        keys = {k for k, _ in labels}
+        assert not keys & {"job", "instance", "pod"}, name
+
+
+def test_pods_that_leave_stop_growing_but_stay_exported(registry: CollectorRegistry, server: MetricsServer) -> None:
+    pods = Pods([ObservedPod(STABLE_A1), ObservedPod(CANARY_B1, {ERROR_RATE: "1"})])
+    sim = Simulator(pods, TrafficMetrics(registry))
+    sim.refresh()
+    sim.tick(1.0)
+    before = scrape(server.url)
+    assert requests_total(before, CANARY_B1, "500") == pytest.approx(10.0)
+
+    # The bad canary is rolled back: its pod is gone, the stable one keeps serving.
+    pods.pods = [ObservedPod(STABLE_A1)]
+    sim.refresh()
+    sim.tick(1.0)
+    after = scrape(server.url)
+    assert requests_total(after, CANARY_B1, "500") == pytest.approx(10.0)
+    assert requests_total(after, CANARY_B1, "200") == 0.0
+    assert requests_total(after, STABLE_A1, "200") == pytest.approx(20.0)
+
+
+def test_source_errors_keep_the_last_pod_set(
+    registry: CollectorRegistry, server: MetricsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pods = Pods([ObservedPod(STABLE_A1, {RPS: "2"})])
+    sim = Simulator(pods, TrafficMetrics(registry))
+    assert sim.refresh()
+    pods.error = ClusterError("listing pods failed: connection refused")
+    with caplog.at_level(logging.WARNING, logger="hemostat.sim"):
+        assert not sim.refresh()
+        assert not sim.refresh()  # same failure: no second warning
+    sim.tick(1.0)
+    assert requests_total(scrape(server.url), STABLE_A1, "200") == pytest.approx(2.0)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "connection refused" in warnings[0].getMessage()
+
+    pods.error = None
+    pods.pods = []
+    assert sim.refresh()
+    sim.tick(1.0)
+    assert requests_total(scrape(server.url), STABLE_A1, "200") == pytest.approx(2.0)
+
+
+def test_bad_annotation_warns_once_per_pod_per_value(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    pods = Pods([ObservedPod(STABLE_A1, {ERROR_RATE: "high"}), ObservedPod(STABLE_A2, {ERROR_RATE: "high"})])
+    sim = Simulator(pods, TrafficMetrics(registry))
+    sim.refresh()
+    with caplog.at_level(logging.WARNING, logger="hemostat.sim"):
+        for _ in range(5):
+            sim.tick(0.1)
+        pods.pods = [ObservedPod(STABLE_A1, {ERROR_RATE: "2"}), ObservedPod(STABLE_A2, {ERROR_RATE: "high"})]
+        sim.refresh()
+        for _ in range(5):
+            sim.tick(0.1)
+    messages = sorted(r.getMessage() for r in caplog.records)
+    assert len(messages) == 3, messages
+    assert sum(STABLE_A1.name in m for m in messages) == 2
+    assert sum(STABLE_A2.name in m for m in messages) == 1
+
+
+# --- the running app: loops, HTTP server, targets file -----------------------------
+
+
+def test_app_serves_growing_counters_and_manages_targets_file(tmp_path: Path) -> None:
+    targets = tmp_path / "sim.json"
+    pods = Pods([ObservedPod(STABLE_A1, {RPS: "100"}), ObservedPod(CANARY_B1, {RPS: "50", ERROR_RATE: "0.3"})])
+    app = App(pods, Options(tick=0.02, resync=0.05, targets_file=targets))
+    try:
+        server = app.start()
+        assert json.loads(targets.read_text()) == [
+            {"targets": [f"127.0.0.1:{server.port}"], "labels": {"job": "hemostat-sim"}}
+        ]
+        assert not [p for p in tmp_path.iterdir() if p != targets]  # no temp file left behind
+        assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+
+        wait_for(lambda: errors_so_far(server.url, CANARY_B1) > 3)
+        wait_for(lambda: pods.calls >= 2)  # the poller runs
+        samples = scrape(server.url)
+        ok, error = requests_total(samples, CANARY_B1, "200"), requests_total(samples, CANARY_B1, "500")
+        # Scrapes see whole ticks only, so the ratio is exact even mid-run.
+        assert error / (ok + error) == pytest.approx(0.3, rel=1e-9)
+        assert requests_total(samples, STABLE_A1, "500") == 0.0
+        count = value(samples, "http_request_duration_seconds_count", **series(CANARY_B1))
+        assert ok + error - 1 < count <= ok + error + 1e-6
+    finally:
+        app.stop()
+    assert not targets.exists()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=2)
+    app.stop()  # idempotent
+
+
+# --- cluster.py: mapping and listing against a fake API server ------------------------
+
+
+def pod_obj(
+    name: str,
+    rs_uid: str,
+    template_hash: str,
+    *,
+    namespace: str = "shop",
+    ready: bool = True,
+    deleting: bool = False,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app": "web", "pod-template-hash": template_hash},
+        "annotations": annotations or {},
+        "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"rs-{rs_uid}", "uid": rs_uid, "controller": True}
+        ],
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    conditions = [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "Ready", "status": "True" if ready else "False"},
+    ]
+    return {"metadata": meta, "status": {"phase": "Running", "conditions": conditions}}
+
+
+def rs_obj(uid: str, deployment: str | None, *, namespace: str = "shop") -> dict[str, Any]:
+    owners = (
+        [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment, "uid": "d", "controller": True}]
+        if deployment
+        else []
+    )
+    return {"metadata": {"name": f"rs-{uid}", "namespace": namespace, "uid": uid, "ownerReferences": owners}}
+
+
+def test_observed_pods_follows_pod_replicaset_deployment() -> None:
+    pods = [
+        pod_obj("web-aaa-1", "uid-a", "aaa", annotations={ERROR_RATE: "0.1"}),
+        pod_obj("web-bbb-1", "uid-b", "bbb"),
+        pod_obj("web-aaa-notready", "uid-a", "aaa", ready=False),
+        pod_obj("web-aaa-deleting", "uid-a", "aaa", deleting=True),
+        pod_obj("orphan-rs-pod", "uid-orphan", "ccc"),  # ReplicaSet without a Deployment
+        pod_obj("unknown-rs-pod", "uid-missing", "ddd"),  # ReplicaSet not listed
+        {"metadata": {"name": "bare", "namespace": "shop"}, "status": {"conditions": []}},
+    ]
+    replicasets = [rs_obj("uid-a", "web"), rs_obj("uid-b", "web"), rs_obj("uid-orphan", None)]
+    assert observed_pods(pods, replicasets) == [
+        ObservedPod(PodRef("shop", "web", "aaa", "web-aaa-1")),
+        ObservedPod(PodRef("shop", "web", "bbb", "web-bbb-1")),
+    ]
+    assert observed_pods(pods, replicasets)[0].annotations == {ERROR_RATE: "0.1"}
+
+
+class FakeApi:
+    """Serves pod and ReplicaSet lists like the API server, two items per page."""
+
+    def __init__(self) -> None:
+        self.pods: list[dict[str, Any]] = []
+        self.replicasets: list[dict[str, Any]] = []
+        self.fail = False
+        self.paths: list[str] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                api.paths.append(self.path)
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                parts = url.path.strip("/").split("/")
+                kind, namespace = parts[-1], parts[-2] if "namespaces" in parts else None
+                items = {"pods": api.pods, "replicasets": api.replicasets}.get(kind)
+                if api.fail or items is None or query.get("labelSelector") != ["pod-template-hash"]:
+                    self._send(500 if api.fail else 404, {"kind": "Status", "status": "Failure"})
+                    return
+                items = [i for i in items if namespace in (None, i["metadata"]["namespace"])]
+                start = int(query.get("continue", ["0"])[0])
+                more = start + 2 < len(items)
+                meta = {"continue": str(start + 2)} if more else {}
+                self._send(
+                    200, {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": items[start : start + 2]}
+                )
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def kubeconfig(self, directory: Path) -> Path:
+        path = directory / "kubeconfig"
+        server = f"http://127.0.0.1:{self.httpd.server_port}"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                    "current-context": "fake",
+                }
+            )
+        )
+        return path
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeApi]:
+    api = FakeApi()
+    api.replicasets = [rs_obj("uid-a", "web"), rs_obj("uid-b", "web"), rs_obj("uid-o", "other", namespace="ops")]
+    api.pods = [
+        pod_obj("web-aaa-1", "uid-a", "aaa", annotations={RPS: "40"}),
+        pod_obj("web-aaa-2", "uid-a", "aaa", annotations={RPS: "40"}),
+        pod_obj("web-aaa-3", "uid-a", "aaa", ready=False),
+        pod_obj("web-bbb-1", "uid-b", "bbb", annotations={RPS: "40", ERROR_RATE: "0.5"}),
+        pod_obj("other-1", "uid-o", "ooo", namespace="ops"),
+    ]
+    yield api
+    api.httpd.shutdown()
+    api.httpd.server_close()
+
+
+def test_cluster_source_lists_pages_and_namespaces(fake_api: FakeApi, tmp_path: Path) -> None:
+    every = ClusterPodSource(load_api_client(str(fake_api.kubeconfig(tmp_path))))
+    shop = ClusterPodSource(load_api_client(str(fake_api.kubeconfig(tmp_path))), ["shop", "shop"])
+    try:
+        assert sorted(p.ref.name for p in every()) == ["other-1", "web-aaa-1", "web-aaa-2", "web-bbb-1"]
+        assert sorted(p.ref.name for p in shop()) == ["web-aaa-1", "web-aaa-2", "web-bbb-1"]
+        assert any("/namespaces/shop/pods" in p for p in fake_api.paths)
+        fake_api.fail = True
+        with pytest.raises(ClusterError, match="HTTP 500"):
+            every()
+    finally:
+        every.close()
+        shop.close()
+
+
+# --- the CLI as the end-to-end test will run it -----------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hemostat.sim", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_missing_kubeconfig_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run_cli("--kubeconfig", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "kubeconfig" in lines[0]
+    assert str(tmp_path / "nope") in lines[0]
+
+
+def test_cli_unreachable_api_exits_2_with_one_line(tmp_path: Path) -> None:
+    api = FakeApi()
+    kubeconfig = api.kubeconfig(tmp_path)
+    api.httpd.shutdown()
+    api.httpd.server_close()  # nothing listens on that port any more
+    result = run_cli("--kubeconfig", str(kubeconfig))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_serves_metrics_and_cleans_up_on_sigterm(fake_api: FakeApi, tmp_path: Path) -> None:
+    targets = tmp_path / "targets" / "sim.json"
+    targets.parent.mkdir()
+    cmd = [sys.executable, "-m", "hemostat.sim", "--kubeconfig", str(fake_api.kubeconfig(tmp_path))]
+    cmd += ["--namespace", "shop", "--listen", "127.0.0.1:0", "--tick", "0.05", "--resync", "0.2"]
+    cmd += ["--targets-file", str(targets)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        prefix = "hemostat-sim listening on http://127.0.0.1:"
+        assert line.startswith(prefix) and line.endswith("/metrics"), line
+        port = int(line[len(prefix) : -len("/metrics")])
+        assert json.loads(targets.read_text())[0]["targets"] == [f"127.0.0.1:{port}"]
+
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: errors_so_far(url, PodRef("shop", "web", "bbb", "-")) > 5)
+        samples = scrape(url)
+        ok = requests_total(samples, PodRef("shop", "web", "bbb", "-"), "200")
+        error = requests_total(samples, PodRef("shop", "web", "bbb", "-"), "500")
+        assert error / (ok + error) == pytest.approx(0.5)
+        assert requests_total(samples, PodRef("shop", "web", "aaa", "-"), "200") > 0
+        assert not any(dict(labels).get("namespace") == "ops" for _, labels in samples)
+
+        # The rollback: the bad ReplicaSet's pod goes away, its counters freeze.
+        fake_api.pods = [p for p in fake_api.pods if p["metadata"]["name"] != "web-bbb-1"]
+        seen = len(fake_api.paths)
+        # Two pod listings started after the change: the first one has completed.
+        wait_for(lambda: sum("/pods?" in p and "continue" not in p for p in fake_api.paths[seen:]) >= 2)
+        time.sleep(0.2)  # let a tick that was already running finish
+        frozen = requests_total(scrape(url), PodRef("shop", "web", "bbb", "-"), "500")
+        time.sleep(0.3)
+        assert requests_total(scrape(url), PodRef("shop", "web", "bbb", "-"), "500") == frozen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert not targets.exists()
+    assert list(targets.parent.iterdir()) == []
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
