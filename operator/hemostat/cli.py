@@ -29,6 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
+        bind_address=args.bind_address,
         standalone=args.standalone,
         priority=args.priority,
     )
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="global dry run: record, never act")
     run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (0 disables)")
     run.add_argument("--health-port", type=int, default=8081, help="port for /healthz (0 disables)")
+    run.add_argument("--bind-address", default="127.0.0.1", help="address for /metrics and /healthz")
     run.add_argument("--standalone", action="store_true", help="no peering: assume a single replica")
     run.add_argument("--priority", type=int, default=0, help="peering priority (higher wins)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -19,6 +19,7 @@ class OperatorConfig:
     dry_run: bool = False
     metrics_port: int = 8080
     health_port: int = 8081
+    bind_address: str = "127.0.0.1"
     standalone: bool = False
     priority: int = 0
 

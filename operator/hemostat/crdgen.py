@@ -66,9 +66,7 @@ def _structural(node: Any) -> Any:
             node.pop("default")
     if "const" in node:
         node["enum"] = [node.pop("const")]
-    if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(
-        node["exclusiveMinimum"], bool
-    ):
+    if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(node["exclusiveMinimum"], bool):
         node["minimum"] = node["exclusiveMinimum"]
         node["exclusiveMinimum"] = True
     if "properties" in node:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from processes import Proc, prom_value, python_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,6 +88,73 @@ def namespace(testenv: Cluster) -> Iterator[str]:
     testenv.kubectl("create", "namespace", name)
     yield name
     testenv.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(testenv: Cluster) -> None:
+    testenv.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    for name in ("mitigationpolicies.hemostat.dev", "incidents.hemostat.dev"):
+        testenv.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def simulator(testenv: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """The traffic simulator, registered with Prometheus through a file_sd target file."""
+    if testenv.prometheus_targets is None or testenv.prometheus_url is None:
+        pytest.fail("the simulator needs PROMETHEUS_URL and HEMOSTAT_PROMETHEUS_TARGETS", pytrace=False)
+    logs = tmp_path_factory.mktemp("sim")
+    target = testenv.prometheus_targets / "e2e-sim.json"
+    sim = Proc(
+        "simulator",
+        python_module("hemostat.sim", "--targets-file", str(target), "--tick", "0.25", "--resync", "0.5"),
+        testenv.env,
+        logs,
+    ).start()
+    url = testenv.prometheus_url
+    wait_for(
+        "Prometheus scraping the simulator",
+        lambda: prom_value(url, 'up{job="hemostat-sim"}') == 1 or not sim.alive(),
+        timeout=60,
+    )
+    assert sim.alive(), f"simulator exited:\n{sim.log()}"
+    yield sim
+    sim.stop()
+
+
+class Operators:
+    """Starts `hemostat run` processes for one test; stops them and shows logs at the end."""
+
+    def __init__(self, testenv: Cluster, log_dir: Path) -> None:
+        self.testenv, self.log_dir, self.procs = testenv, log_dir, []
+
+    def start(self, namespace: str, *extra: str, env: dict[str, str] | None = None, name: str = "operator") -> Proc:
+        args = [*python_module("hemostat"), "run", "-n", namespace, "--health-port", "0", "--metrics-port", "0", *extra]
+        if "--priority" not in extra:
+            args.append("--standalone")
+        proc = Proc(f"{name}-{len(self.procs)}", args, {**self.testenv.env, **(env or {})}, self.log_dir).start()
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.log()}" for p in self.procs)
+
+
+@pytest.fixture
+def operators(testenv: Cluster, crds: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Operators]:
+    ops = Operators(testenv, tmp_path)
+    yield ops
+    for p in ops.procs:
+        p.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(ops.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, interval: float = 0.25) -> Any:

@@ -13,13 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((ROOT / "manifests" / "examples" / "checkout-policy.yaml").read_text())
 
 
-@pytest.fixture(scope="module")
-def crds_installed(testenv: Cluster) -> None:
-    testenv.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for name in ("mitigationpolicies.hemostat.dev", "incidents.hemostat.dev"):
-        testenv.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-
-
 def _policy(mutate) -> str:
     doc = copy.deepcopy(EXAMPLE)
     doc["metadata"].pop("namespace")
@@ -27,7 +20,7 @@ def _policy(mutate) -> str:
     return yaml.safe_dump(doc)
 
 
-def test_example_policy_is_accepted(testenv: Cluster, crds_installed: None, namespace: str) -> None:
+def test_example_policy_is_accepted(testenv: Cluster, crds: None, namespace: str) -> None:
     testenv.apply(_policy(lambda s: None), namespace)
     stored = testenv.get("mitigationpolicy", "checkout", namespace)
     # defaults come from the generated schema
@@ -68,7 +61,7 @@ def test_example_policy_is_accepted(testenv: Cluster, crds_installed: None, name
     ],
 )
 def test_malformed_policy_is_rejected(
-    testenv: Cluster, crds_installed: None, namespace: str, mutate, expected: list[str]
+    testenv: Cluster, crds: None, namespace: str, mutate, expected: list[str]
 ) -> None:
     proc = testenv.kubectl("apply", "-n", namespace, "-f", "-", input=_policy(mutate), check=False)
     assert proc.returncode != 0, f"the API server accepted a malformed policy: {proc.stdout}"

@@ -67,6 +67,9 @@ class Evidence(Model):
 
 class ActionRecord(Model):
     step: Literal["rollback", "disableFlag", "scaleUp"]
+    action: Annotated[str, Field(max_length=64)] = Field(
+        "", description="What was done, e.g. scaleToZero for a canary."
+    )
     index: int = Field(description="Position in the policy's ladder (or -1 for a manual request).")
     result: ActionResult
     from_: Text = Field("", alias="from")
@@ -95,7 +98,8 @@ class IncidentStatus(Model):
     started_at: str | None = Field(None, description="When the first signal began to breach.")
     detected_at: str | None = None
     mitigated_at: str | None = None
-    monitoring_since: str | None = None
+    monitoring_since: str | None = Field(None, description="When the last mitigation step was applied.")
+    healthy_since: str | None = Field(None, description="Start of the current all-signals-healthy streak.")
     resolved_at: str | None = None
     escalated_at: str | None = None
     last_mitigation: Annotated[str, Field(max_length=64)] | None = None

@@ -54,9 +54,7 @@ class BreachWhen(Model):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel("has(self.above) || has(self.below)", "set above, below, or both")
-            ]
+            "x-kubernetes-validations": [_cel("has(self.above) || has(self.below)", "set above, below, or both")]
         }
     )
     above: Threshold | None = None
@@ -86,9 +84,7 @@ class SeverityRule(Model):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel("has(self.above) || has(self.below)", "set above, below, or both")
-            ]
+            "x-kubernetes-validations": [_cel("has(self.above) || has(self.below)", "set above, below, or both")]
         }
     )
     signal: DnsLabel

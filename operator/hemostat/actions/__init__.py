@@ -1,0 +1,1 @@
+"""Mitigation actions. Each: plan (pure, from facts), apply (idempotent), verify."""

@@ -1,0 +1,193 @@
+"""Roll a Deployment back the way `kubectl rollout undo` does, or abort a canary.
+
+The target is the highest revision below the current one, found on the real
+ReplicaSets; its pod template (minus `pod-template-hash`) replaces the
+Deployment's, and its annotations are copied as kubectl copies them. The patch
+is a JSON patch whose first operation tests the resourceVersion we planned
+against, so a Deployment a person changed meanwhile is re-read, never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..models.common import format_duration
+from ..models.policy import RollbackStep
+from .base import MARKER, Done, Plan, Skip, escape, marker_value, read_marker
+
+REVISION = "deployment.kubernetes.io/revision"
+CANARY_OF = "hemostat.dev/canary-of"
+# Annotations kubectl never copies from a ReplicaSet onto the Deployment on undo.
+SKIP_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.deployment.rollback.to",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    replicaset: str
+    image: str
+    created_at: datetime
+    template: dict[str, Any]
+    annotations: dict[str, str]
+
+    def describe(self) -> str:
+        return f"revision {self.number} ({self.image})"
+
+
+@dataclass(frozen=True)
+class Facts:
+    name: str
+    resource_version: str
+    annotations: dict[str, str]
+    current: Revision | None
+    previous: Revision | None
+    rollout_paused: bool
+    canary_of: str | None
+    replicas: int
+
+
+def images(template: dict[str, Any]) -> str:
+    return ",".join(c.get("image", "?") for c in template.get("spec", {}).get("containers", []))
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _revision(rs: dict[str, Any]) -> Revision | None:
+    meta = rs["metadata"]
+    try:
+        number = int((meta.get("annotations") or {}).get(REVISION, ""))
+    except ValueError:
+        return None
+    template = copy.deepcopy(rs["spec"]["template"])
+    (template.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
+    return Revision(
+        number=number,
+        replicaset=meta["name"],
+        image=images(template),
+        created_at=_parse_time(meta["creationTimestamp"]),
+        template=template,
+        annotations=dict(meta.get("annotations") or {}),
+    )
+
+
+def facts_from(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) -> Facts:
+    """Pure: the revision history of one Deployment from its owned ReplicaSets."""
+    meta = deployment["metadata"]
+    uid = meta["uid"]
+    owned = [rs for rs in replicasets if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])]
+    revisions = sorted((r for r in map(_revision, owned) if r), key=lambda r: r.number)
+    annotations = dict(meta.get("annotations") or {})
+    try:
+        current_number = int(annotations.get(REVISION, ""))
+    except ValueError:
+        current_number = revisions[-1].number if revisions else -1
+    current = next((r for r in revisions if r.number == current_number), None)
+    older = [r for r in revisions if r.number < current_number]
+    return Facts(
+        name=meta["name"],
+        resource_version=meta["resourceVersion"],
+        annotations=annotations,
+        current=current,
+        previous=older[-1] if older else None,
+        rollout_paused=bool(deployment["spec"].get("paused")),
+        canary_of=(meta.get("labels") or {}).get(CANARY_OF),
+        replicas=int(deployment["spec"].get("replicas", 1)),
+    )
+
+
+def plan(
+    facts: Facts,
+    step: RollbackStep,
+    *,
+    incident: str,
+    index: int,
+    detected_revision: int | None,
+    rollout_window: timedelta,
+    now: datetime,
+) -> Plan | Skip | Done:
+    """Pure: what the rollback step would change, or why it does not apply."""
+    done = read_marker(facts.annotations, incident, index)
+    if done:
+        return done
+    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    current = facts.current
+    if current is None:
+        return Skip("the Deployment's current revision has no ReplicaSet yet")
+    if detected_revision is not None and current.number != detected_revision:
+        return Skip(
+            f"the Deployment changed since detection (revision {detected_revision} -> {current.number}); "
+            "not overriding a change someone else made"
+        )
+    test = {"op": "test", "path": "/metadata/resourceVersion", "value": facts.resource_version}
+    if facts.canary_of and step.canary_action == "scaleToZero":
+        if facts.replicas == 0:
+            return Skip(f"canary of {facts.canary_of} is already scaled to zero")
+        frm, to = f"canary {facts.name} at {facts.replicas} replicas", "0 replicas"
+        value = marker_value(incident, index, "scaleToZero", frm, to, at)
+        return Plan(
+            "scaleToZero",
+            frm,
+            to,
+            [
+                test,
+                {"op": "replace", "path": "/spec/replicas", "value": 0},
+                _annotation_op(facts.annotations, MARKER, value),
+            ],
+        )
+    if facts.rollout_paused:
+        return Skip("the rollout is paused (spec.paused); kubectl rollout undo refuses paused Deployments too")
+    age = now - current.created_at
+    if age > rollout_window:
+        return Skip(
+            f"{current.describe()} was rolled out {_human(age)} ago, outside the rollout window "
+            f"of {_human(rollout_window)}"
+        )
+    target = facts.previous
+    if target is None:
+        return Skip(f"no revision older than {current.number} is left to roll back to")
+    annotations = {k: v for k, v in facts.annotations.items() if k in SKIP_ANNOTATIONS}
+    annotations.update({k: v for k, v in target.annotations.items() if k not in SKIP_ANNOTATIONS})
+    annotations[MARKER] = marker_value(incident, index, "rollback", current.describe(), target.describe(), at)
+    return Plan(
+        "rollback",
+        current.describe(),
+        target.describe(),
+        [
+            test,
+            {"op": "replace", "path": "/spec/template", "value": target.template},
+            {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+        ],
+    )
+
+
+def applied(deployment: dict[str, Any], plan_: Plan) -> bool:
+    """Verify: the Deployment now holds what the plan wrote."""
+    if plan_.action == "scaleToZero":
+        return deployment["spec"].get("replicas") == 0
+    want = next(op["value"] for op in plan_.patch if op["path"] == "/spec/template")
+    return deployment["spec"]["template"] == want
+
+
+def _annotation_op(annotations: dict[str, str], key: str, value: str) -> dict[str, Any]:
+    if not annotations:
+        return {"op": "add", "path": "/metadata/annotations", "value": {key: value}}
+    return {"op": "add", "path": f"/metadata/annotations/{escape(key)}", "value": value}
+
+
+def _human(delta: timedelta) -> str:
+    return format_duration(delta.total_seconds())

@@ -1,0 +1,1 @@
+"""Pure decisions over a snapshot: no kopf, kubernetes or httpx here, and `now` is an argument."""

@@ -1,0 +1,83 @@
+"""Conditions and reasons: one pure setter, reason strings as constants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ..models.common import Condition
+
+# Incident timeline / Event reasons.
+DETECTED = "Detected"
+ROLLED_BACK = "RolledBack"
+SCALED_TO_ZERO = "ScaledToZero"
+SCALED_UP = "ScaledUp"
+FLAG_DISABLED = "FlagDisabled"
+DRY_RUN = "DryRun"
+MITIGATION_SKIPPED = "MitigationSkipped"
+MITIGATION_FAILED = "MitigationFailed"
+MITIGATION_HELD = "MitigationHeld"
+MONITORING = "Monitoring"
+RECOVERED = "Recovered"
+ESCALATED = "Escalated"
+RESOLVED_BY_PERSON = "ResolvedByPerson"
+
+# Policy condition reasons.
+VALID = "Valid"
+INVALID = "Invalid"
+SIGNALS_OK = "QueriesSucceeded"
+SIGNALS_FAILED = "QueryFailed"
+
+
+def now_iso(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    observed_generation: int | None = None,
+) -> list[Condition]:
+    """Return conditions with `type_` set; lastTransitionTime moves only when status changes."""
+    value = "True" if status else "False"
+    out: list[Condition] = []
+    found = False
+    for c in conditions:
+        if c.type != type_:
+            out.append(c)
+            continue
+        found = True
+        changed = c.status != value
+        out.append(
+            Condition(
+                type=type_,
+                status=value,
+                reason=reason,
+                message=message[:1024],
+                last_transition_time=now_iso(now) if changed else c.last_transition_time,
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type_,
+                status=value,
+                reason=reason,
+                message=message[:1024],
+                last_transition_time=now_iso(now),
+                observed_generation=observed_generation,
+            )
+        )
+    return out
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)

@@ -1,0 +1,256 @@
+"""The Incident lifecycle: Detected -> Mitigating -> Monitoring -> Resolved, or Escalated.
+
+Pure functions over (incident status, health, guardrails, now). `next_move` says
+what should happen this cycle; the `record_*` functions return the new status
+after the engine has made it happen, so every timeline entry is written after the
+fact, with the real values. A Resolved incident never moves again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..models.common import format_duration, parse_duration
+from ..models.incident import (
+    MAX_TIMELINE,
+    ActionRecord,
+    Evidence,
+    IncidentStatus,
+    TimelineEntry,
+)
+from ..models.policy import MitigationPolicySpec, MitigationStep
+from . import conditions as c
+from .health import Health, State, Verdict
+
+ACTION_REASONS = {
+    "rollback": c.ROLLED_BACK,
+    "scaleToZero": c.SCALED_TO_ZERO,
+    "scaleUp": c.SCALED_UP,
+    "disableFlag": c.FLAG_DISABLED,
+}
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """What may forbid acting now, as plain facts."""
+
+    dry_run: bool
+    paused: str | None  # why actions are paused, or None
+    cooldown: timedelta
+    max_actions_per_hour: int
+    recent_actions: Sequence[datetime]  # actions taken on this target, any incident
+
+
+@dataclass(frozen=True)
+class Wait:
+    note: str | None = None  # a reason worth one timeline entry (e.g. held by cooldown)
+
+
+@dataclass(frozen=True)
+class Act:
+    index: int
+    step: MitigationStep
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class Resolve:
+    message: str
+
+
+@dataclass(frozen=True)
+class Escalate:
+    message: str
+
+
+Move = Wait | Act | Resolve | Escalate
+
+
+def blocked_by(guard: Guardrails, now: datetime) -> str | None:
+    if guard.paused:
+        return f"actions paused: {guard.paused}"
+    if guard.dry_run:
+        return None  # a dry run changes nothing, so cooldown and budget do not apply
+    if guard.recent_actions:
+        last = max(guard.recent_actions)
+        if now - last < guard.cooldown:
+            return f"cooldown {format_duration(guard.cooldown.total_seconds())} after the action at {c.now_iso(last)}"
+    in_hour = [t for t in guard.recent_actions if now - t < timedelta(hours=1)]
+    if len(in_hour) >= guard.max_actions_per_hour:
+        return f"action budget spent: {len(in_hour)} of {guard.max_actions_per_hour} actions in the last hour"
+    return None
+
+
+def recovered(status: IncidentStatus, health: Health) -> bool:
+    """Healthy; or, after a canary was scaled to zero, silent (no traffic left to judge)."""
+    if health.state is State.HEALTHY:
+        return True
+    return status.last_mitigation == "scaleToZero" and health.state is State.INCONCLUSIVE
+
+
+def _healthy_for(status: IncidentStatus, now: datetime) -> timedelta:
+    return now - c.parse_iso(status.healthy_since) if status.healthy_since else timedelta(0)
+
+
+def next_move(
+    status: IncidentStatus,
+    spec_resolve: bool,
+    policy: MitigationPolicySpec,
+    health: Health,
+    guard: Guardrails,
+    now: datetime,
+) -> Move:
+    if status.phase == "Resolved":
+        return Wait()
+    if spec_resolve:
+        return Resolve("resolved by a person (spec.resolve)")
+    verify_for = parse_duration(policy.mitigation.verify_for)
+    healthy = _healthy_for(status, now)
+    if recovered(status, health) and status.healthy_since and healthy >= verify_for:
+        how = {
+            "Monitoring": f"after {status.last_mitigation}",
+            "Escalated": "after escalation",
+        }.get(status.phase or "", "without mitigation")
+        return Resolve(f"all signals healthy for {format_duration(healthy.total_seconds())} {how}")
+    if status.phase == "Escalated":
+        return Wait()
+    if status.phase == "Monitoring":
+        since = c.parse_iso(status.monitoring_since) if status.monitoring_since else now
+        if now - since < verify_for or health.state not in (State.BREACHING, State.PENDING):
+            return Wait()
+    elif health.state not in (State.BREACHING, State.PENDING):
+        return Wait()
+    steps = policy.mitigation.steps
+    if status.next_step >= len(steps):
+        tried = ", ".join(a.step for a in status.actions) or "none"
+        return Escalate(f"still breaching and no mitigation step left (tried: {tried}); a person is needed")
+    reason = blocked_by(guard, now)
+    if reason:
+        return Wait(note=f"next step {steps[status.next_step].kind} held: {reason}")
+    return Act(status.next_step, steps[status.next_step], guard.dry_run)
+
+
+def _append(status: IncidentStatus, now: datetime, reason: str, message: str, warning: bool = False) -> None:
+    entry = TimelineEntry(at=c.now_iso(now), type="Warning" if warning else "Normal", reason=reason, message=message)
+    timeline = [*status.timeline, entry]
+    if len(timeline) > MAX_TIMELINE:  # keep the detection entry, drop the oldest after it
+        timeline = [timeline[0], *timeline[len(timeline) - MAX_TIMELINE + 1 :]]
+    status.timeline = timeline
+
+
+def new_entries(before: IncidentStatus | None, after: IncidentStatus) -> list[TimelineEntry]:
+    """Timeline entries added between two statuses (what to post as Events)."""
+    seen = {(e.at, e.reason, e.message) for e in (before.timeline if before else [])}
+    return [e for e in after.timeline if (e.at, e.reason, e.message) not in seen]
+
+
+def track_health(status: IncidentStatus, health: Health, now: datetime) -> IncidentStatus:
+    out = status.model_copy(deep=True)
+    if recovered(status, health):
+        out.healthy_since = out.healthy_since or c.now_iso(now)
+    else:
+        out.healthy_since = None
+    return out
+
+
+def evidence(health: Health, queries: dict[str, str]) -> list[Evidence]:
+    return [
+        Evidence(
+            signal=s.name,
+            value=f"{s.value:.4g}" if s.value is not None else s.verdict.value,
+            threshold=s.threshold,
+            query=queries.get(s.name, "")[:4096],
+        )
+        for s in health.signals
+    ]
+
+
+def breach_summary(health: Health) -> str:
+    parts = []
+    for s in health.signals:
+        if s.verdict is Verdict.BREACHING:
+            shown = f"{s.value:.4g}" if s.value is not None else "no data"
+            parts.append(f"{s.name} {shown} {s.threshold}")
+    return "; ".join(parts)
+
+
+def open_status(
+    health: Health, queries: dict[str, str], revision: int | None, image: str, now: datetime
+) -> IncidentStatus:
+    starts = [s.breaching_since for s in health.signals if s.confirmed and s.breaching_since]
+    started = min(starts) if starts else now
+    status = IncidentStatus(
+        phase="Detected",
+        evidence=evidence(health, queries),
+        revision=revision,
+        image=image,
+        started_at=c.now_iso(started),
+        detected_at=c.now_iso(now),
+        time_to_detect=format_duration((now - started).total_seconds()),
+    )
+    status.conditions = c.set_condition([], "Detected", True, "ThresholdBreached", breach_summary(health), now)
+    at_rev = f" at revision {revision} ({image})" if revision is not None else ""
+    _append(status, now, c.DETECTED, f"{breach_summary(health)}{at_rev}", warning=True)
+    return status
+
+
+def record_note(status: IncidentStatus, note: str, now: datetime) -> IncidentStatus:
+    """A hold reason, written once until it changes (no timeline spam every cycle)."""
+    out = status.model_copy(deep=True)
+    last_hold = next((e for e in reversed(out.timeline) if e.reason == c.MITIGATION_HELD), None)
+    if last_hold is None or last_hold.message != note:
+        _append(out, now, c.MITIGATION_HELD, note)
+    return out
+
+
+def record_action(status: IncidentStatus, record: ActionRecord, reason: str, now: datetime) -> IncidentStatus:
+    """Record a step's outcome: Succeeded/DryRun start monitoring, Skipped/Failed move on."""
+    out = status.model_copy(deep=True)
+    out.actions = [*out.actions, record][-20:]
+    out.next_step = max(out.next_step, record.index + 1)
+    change = f"{record.from_} -> {record.to}" if record.from_ or record.to else ""
+    text = "; ".join(x for x in (change, record.message) if x)
+    if record.result in ("Succeeded", "DryRun"):
+        out.phase = "Monitoring"
+        out.monitoring_since = c.now_iso(now)
+        out.healthy_since = None
+        what = record.action or record.step
+        out.last_mitigation = what if record.result == "Succeeded" else f"{what} (dry run)"
+        if record.result == "Succeeded":
+            out.mitigated_at = record.at
+            if out.detected_at:
+                took = c.parse_iso(record.at) - c.parse_iso(out.detected_at)
+                out.time_to_mitigate = format_duration(took.total_seconds())
+        _append(out, now, c.DRY_RUN if record.result == "DryRun" else reason, f"{what}: {text}")
+        out.conditions = c.set_condition(
+            out.conditions, "Mitigated", record.result == "Succeeded", reason, f"{what}: {text}", now
+        )
+    elif record.result == "Skipped":
+        out.phase = "Mitigating"
+        _append(out, now, c.MITIGATION_SKIPPED, f"{record.step} skipped: {record.message}")
+    else:
+        out.phase = "Mitigating"
+        _append(out, now, c.MITIGATION_FAILED, f"{record.step} failed: {record.message}", warning=True)
+    return out
+
+
+def record_resolved(status: IncidentStatus, message: str, now: datetime) -> IncidentStatus:
+    out = status.model_copy(deep=True)
+    out.phase = "Resolved"
+    out.resolved_at = c.now_iso(now)
+    if out.detected_at:
+        out.time_to_resolve = format_duration((now - c.parse_iso(out.detected_at)).total_seconds())
+    out.conditions = c.set_condition(out.conditions, "Resolved", True, c.RECOVERED, message, now)
+    _append(out, now, c.RESOLVED_BY_PERSON if "person" in message else c.RECOVERED, message)
+    return out
+
+
+def record_escalated(status: IncidentStatus, message: str, now: datetime) -> IncidentStatus:
+    out = status.model_copy(deep=True)
+    out.phase = "Escalated"
+    out.escalated_at = c.now_iso(now)
+    out.conditions = c.set_condition(out.conditions, "Escalated", True, "LadderExhausted", message, now)
+    _append(out, now, c.ESCALATED, message, warning=True)
+    return out

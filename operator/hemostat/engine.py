@@ -1,0 +1,390 @@
+"""One evaluation cycle of one policy: read -> decide -> act -> record.
+
+The only place where readings, decisions and actions meet. State that must
+survive a restart is read from Kubernetes at the start of every cycle (policy
+status for breach clocks, Incidents for the lifecycle, marker annotations for
+actions already applied) and written back only when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from .actions import rollback
+from .actions.base import Done, Plan, Skip
+from .decide import conditions as c
+from .decide import health as h
+from .decide import lifecycle as lc
+from .kube import Conflict, Kube, selector_string
+from .models.common import API_VERSION, format_duration, parse_duration
+from .models.incident import OPEN_PHASES, ActionRecord, IncidentSpec, IncidentStatus
+from .models.policy import MitigationPolicySpec, MitigationPolicyStatus, MitigationStep, TargetStatus
+from .signals.base import SignalProvider, TemplateError, render_query
+
+log = logging.getLogger("hemostat.engine")
+
+PAUSED = "hemostat.dev/paused"
+POLICY_LABEL = "hemostat.dev/policy"
+TARGET_LABEL = "hemostat.dev/target"
+HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
+
+
+@dataclass
+class Settings:
+    default_prometheus_url: str | None
+    global_dry_run: bool = False
+
+
+class Engine:
+    def __init__(self, kube: Kube, provider_for: Callable[[str], SignalProvider], settings: Settings) -> None:
+        self.kube = kube
+        self.provider_for = provider_for
+        self.settings = settings
+
+    async def evaluate(self, body: dict[str, Any], now: datetime) -> None:
+        meta = body["metadata"]
+        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        old = MitigationPolicyStatus.model_validate(_known_status(body))
+        try:
+            spec = MitigationPolicySpec.model_validate(body.get("spec") or {})
+            _check_templates(spec)
+            self._check_urls(spec)
+        except (ValidationError, ValueError) as exc:
+            new = old.model_copy(deep=True)
+            new.conditions = c.set_condition(new.conditions, "Valid", False, c.INVALID, _one_line(exc), now, generation)
+            await self._write_policy_status(ns, name, old, new)
+            return
+
+        deployments = await self.kube.list_deployments(ns, selector_string(spec.target.selector))
+        incidents = await self.kube.list_incidents(ns, f"{POLICY_LABEL}={name}")
+        previous = {t.name: t for t in old.targets}
+        policy_paused = (meta.get("annotations") or {}).get(PAUSED) == "true" or spec.guardrails.paused
+
+        results = await asyncio.gather(
+            *(
+                self._evaluate_target(body, spec, d, previous.get(d["metadata"]["name"]), incidents, policy_paused, now)
+                for d in deployments
+            )
+        )
+        targets = [r[0] for r in results]
+        errors = [e for r in results for e in r[1]]
+
+        new = old.model_copy(deep=True)
+        new.observed_generation = generation
+        new.conditions = c.set_condition(new.conditions, "Valid", True, c.VALID, "policy accepted", now, generation)
+        if errors:
+            new.conditions = c.set_condition(
+                new.conditions, "SignalsAvailable", False, c.SIGNALS_FAILED, "; ".join(errors[:3]), now, generation
+            )
+        else:
+            new.conditions = c.set_condition(
+                new.conditions, "SignalsAvailable", True, c.SIGNALS_OK, "all queries answered", now, generation
+            )
+        new.targets = sorted(targets, key=lambda t: t.name)[:1000]
+        new.matched_targets = len(deployments)
+        new.open_incidents = sum(1 for t in targets if t.incident)
+        stale = not old.last_evaluated or now - c.parse_iso(old.last_evaluated) >= HEARTBEAT
+        if stale or _dump(new, last=False) != _dump(old, last=False):
+            new.last_evaluated = c.now_iso(now)
+        await self._write_policy_status(ns, name, old, new)
+
+    def _check_urls(self, spec: MitigationPolicySpec) -> None:
+        if self.settings.default_prometheus_url:
+            return
+        missing = [s.name for s in spec.signals if not s.prometheus.url]
+        if missing:
+            raise ValueError(
+                f"signals {', '.join(missing)} have no prometheus.url and the operator has no --prometheus-url"
+            )
+
+    async def _read(self, spec: MitigationPolicySpec, variables: dict[str, str]) -> tuple[dict, dict]:
+        queries = {s.name: render_query(s.prometheus.query, {**variables, "signal": s.name}) for s in spec.signals}
+        urls = {s.name: s.prometheus.url or self.settings.default_prometheus_url or "" for s in spec.signals}
+        readings = await asyncio.gather(*(self.provider_for(urls[n]).read(q) for n, q in queries.items()))
+        return queries, dict(zip(queries, readings, strict=True))
+
+    async def _evaluate_target(
+        self,
+        policy: dict[str, Any],
+        spec: MitigationPolicySpec,
+        deployment: dict[str, Any],
+        previous: TargetStatus | None,
+        incidents: list[dict[str, Any]],
+        policy_paused: bool,
+        now: datetime,
+    ) -> tuple[TargetStatus, list[str]]:
+        dname = deployment["metadata"]["name"]
+        ns = deployment["metadata"]["namespace"]
+        variables = {
+            "namespace": ns,
+            "deployment": dname,
+            "policy": policy["metadata"]["name"],
+            "pod_template_hash": "",
+        }
+        queries, readings = await self._read(spec, variables)
+        since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
+        health = h.assess(spec.signals, readings, since, now)
+        errors = [f"{dname}/{s.name}: {s.detail}" for s in health.errors]
+        for s in health.errors:
+            log.warning("signal %s for %s/%s unavailable: %s", s.name, ns, dname, s.detail)
+
+        mine = [i for i in incidents if (i["metadata"].get("labels") or {}).get(TARGET_LABEL) == dname]
+        open_ = [i for i in mine if (i.get("status") or {}).get("phase") in (*OPEN_PHASES, None)]
+        incident = min(open_, key=lambda i: i["metadata"]["creationTimestamp"]) if open_ else None
+        if incident is None and health.state is h.State.BREACHING:
+            incident = await self._open_incident(policy, spec, deployment, health, queries, mine, now)
+        if incident is not None:
+            incident = await self._advance(spec, deployment, incident, health, mine, policy_paused, now)
+
+        status = TargetStatus(
+            name=dname,
+            verdicts={s.name: s.verdict.value for s in health.signals},
+            breaching_since={s.name: c.now_iso(s.breaching_since) for s in health.signals if s.breaching_since},
+            incident=incident["metadata"]["name"]
+            if incident and incident.get("status", {}).get("phase") != "Resolved"
+            else None,
+        )
+        return status, errors
+
+    async def _open_incident(
+        self,
+        policy: dict[str, Any],
+        spec: MitigationPolicySpec,
+        deployment: dict[str, Any],
+        health: h.Health,
+        queries: dict[str, str],
+        history: list[dict[str, Any]],
+        now: datetime,
+    ) -> dict[str, Any]:
+        facts = rollback.facts_from(deployment, await self._replicasets(deployment))
+        revision = facts.current.number if facts.current else None
+        image = facts.current.image if facts.current else rollback.images(deployment["spec"]["template"])
+        outcomes = health.by_name()
+        severity = h.severity(spec.severity, outcomes, spec.default_severity)
+        summary = lc.breach_summary(health)
+        if revision is not None:
+            summary += f" at revision {revision}"
+        previous = max(history, key=lambda i: i["metadata"]["creationTimestamp"], default=None)
+        dname = deployment["metadata"]["name"]
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Incident",
+            "metadata": {
+                "name": f"{dname}-{now:%Y%m%d-%H%M%S}"[:253],
+                "namespace": deployment["metadata"]["namespace"],
+                "labels": {POLICY_LABEL: policy["metadata"]["name"], TARGET_LABEL: dname},
+            },
+            "spec": IncidentSpec(
+                severity=severity,
+                summary=summary[:1024],
+                target={"name": dname},
+                policy_ref={"name": policy["metadata"]["name"]},
+                source="policy",
+                previous_incident=previous["metadata"]["name"] if previous else None,
+            ).model_dump(by_alias=True, exclude_none=True),
+        }
+        created = await self.kube.create_incident(body["metadata"]["namespace"], body)
+        log.info("opened incident %s: %s", created["metadata"]["name"], summary)
+        status = lc.open_status(health, queries, revision, image, now)
+        return await self._write_incident(created, deployment, None, status)
+
+    async def _replicasets(self, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+        labels = deployment["spec"]["selector"].get("matchLabels") or {}
+        sel = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return await self.kube.list_replicasets(deployment["metadata"]["namespace"], sel)
+
+    async def _advance(
+        self,
+        spec: MitigationPolicySpec,
+        deployment: dict[str, Any],
+        incident: dict[str, Any],
+        health: h.Health,
+        history: list[dict[str, Any]],
+        policy_paused: bool,
+        now: datetime,
+    ) -> dict[str, Any]:
+        ispec = IncidentSpec.model_validate(incident["spec"])
+        before = IncidentStatus.model_validate(_known_status(incident))
+        if before.phase is None:  # created, but the operator stopped before writing status
+            before = lc.open_status(health, {}, None, "", now)
+        status = lc.track_health(before, health, now)
+        dep_paused = (deployment["metadata"].get("annotations") or {}).get(PAUSED) == "true"
+        guard = lc.Guardrails(
+            dry_run=spec.guardrails.dry_run or self.settings.global_dry_run,
+            paused="policy is paused"
+            if policy_paused
+            else ("Deployment is annotated hemostat.dev/paused" if dep_paused else None),
+            cooldown=parse_duration(spec.guardrails.cooldown),
+            max_actions_per_hour=spec.guardrails.max_actions_per_hour,
+            recent_actions=_action_times(history, incident, status),
+        )
+        for _ in range(len(spec.mitigation.steps) + 1):  # skipped steps fall through to the next
+            move = lc.next_move(status, ispec.resolve, spec, health, guard, now)
+            if isinstance(move, lc.Wait):
+                if move.note:
+                    status = lc.record_note(status, move.note, now)
+                break
+            if isinstance(move, lc.Resolve):
+                status = lc.record_resolved(status, move.message, now)
+                break
+            if isinstance(move, lc.Escalate):
+                status = lc.record_escalated(status, move.message, now)
+                break
+            record, reason = await self._act(move, incident, deployment, status, spec, now)
+            if record is None:  # conflict: re-read next cycle
+                break
+            status = lc.record_action(status, record, reason, now)
+            if record.result in ("Succeeded", "DryRun"):
+                break
+        return await self._write_incident(incident, deployment, before, status)
+
+    async def _act(
+        self,
+        move: lc.Act,
+        incident: dict[str, Any],
+        deployment: dict[str, Any],
+        status: IncidentStatus,
+        spec: MitigationPolicySpec,
+        now: datetime,
+    ) -> tuple[ActionRecord | None, str]:
+        step: MitigationStep = move.step
+        at = c.now_iso(now)
+        if step.rollback is None:
+            return ActionRecord(
+                step=step.kind, index=move.index, result="Skipped", message=f"{step.kind} is not implemented yet", at=at
+            ), c.MITIGATION_SKIPPED
+        ns, dname = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+        fresh = await self.kube.get_deployment(ns, dname)
+        facts = rollback.facts_from(fresh, await self._replicasets(fresh))
+        plan = rollback.plan(
+            facts,
+            step.rollback,
+            incident=incident["metadata"]["name"],
+            index=move.index,
+            detected_revision=status.revision,
+            rollout_window=parse_duration(spec.mitigation.rollout_window),
+            now=now,
+        )
+        if isinstance(plan, Done):
+            return ActionRecord(
+                step="rollback",
+                action=plan.action,
+                index=move.index,
+                result="Succeeded",
+                from_=plan.from_,
+                to=plan.to,
+                message="applied before a restart; confirmed from the Deployment's marker",
+                at=plan.at,
+            ), lc.ACTION_REASONS[plan.action]
+        if isinstance(plan, Skip):
+            return ActionRecord(step="rollback", index=move.index, result="Skipped", message=plan.reason, at=at), (
+                c.MITIGATION_SKIPPED
+            )
+        assert isinstance(plan, Plan)
+        if move.dry_run:
+            return ActionRecord(
+                step="rollback",
+                action=plan.action,
+                index=move.index,
+                result="DryRun",
+                from_=plan.from_,
+                to=plan.to,
+                message=f"dry run: would {plan.action}; Deployment left untouched",
+                at=at,
+            ), c.DRY_RUN
+        try:
+            patched = await self.kube.json_patch_deployment(ns, dname, plan.patch)
+        except Conflict:
+            log.info("deployment %s/%s changed while planning %s; re-reading next cycle", ns, dname, plan.action)
+            return None, ""
+        if os.environ.get("HEMOSTAT_FAULT") == "exit-after-patch":
+            os._exit(137)  # restart-safety tests: die between the change and its record
+        ok = rollback.applied(patched, plan)
+        log.info("%s %s/%s: %s -> %s (%s)", plan.action, ns, dname, plan.from_, plan.to, "ok" if ok else "NOT applied")
+        return ActionRecord(
+            step="rollback",
+            action=plan.action,
+            index=move.index,
+            result="Succeeded" if ok else "Failed",
+            from_=plan.from_,
+            to=plan.to,
+            message="" if ok else "the Deployment does not hold the rolled-back template after the patch",
+            at=at,
+        ), lc.ACTION_REASONS[plan.action]
+
+    async def _write_incident(
+        self,
+        incident: dict[str, Any],
+        deployment: dict[str, Any],
+        before: IncidentStatus | None,
+        after: IncidentStatus,
+    ) -> dict[str, Any]:
+        if before is not None and _dump(before) == _dump(after):
+            return incident
+        meta = incident["metadata"]
+        updated = await self.kube.patch_status("incidents", meta["namespace"], meta["name"], _dump(after))
+        for entry in lc.new_entries(before, after):
+            at = c.parse_iso(entry.at)
+            for obj in (updated, deployment):
+                try:
+                    await self.kube.post_event(obj, entry.type, entry.reason, entry.message, at)
+                except Exception as exc:  # an Event is a copy of the timeline; losing one is not fatal
+                    log.warning("could not post event %s on %s: %s", entry.reason, obj["metadata"]["name"], exc)
+        return updated
+
+    async def _write_policy_status(
+        self, ns: str, name: str, old: MitigationPolicyStatus, new: MitigationPolicyStatus
+    ) -> None:
+        if _dump(old) != _dump(new):
+            await self.kube.patch_status("mitigationpolicies", ns, name, _dump(new))
+
+
+def _dump(model: Any, last: bool = True) -> dict[str, Any]:
+    data = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if not last:
+        data.pop("lastEvaluated", None)
+    return data
+
+
+def _known_status(body: dict[str, Any]) -> dict[str, Any]:
+    """Status as our model knows it; foreign keys (e.g. kopf's) are left to their owners."""
+    return {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+
+
+def _check_templates(spec: MitigationPolicySpec) -> None:
+    dummy = {k: "x" for k in ("namespace", "deployment", "policy", "signal", "pod_template_hash")}
+    for s in spec.signals:
+        try:
+            render_query(s.prometheus.query, dummy)
+        except TemplateError as exc:
+            raise ValueError(f"spec.signals[{s.name}].prometheus.query: {exc}") from None
+
+
+def _action_times(history: list[dict[str, Any]], current: dict[str, Any], status: IncidentStatus) -> list[datetime]:
+    """Times of real (not dry-run) actions on this target, from every incident of the policy."""
+    times = []
+    for inc in history:
+        actions = status.actions if inc["metadata"]["name"] == current["metadata"]["name"] else None
+        if actions is None:
+            actions = IncidentStatus.model_validate(_known_status(inc)).actions
+        times += [c.parse_iso(a.at) for a in actions if a.result == "Succeeded"]
+    return times
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
+        )[:1024]
+    return str(exc)[:1024]
+
+
+__all__ = ["Engine", "Settings", "format_duration"]
