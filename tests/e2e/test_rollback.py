@@ -1,0 +1,139 @@
+"""The core loop on the real control plane, real Prometheus and the traffic simulator.
+
+A bad rollout is detected from Prometheus, rolled back through the real
+Deployment/ReplicaSet revision machinery, verified, and recorded as an
+Incident whose timeline holds the real values.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from conftest import Cluster, wait_for
+from scenarios import (
+    app,
+    condition,
+    deployment_state,
+    events,
+    incidents,
+    policy,
+    rollout,
+    target_verdict,
+    wait_phase,
+    wait_ready,
+)
+
+
+def _iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _healthy_baseline(testenv: Cluster, ns: str, name: str, operators, **policy_args) -> None:
+    testenv.apply(app(name, f"registry.local/{name}:v1"), ns)
+    wait_ready(testenv, ns, name)
+    testenv.apply(policy(name, **policy_args), ns)
+    wait_for("a healthy verdict", lambda: target_verdict(testenv, ns, name, name) == "Healthy", timeout=60)
+
+
+def test_bad_rollout_is_rolled_back_and_resolved(testenv: Cluster, namespace: str, simulator, operators) -> None:
+    operators.start(namespace)
+    _healthy_baseline(testenv, namespace, "checkout", operators)
+    started = datetime.now(UTC).replace(microsecond=0)
+    rollout(testenv, namespace, "checkout", "registry.local/checkout:v2", error_rate=0.5)
+
+    inc = wait_phase(testenv, namespace, "Resolved", timeout=120)
+    status = inc["status"]
+
+    assert deployment_state(testenv, namespace, "checkout") == ("3", "registry.local/checkout:v1")
+    (action,) = status["actions"]
+    assert action["step"] == "rollback" and action["result"] == "Succeeded"
+    assert action["from"] == "revision 2 (registry.local/checkout:v2)"
+    assert action["to"] == "revision 1 (registry.local/checkout:v1)"
+    assert [e["reason"] for e in status["timeline"]] == ["Detected", "RolledBack", "Recovered"]
+    assert inc["spec"]["severity"] == "SEV1"  # error rate ~0.5 > the 0.4 SEV1 rule
+    assert inc["spec"]["summary"].startswith("error-rate ") and "at revision 2" in inc["spec"]["summary"]
+    (evidence,) = status["evidence"]
+    assert 0.05 < float(evidence["value"]) <= 0.5 + 1e-6
+    assert status["revision"] == 2 and status["image"] == "registry.local/checkout:v2"
+
+    # every time is real, UTC, ordered, and after the bad rollout began
+    started_at, detected, mitigated, resolved = (
+        _iso(status[k]) for k in ("startedAt", "detectedAt", "mitigatedAt", "resolvedAt")
+    )
+    assert started <= started_at <= detected <= mitigated <= resolved
+    assert status["timeToMitigate"] and status["timeToResolve"]
+    assert condition(inc, "Resolved")["status"] == "True"
+
+    # the timeline is also posted as Events, on the Incident and on the Deployment
+    name = inc["metadata"]["name"]
+    assert {"Detected", "RolledBack", "Recovered"} <= {
+        e["reason"] for e in events(testenv, namespace, "Incident", name)
+    }
+    assert "RolledBack" in {e["reason"] for e in events(testenv, namespace, "Deployment", "checkout")}
+    table = testenv.kubectl("get", "incidents", "-n", namespace).stdout
+    assert "Resolved" in table and "rollback" in table and "SEV1" in table
+
+
+def test_healthy_rollout_opens_no_incident(testenv: Cluster, namespace: str, simulator, operators) -> None:
+    operators.start(namespace)
+    _healthy_baseline(testenv, namespace, "catalog", operators)
+    rollout(testenv, namespace, "catalog", "registry.local/catalog:v2", error_rate=0.0)
+    wait_ready(testenv, namespace, "catalog")
+    # Absence needs a time bound: well past `for` (2s) and the 5s rate window, verdicts stay Healthy.
+    deadline = datetime.now(UTC).timestamp() + 12
+    while datetime.now(UTC).timestamp() < deadline:
+        assert target_verdict(testenv, namespace, "catalog", "catalog") == "Healthy"
+        assert incidents(testenv, namespace) == []
+    assert deployment_state(testenv, namespace, "catalog") == ("2", "registry.local/catalog:v2")
+
+
+def test_dry_run_records_but_leaves_the_deployment(testenv: Cluster, namespace: str, simulator, operators) -> None:
+    operators.start(namespace)
+    _healthy_baseline(testenv, namespace, "search", operators, dry_run=True, verify_for="4s")
+    rollout(testenv, namespace, "search", "registry.local/search:v2", error_rate=0.3)
+
+    inc = wait_phase(testenv, namespace, "Escalated", timeout=120)
+    (action,) = inc["status"]["actions"]
+    assert action["result"] == "DryRun"
+    assert action["from"] == "revision 2 (registry.local/search:v2)"
+    assert action["to"] == "revision 1 (registry.local/search:v1)"
+    assert [e["reason"] for e in inc["status"]["timeline"]] == ["Detected", "DryRun", "Escalated"]
+    assert deployment_state(testenv, namespace, "search") == ("2", "registry.local/search:v2")
+
+
+def test_operator_killed_after_the_patch_rolls_back_exactly_once(
+    testenv: Cluster, namespace: str, simulator, operators
+) -> None:
+    doomed = operators.start(namespace, env={"HEMOSTAT_FAULT": "exit-after-patch"})
+    _healthy_baseline(testenv, namespace, "cart", operators)
+    rollout(testenv, namespace, "cart", "registry.local/cart:v2", error_rate=0.5)
+
+    wait_for("the operator to die right after its patch", lambda: not doomed.alive(), timeout=90)
+    assert deployment_state(testenv, namespace, "cart") == ("3", "registry.local/cart:v1")
+    (inc,) = incidents(testenv, namespace)
+    assert inc["status"].get("actions", []) == []  # the rollback happened but was never recorded
+
+    operators.start(namespace)
+    inc = wait_phase(testenv, namespace, "Resolved", timeout=120)
+    (action,) = inc["status"]["actions"]
+    assert action["result"] == "Succeeded" and "marker" in action["message"]
+    assert action["to"] == "revision 1 (registry.local/cart:v1)"
+    # exactly one rollback: revision 3 is the undo; a second undo would have made revision 4
+    assert deployment_state(testenv, namespace, "cart") == ("3", "registry.local/cart:v1")
+
+
+def test_canary_is_scaled_to_zero(testenv: Cluster, namespace: str, simulator, operators) -> None:
+    operators.start(namespace)
+    testenv.apply(app("shop", "registry.local/shop:v1", replicas=3), namespace)
+    canary = app(
+        "shop-canary", "registry.local/shop:v2", error_rate=0.6, replicas=1, labels={"hemostat.dev/canary-of": "shop"}
+    )
+    testenv.apply(canary, namespace)
+    testenv.apply(policy("shop-canary", verify_for="4s"), namespace)
+
+    inc = wait_phase(testenv, namespace, "Resolved", timeout=120)
+    (action,) = inc["status"]["actions"]
+    assert action["action"] == "scaleToZero" and action["result"] == "Succeeded"
+    assert inc["status"]["lastMitigation"] == "scaleToZero"
+    assert testenv.get("deployment", "shop-canary", namespace)["spec"]["replicas"] == 0
+    assert testenv.get("deployment", "shop", namespace)["spec"]["replicas"] == 3  # stable untouched
