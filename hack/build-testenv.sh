@@ -93,14 +93,21 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
-for c in "${@:-etcd kwok helm k8s}"; do
-  for c2 in $c; do
-    case $c2 in
-      etcd) cached "etcd-$ETCD_VERSION" build_etcd ;;
-      k8s) cached "k8s-$K8S_VERSION" build_k8s ;;
-      kwok) cached "kwok-$KWOK_VERSION" build_kwok ;;
-      helm) cached "helm-$HELM_VERSION" build_helm ;;
-      *) echo "unknown component: $c2 (etcd, k8s, kwok, helm)" >&2; exit 2 ;;
-    esac
-  done
-done
+build_one() {
+  case $1 in
+    etcd) cached "etcd-$ETCD_VERSION" build_etcd ;;
+    k8s) cached "k8s-$K8S_VERSION" build_k8s ;;
+    kwok) cached "kwok-$KWOK_VERSION" build_kwok ;;
+    helm) cached "helm-$HELM_VERSION" build_helm ;;
+    *) echo "unknown component: $1 (etcd, k8s, kwok, helm)" >&2; return 2 ;;
+  esac
+}
+
+# Components build in parallel (k8s is the long pole); a heartbeat shows progress.
+pids=()
+for c in ${*:-k8s etcd kwok helm}; do build_one "$c" & pids+=($!); done
+( while sleep 60; do log "still building... (tail -f $CACHE/build/*.log to watch)"; done ) & beat=$!
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+kill "$beat" 2>/dev/null || true
+exit $failed

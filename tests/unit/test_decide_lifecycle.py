@@ -210,7 +210,12 @@ def test_empty_ladder_escalates_at_once() -> None:
 @pytest.mark.parametrize(
     ("phase", "extra", "healthy_for", "message"),
     [
-        ("Monitoring", {"last_mitigation": "rollback"}, timedelta(minutes=2), "all signals healthy for 2m after rollback"),
+        (
+            "Monitoring",
+            {"last_mitigation": "rollback"},
+            timedelta(minutes=2),
+            "all signals healthy for 2m after rollback",
+        ),
         (
             "Monitoring",
             {"last_mitigation": "rollback (dry run)"},
@@ -218,7 +223,12 @@ def test_empty_ladder_escalates_at_once() -> None:
             "all signals healthy for 2m30s after rollback (dry run)",
         ),
         ("Detected", {}, timedelta(minutes=2), "all signals healthy for 2m without mitigation"),
-        ("Escalated", {"last_mitigation": "rollback"}, timedelta(minutes=4), "all signals healthy for 4m after escalation"),
+        (
+            "Escalated",
+            {"last_mitigation": "rollback"},
+            timedelta(minutes=4),
+            "all signals healthy for 4m after escalation",
+        ),
     ],
 )
 def test_healthy_for_verify_for_resolves(phase: str, extra: dict, healthy_for: timedelta, message: str) -> None:
@@ -338,7 +348,12 @@ def test_record_action_dry_run() -> None:
 @pytest.mark.parametrize(
     ("result", "reason", "type_", "message"),
     [
-        ("Skipped", "MitigationSkipped", "Normal", "rollback skipped: no revision older than 1 is left to roll back to"),
+        (
+            "Skipped",
+            "MitigationSkipped",
+            "Normal",
+            "rollback skipped: no revision older than 1 is left to roll back to",
+        ),
         ("Failed", "MitigationFailed", "Warning", "rollback failed: no revision older than 1 is left to roll back to"),
     ],
 )

@@ -391,8 +391,11 @@ def test_marker_for_the_same_incident_and_step_is_done() -> None:
 
 
 def test_marker_for_another_step_is_not_done() -> None:
-    got = do_plan(with_marker(INCIDENT, 0), after_rollback_history(), index=1, detected_revision=None)
+    dep = deployment_obj(3, "v3", annotations={MARKER: marker_value(INCIDENT, 0, "rollback", "a", "b", "x")})
+    got = do_plan(dep, history(), index=1)
     assert isinstance(got, Plan)
+    marker = json.loads(got.patch[2]["value"][MARKER])
+    assert (marker["incident"], marker["step"]) == (INCIDENT, 1)
 
 
 def test_marker_for_another_incident_gives_a_new_plan() -> None:
@@ -412,7 +415,7 @@ def test_unreadable_marker_is_ignored() -> None:
 
 @pytest.mark.xfail(
     reason="BUG: read_marker tolerates invalid JSON but crashes (AttributeError) on a marker that is valid JSON "
-    "but not an object, e.g. a hand-set `hemostat.dev/mitigation: \"true\"`, which stops the whole cycle",
+    'but not an object, e.g. a hand-set `hemostat.dev/mitigation: "true"`, which stops the whole cycle',
     strict=True,
 )
 @pytest.mark.parametrize("raw", ["true", "[1, 2]", '"done"'])
@@ -420,6 +423,43 @@ def test_marker_that_is_not_an_object_is_ignored(raw: str) -> None:
     got = do_plan(deployment_obj(3, "v3", annotations={MARKER: raw}), history())
     assert isinstance(got, Plan)
     assert (got.from_, got.to) == (FROM3, TO2)
+
+
+@pytest.mark.xfail(
+    reason="BUG: the rollout window is measured from the ReplicaSet's creationTimestamp, so a revision made by "
+    "reusing an old ReplicaSet (kubectl rollout undo) minutes ago is skipped as 'rolled out 76h20m ago'",
+    strict=True,
+)
+def test_rollout_window_counts_from_the_rollout_not_the_replicaset_creation() -> None:
+    # a person ran `kubectl rollout undo --to-revision=1` at 14:10: the v1 ReplicaSet (created days ago)
+    # became revision 4, and v1 is what breaches now
+    rss = [replicaset(2, "v2", created="2026-11-22T09:00:00Z"), replicaset(3, "v3", created="2026-11-23T14:00:00Z")]
+    reused = replicaset(1, "v1", created="2026-11-20T10:00:00Z", replicas=3)
+    reused["metadata"]["annotations"][REVISION] = "4"
+    reused["metadata"]["managedFields"] = [
+        {
+            "manager": "kube-controller-manager",
+            "operation": "Update",
+            "apiVersion": "apps/v1",
+            "time": "2026-11-23T14:10:00Z",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}},
+        }
+    ]
+    dep = deployment_obj(4, "v1")
+    dep["status"]["conditions"] = [
+        {
+            "type": "Progressing",
+            "status": "True",
+            "reason": "NewReplicaSetAvailable",
+            "message": f'ReplicaSet "checkout-{HASHES[1]}" has successfully progressed.',
+            "lastUpdateTime": "2026-11-23T14:10:30Z",
+            "lastTransitionTime": "2026-11-01T09:00:10Z",
+        }
+    ]
+    got = do_plan(dep, [*rss, reused], detected_revision=4)
+    assert isinstance(got, Plan), got
+    assert (got.from_, got.to) == ("revision 4 (registry.example/checkout:v1)", FROM3)
 
 
 # --- canaries -------------------------------------------------------------------------------
