@@ -136,23 +136,44 @@ class Engine:
         for s in health.errors:
             log.warning("signal %s for %s/%s unavailable: %s", s.name, ns, dname, s.detail)
 
+        revision, revision_since = await self._revision(deployment, previous, now)
         mine = [i for i in incidents if (i["metadata"].get("labels") or {}).get(TARGET_LABEL) == dname]
         open_ = [i for i in mine if (i.get("status") or {}).get("phase") in (*OPEN_PHASES, None)]
         incident = min(open_, key=lambda i: i["metadata"]["creationTimestamp"]) if open_ else None
         if incident is None and health.state is h.State.BREACHING:
             incident = await self._open_incident(policy, spec, deployment, health, queries, mine, now)
         if incident is not None:
-            incident = await self._advance(spec, deployment, incident, health, mine, policy_paused, now)
+            incident = await self._advance(spec, deployment, incident, health, mine, policy_paused, revision_since, now)
 
         status = TargetStatus(
             name=dname,
             verdicts={s.name: s.verdict.value for s in health.signals},
             breaching_since={s.name: c.now_iso(s.breaching_since) for s in health.signals if s.breaching_since},
+            revision=revision,
+            revision_since=c.now_iso(revision_since) if revision_since else None,
             incident=incident["metadata"]["name"]
             if incident and incident.get("status", {}).get("phase") != "Resolved"
             else None,
         )
         return status, errors
+
+    async def _revision(
+        self, deployment: dict[str, Any], previous: TargetStatus | None, now: datetime
+    ) -> tuple[int | None, datetime | None]:
+        """The current revision and when it became current, frozen at first sight.
+
+        Frozen because the ReplicaSet's own timestamps move when it is merely scaled
+        (e.g. by an HPA), which would make an old revision look freshly rolled out.
+        """
+        try:
+            number = int((deployment["metadata"].get("annotations") or {})[rollback.REVISION])
+        except (KeyError, ValueError):
+            return None, None
+        if previous and previous.revision == number and previous.revision_since:
+            return number, c.parse_iso(previous.revision_since)
+        facts = rollback.facts_from(deployment, await self._replicasets(deployment))
+        since = min(now, facts.current.rolled_out_at) if facts.current else now
+        return number, since
 
     async def _open_incident(
         self,
@@ -209,6 +230,7 @@ class Engine:
         health: h.Health,
         history: list[dict[str, Any]],
         policy_paused: bool,
+        revision_since: datetime | None,
         now: datetime,
     ) -> dict[str, Any]:
         ispec = IncidentSpec.model_validate(incident["spec"])
@@ -233,12 +255,12 @@ class Engine:
                     status = lc.record_note(status, move.note, now)
                 break
             if isinstance(move, lc.Resolve):
-                status = lc.record_resolved(status, move.message, now)
+                status = lc.record_resolved(status, move.message, now, by_person=move.by_person)
                 break
             if isinstance(move, lc.Escalate):
                 status = lc.record_escalated(status, move.message, now)
                 break
-            record, reason = await self._act(move, incident, deployment, status, spec, now)
+            record, reason = await self._act(move, incident, deployment, status, spec, revision_since, now)
             if record is None:  # conflict: re-read next cycle
                 break
             status = lc.record_action(status, record, reason, now)
@@ -253,6 +275,7 @@ class Engine:
         deployment: dict[str, Any],
         status: IncidentStatus,
         spec: MitigationPolicySpec,
+        revision_since: datetime | None,
         now: datetime,
     ) -> tuple[ActionRecord | None, str]:
         step: MitigationStep = move.step
@@ -272,6 +295,7 @@ class Engine:
             detected_revision=status.revision,
             rollout_window=parse_duration(spec.mitigation.rollout_window),
             now=now,
+            current_since=revision_since if facts.current and facts.current.number == status.revision else None,
         )
         if isinstance(plan, Done):
             return ActionRecord(

@@ -236,11 +236,6 @@ def test_healthy_for_verify_for_resolves(phase: str, extra: dict, healthy_for: t
     assert lc.next_move(st, False, POLICY, health(State.HEALTHY), guard(), NOW) == lc.Resolve(message)
 
 
-@pytest.mark.xfail(
-    reason="BUG: an incident in phase Mitigating (a later step skipped/failed after a successful rollback) "
-    "resolves with 'without mitigation' although status.lastMitigation says a rollback was applied",
-    strict=True,
-)
 def test_resolve_message_names_last_mitigation_after_a_later_step_failed() -> None:
     st = status(
         "Mitigating",
@@ -289,7 +284,7 @@ def test_resolved_never_moves(spec_resolve: bool, state: State) -> None:
 def test_spec_resolve_resolves_any_open_incident(phase: str) -> None:
     g = guard(paused="policy is paused")
     move = lc.next_move(status(phase, next_step=1), True, POLICY, health(State.BREACHING), g, NOW)
-    assert move == lc.Resolve("resolved by a person (spec.resolve)")
+    assert move == lc.Resolve("resolved by a person (spec.resolve)", by_person=True)
 
 
 # --- record_action ------------------------------------------------------------------------
@@ -551,20 +546,15 @@ def test_record_resolved_after_recovery() -> None:
 def test_record_resolved_by_a_person_timeline() -> None:
     st = status("Escalated")
     st.timeline = []
-    after = lc.record_resolved(st, "resolved by a person (spec.resolve)", NOW)
+    after = lc.record_resolved(st, "resolved by a person (spec.resolve)", NOW, by_person=True)
     assert after.phase == "Resolved"
     assert [(e.reason, e.message) for e in after.timeline] == [
         ("ResolvedByPerson", "resolved by a person (spec.resolve)")
     ]
 
 
-@pytest.mark.xfail(
-    reason="BUG: record_resolved sets the Resolved condition reason to Recovered even when a person closed the "
-    "incident (spec.resolve), so conditions claim the service recovered; the timeline says ResolvedByPerson",
-    strict=True,
-)
 def test_record_resolved_by_a_person_condition_reason() -> None:
-    after = lc.record_resolved(status("Escalated"), "resolved by a person (spec.resolve)", NOW)
+    after = lc.record_resolved(status("Escalated"), "resolved by a person (spec.resolve)", NOW, by_person=True)
     assert c.get_condition(after.conditions, "Resolved").reason == "ResolvedByPerson"
 
 

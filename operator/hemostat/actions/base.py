@@ -50,13 +50,22 @@ def read_marker(annotations: dict[str, str] | None, incident: str, index: int) -
     raw = (annotations or {}).get(MARKER)
     if not raw:
         return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if data.get("incident") != incident or data.get("step") != index:
+    data = parse_marker(raw)
+    if data is None or data["incident"] != incident or data["step"] != index:
         return None
     return Done(action=data["action"], from_=data["from"], to=data["to"], at=data["at"])
+
+
+def parse_marker(raw: str | None) -> dict[str, Any] | None:
+    """The marker as a dict, or None when absent or not ours (a hand-edited value is ignored, never fatal)."""
+    try:
+        data = json.loads(raw or "")
+    except ValueError:
+        return None
+    keys = ("incident", "step", "action", "from", "to", "at")
+    if not isinstance(data, dict) or not all(k in data for k in keys):
+        return None
+    return data
 
 
 def escape(key: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
-from .base import MARKER, Done, Plan, Skip, escape, marker_value, read_marker
+from .base import MARKER, Done, Plan, Skip, escape, marker_value, parse_marker, read_marker
 
 REVISION = "deployment.kubernetes.io/revision"
 CANARY_OF = "hemostat.dev/canary-of"
@@ -39,7 +39,7 @@ class Revision:
     number: int
     replicaset: str
     image: str
-    created_at: datetime
+    rolled_out_at: datetime  # creation, or the controller's last change (an undo re-stamps an old ReplicaSet)
     template: dict[str, Any]
     annotations: dict[str, str]
 
@@ -75,11 +75,16 @@ def _revision(rs: dict[str, Any]) -> Revision | None:
         return None
     template = copy.deepcopy(rs["spec"]["template"])
     (template.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
+    changes = [
+        _parse_time(m["time"])
+        for m in meta.get("managedFields") or []
+        if m.get("time") and m.get("subresource") != "status"
+    ]
     return Revision(
         number=number,
         replicaset=meta["name"],
         image=images(template),
-        created_at=_parse_time(meta["creationTimestamp"]),
+        rolled_out_at=max([_parse_time(meta["creationTimestamp"]), *changes]),
         template=template,
         annotations=dict(meta.get("annotations") or {}),
     )
@@ -119,11 +124,20 @@ def plan(
     detected_revision: int | None,
     rollout_window: timedelta,
     now: datetime,
+    current_since: datetime | None = None,
 ) -> Plan | Skip | Done:
-    """Pure: what the rollback step would change, or why it does not apply."""
+    """Pure: what the rollback step would change, or why it does not apply.
+
+    `current_since` is when the operator first saw the current revision; without
+    it the age comes from the ReplicaSet (creation or the controller's last change).
+    """
     done = read_marker(facts.annotations, incident, index)
     if done:
         return done
+    earlier = parse_marker(facts.annotations.get(MARKER))
+    if earlier and earlier["incident"] == incident:
+        did = f"{earlier['action']}: {earlier['from']} -> {earlier['to']}"
+        return Skip(f"step {earlier['step']} of this incident already did {did}")
     at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     current = facts.current
     if current is None:
@@ -151,7 +165,7 @@ def plan(
         )
     if facts.rollout_paused:
         return Skip("the rollout is paused (spec.paused); kubectl rollout undo refuses paused Deployments too")
-    age = now - current.created_at
+    age = now - (current_since or current.rolled_out_at)
     if age > rollout_window:
         return Skip(
             f"{current.describe()} was rolled out {_human(age)} ago, outside the rollout window "

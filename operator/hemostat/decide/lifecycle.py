@@ -58,6 +58,7 @@ class Act:
 @dataclass(frozen=True)
 class Resolve:
     message: str
+    by_person: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,16 @@ def next_move(
     if status.phase == "Resolved":
         return Wait()
     if spec_resolve:
-        return Resolve("resolved by a person (spec.resolve)")
+        return Resolve("resolved by a person (spec.resolve)", by_person=True)
     verify_for = parse_duration(policy.mitigation.verify_for)
     healthy = _healthy_for(status, now)
     if recovered(status, health) and status.healthy_since and healthy >= verify_for:
-        how = {
-            "Monitoring": f"after {status.last_mitigation}",
-            "Escalated": "after escalation",
-        }.get(status.phase or "", "without mitigation")
+        if status.phase == "Escalated":
+            how = "after escalation"
+        elif status.last_mitigation:
+            how = f"after {status.last_mitigation}"
+        else:
+            how = "without mitigation"
         return Resolve(f"all signals healthy for {format_duration(healthy.total_seconds())} {how}")
     if status.phase == "Escalated":
         return Wait()
@@ -236,14 +239,15 @@ def record_action(status: IncidentStatus, record: ActionRecord, reason: str, now
     return out
 
 
-def record_resolved(status: IncidentStatus, message: str, now: datetime) -> IncidentStatus:
+def record_resolved(status: IncidentStatus, message: str, now: datetime, by_person: bool = False) -> IncidentStatus:
     out = status.model_copy(deep=True)
     out.phase = "Resolved"
     out.resolved_at = c.now_iso(now)
     if out.detected_at:
         out.time_to_resolve = format_duration((now - c.parse_iso(out.detected_at)).total_seconds())
-    out.conditions = c.set_condition(out.conditions, "Resolved", True, c.RECOVERED, message, now)
-    _append(out, now, c.RESOLVED_BY_PERSON if "person" in message else c.RECOVERED, message)
+    reason = c.RESOLVED_BY_PERSON if by_person else c.RECOVERED
+    out.conditions = c.set_condition(out.conditions, "Resolved", True, reason, message, now)
+    _append(out, now, reason, message)
     return out
 
 

@@ -259,8 +259,11 @@ class TargetStatus(Model):
 
     name: ObjectName
     verdicts: dict[str, str] = Field({}, description="signal -> Healthy|Breaching|NoData|Error")
-    values: dict[str, str] = Field({}, description="signal -> last value read")
     breaching_since: dict[str, str] = Field({}, description="signal -> UTC time the breach began")
+    revision: int | None = Field(None, description="The Deployment's current revision.")
+    revision_since: str | None = Field(
+        None, description="When that revision became current (first seen, else its ReplicaSet's last rollout change)."
+    )
     incident: ObjectName | None = None
 
 
