@@ -58,8 +58,8 @@ test: $(STAMP) testenv-up ## everything: lint, unit and end-to-end tests
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest tests
 
-demo: ## watch an automatic rollback on the local control plane
-	@echo "make demo is not built yet (tracked in the core-loop issue); 'make testenv-up' starts the local cluster." >&2; exit 1
+demo: $(STAMP) testenv-deps ## watch an automatic rollback on the local control plane
+	hack/demo.sh
 
 kind-up: ## create a kind cluster for users with Docker (writes .kind/kubeconfig)
 	@command -v kind >/dev/null || { echo "kind is not installed: https://kind.sigs.k8s.io" >&2; exit 1; }

@@ -207,8 +207,14 @@ up() {
 }
 
 down() {
-  local c p
-  for c in prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  local c p extra=()
+  # Processes started on top of the testenv (e.g. by make demo) record their PIDs here too.
+  for p in "$D"/pids/*.pid; do
+    [ -e "$p" ] || continue
+    c=$(basename "$p" .pid)
+    [[ " ${COMPONENTS[*]} " == *" $c "* ]] || extra+=("$c")
+  done
+  for c in "${extra[@]}" prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     p=$(pid_of "$c")
     [ -n "$p" ] || continue
     if kill -0 "$p" 2>/dev/null; then

@@ -528,6 +528,12 @@ def test_new_entries_on_a_full_timeline() -> None:
     assert [(e.at, e.message) for e in lc.new_entries(st, after)] == [("2026-11-23T15:00:00Z", "last")]
 
 
+def test_time_to_mitigate_counts_from_the_first_breaching_reading() -> None:
+    before = status("Detected", started_at=iso(T0 - timedelta(seconds=30)))
+    after = lc.record_action(before, action("rollback", 0, "Succeeded", at=iso(AT), **ROLLED), c.ROLLED_BACK, AT)
+    assert after.time_to_mitigate == "2m"
+
+
 # --- record_resolved / record_escalated ---------------------------------------------------
 
 

@@ -223,8 +223,9 @@ def record_action(status: IncidentStatus, record: ActionRecord, reason: str, now
         out.last_mitigation = what if record.result == "Succeeded" else f"{what} (dry run)"
         if record.result == "Succeeded":
             out.mitigated_at = record.at
-            if out.detected_at:
-                took = c.parse_iso(record.at) - c.parse_iso(out.detected_at)
+            began = _impact_start(out)
+            if began:
+                took = c.parse_iso(record.at) - began
                 out.time_to_mitigate = format_duration(took.total_seconds())
         _append(out, now, c.DRY_RUN if record.result == "DryRun" else reason, f"{what}: {text}")
         out.conditions = c.set_condition(
@@ -239,12 +240,19 @@ def record_action(status: IncidentStatus, record: ActionRecord, reason: str, now
     return out
 
 
+def _impact_start(status: IncidentStatus) -> datetime | None:
+    """TTM and TTR count from the first breaching reading (impact), not from detection."""
+    first = status.started_at or status.detected_at
+    return c.parse_iso(first) if first else None
+
+
 def record_resolved(status: IncidentStatus, message: str, now: datetime, by_person: bool = False) -> IncidentStatus:
     out = status.model_copy(deep=True)
     out.phase = "Resolved"
     out.resolved_at = c.now_iso(now)
-    if out.detected_at:
-        out.time_to_resolve = format_duration((now - c.parse_iso(out.detected_at)).total_seconds())
+    began = _impact_start(out)
+    if began:
+        out.time_to_resolve = format_duration((now - began).total_seconds())
     reason = c.RESOLVED_BY_PERSON if by_person else c.RECOVERED
     out.conditions = c.set_condition(out.conditions, "Resolved", True, reason, message, now)
     _append(out, now, reason, message)
