@@ -20,13 +20,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install hemostat with dev tools
 
 lint: $(STAMP) ## ruff, formatting and import-layer contracts
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/lint-imports
 
 fmt: $(STAMP) ## format the code
-	$(BIN)/ruff format operator tests
-	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format operator tests bench
+	$(BIN)/ruff check --fix operator tests bench
 
 crds: $(STAMP) ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m hemostat.crdgen crds
@@ -71,3 +71,7 @@ kind-down: ## delete the kind cluster
 
 clean: testenv-down ## remove the venv and local state
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench: $(STAMP) testenv-up ## latency of detect/rollback/resolve (table + bench/results/*.json); SOAK_MINUTES=30 make bench adds a soak
+	$(BIN)/python bench/run.py latency --runs $${BENCH_RUNS:-10}
+	@if [ -n "$${SOAK_MINUTES:-}" ]; then $(BIN)/python bench/run.py soak --minutes $$SOAK_MINUTES; fi

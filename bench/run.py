@@ -1,0 +1,404 @@
+"""Benchmarks (not tests): detection/rollback/resolution latency, and a soak for memory.
+
+    python bench/run.py latency [--runs N]     repeat the bad-rollout scenario N times
+    python bench/run.py soak [--minutes M]     hundreds of Deployments under policies; operator RSS over time
+
+Needs the local control plane (`make testenv-up`); starts its own simulator and
+operator. Writes JSON to bench/results/ and prints a table. Latencies are
+measured from this process by polling the API and Prometheus every 50 ms, so
+they carry up to ~50 ms of measurement error each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+POLL = 0.05
+THRESHOLD = 0.05
+FOR_S, INTERVAL_S, VERIFY_S, WINDOW = 2.0, 1.0, 5.0, "5s"
+SELECT = 'namespace="{{ namespace }}",deployment="{{ deployment }}"'
+RATIO = (
+    f'sum(rate(http_requests_total{{{SELECT},code="500"}}[{WINDOW}]))'
+    f" / sum(rate(http_requests_total{{{SELECT}}}[{WINDOW}]))"
+)
+
+
+def env() -> dict[str, str]:
+    path = ROOT / ".testenv" / "env"
+    if not path.exists():
+        sys.exit("bench: the local control plane is not up: run `make testenv-up` first")
+    out = subprocess.run(["bash", "-c", f"set -a; source {path}; env -0"], capture_output=True, text=True, check=True)
+    return dict(kv.split("=", 1) for kv in out.stdout.split("\0") if "=" in kv)
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.env = env()
+        config.load_kube_config(self.env["KUBECONFIG"])
+        self.apps, self.core = client.AppsV1Api(), client.CoreV1Api()
+        self.custom = client.CustomObjectsApi()
+        self.prom = self.env["PROMETHEUS_URL"]
+        self.procs: list[subprocess.Popen] = []
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = (RESULTS / f"{name}.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(15)
+
+    def ratio(self, ns: str, name: str) -> float | None:
+        q = RATIO.replace("{{ namespace }}", ns).replace("{{ deployment }}", name)
+        with urllib.request.urlopen(f"{self.prom}/api/v1/query?{urllib.parse.urlencode({'query': q})}", timeout=5) as r:
+            result = json.load(r)["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def namespace(self, ns: str) -> None:
+        self.core.create_namespace({"metadata": {"name": ns}})
+
+    def deployment(self, ns: str, name: str, replicas: int = 2, error_rate: float = 0.0, image: str = "v1") -> None:
+        self.apps.create_namespaced_deployment(
+            ns,
+            {
+                "metadata": {"name": name, "labels": {"app": name}},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {
+                            "labels": {"app": name},
+                            "annotations": {"sim.hemostat.dev/error-rate": str(error_rate)},
+                        },
+                        "spec": {"containers": [{"name": "app", "image": f"registry.local/{name}:{image}"}]},
+                    },
+                },
+            },
+        )
+
+    def policy(self, ns: str, name: str, selector: dict[str, str], interval: str = f"{INTERVAL_S:g}s") -> None:
+        self.custom.create_namespaced_custom_object(
+            "hemostat.dev",
+            "v1alpha1",
+            ns,
+            "mitigationpolicies",
+            {
+                "apiVersion": "hemostat.dev/v1alpha1",
+                "kind": "MitigationPolicy",
+                "metadata": {"name": name},
+                "spec": {
+                    "target": {"selector": {"matchLabels": selector}},
+                    "interval": interval,
+                    "signals": [
+                        {
+                            "name": "error-rate",
+                            "prometheus": {"query": RATIO},
+                            "breachWhen": {"above": THRESHOLD},
+                            "for": f"{FOR_S:g}s",
+                        }
+                    ],
+                    "mitigation": {"steps": [{"rollback": {}}], "verifyFor": f"{VERIFY_S:g}s"},
+                    "guardrails": {"cooldown": "1s"},
+                },
+            },
+        )
+
+    def incidents(self, ns: str) -> list[dict[str, Any]]:
+        return self.custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "incidents")["items"]
+
+
+def wait(what: str, probe, timeout: float = 120.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return time.time()
+        time.sleep(POLL)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def latency(runs: int) -> dict[str, Any]:
+    b = Bench()
+    b.start(
+        "simulator",
+        "-m",
+        "hemostat.sim",
+        "--targets-file",
+        f"{b.env['HEMOSTAT_PROMETHEUS_TARGETS']}/bench-sim.json",
+        "--tick",
+        "0.1",
+        "--resync",
+        "0.25",
+    )
+    stamp = datetime.now(UTC).strftime("%H%M%S")
+    b.start(
+        "operator",
+        "-m",
+        "hemostat",
+        "run",
+        "--standalone",
+        "--health-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "-n",
+        *[f"bench-{stamp}-{i}" for i in range(runs)],
+    )
+    rows = []
+    try:
+        for i in range(runs):
+            ns, name = f"bench-{stamp}-{i}", "svc"
+            b.namespace(ns)
+            b.deployment(ns, name)
+            wait("v1 ready", lambda: (b.apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == 2)
+            b.policy(ns, name, {"app": name})
+            wait("traffic visible", lambda: b.ratio(ns, name) == 0.0)
+            time.sleep(2)  # let the operator judge it healthy at least once
+            b.apps.patch_namespaced_deployment(
+                name,
+                ns,
+                {
+                    "spec": {
+                        "template": {
+                            "metadata": {"annotations": {"sim.hemostat.dev/error-rate": "0.5"}},
+                            "spec": {"containers": [{"name": "app", "image": f"registry.local/{name}:v2"}]},
+                        }
+                    }
+                },
+            )
+            t_ready = wait(
+                "bad pods ready",
+                lambda: any(
+                    (rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision") == "2"
+                    and (rs.status.ready_replicas or 0) >= 1
+                    for rs in b.apps.list_namespaced_replica_set(ns).items
+                ),
+            )
+            t_visible = wait("breach visible in Prometheus", lambda: (b.ratio(ns, name) or 0) > THRESHOLD)
+            t_incident = wait("incident", lambda: bool(b.incidents(ns)))
+            t_patch = wait(
+                "rollback patch",
+                lambda: (
+                    (b.apps.read_namespaced_deployment(name, ns).metadata.annotations or {}).get(
+                        "deployment.kubernetes.io/revision"
+                    )
+                    == "3"
+                ),
+            )
+            t_healthy = wait("recovery visible in Prometheus", lambda: (b.ratio(ns, name) or 0) <= THRESHOLD)
+            t_resolved = wait("resolved", lambda: b.incidents(ns)[0].get("status", {}).get("phase") == "Resolved")
+            row = {
+                "run": i,
+                "ready_to_incident_s": t_incident - t_ready,
+                "ready_to_patch_s": t_patch - t_ready,
+                "ready_to_resolved_s": t_resolved - t_ready,
+                "prometheus_sees_breach_s": t_visible - t_ready,
+                "detect_overhead_s": t_incident - t_visible - FOR_S,
+                "incident_to_patch_s": t_patch - t_incident,
+                "prometheus_sees_recovery_s": t_healthy - t_patch,
+                "resolve_overhead_s": t_resolved - t_healthy - VERIFY_S,
+            }
+            row["operator_overhead_s"] = row["detect_overhead_s"] + row["incident_to_patch_s"]
+            rows.append(row)
+            print(f"run {i}: " + "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "run"), flush=True)
+            b.core.delete_namespace(ns)
+    finally:
+        b.stop_all()
+    keys = [k for k in rows[0] if k != "run"]
+    summary = {
+        k: {
+            "p50": statistics.median([r[k] for r in rows]),
+            "p95": _p95([r[k] for r in rows]),
+            "max": max(r[k] for r in rows),
+        }
+        for k in keys
+    }
+    result = {
+        "kind": "latency",
+        "at": datetime.now(UTC).isoformat(),
+        "runs": rows,
+        "summary": summary,
+        "settings": {
+            "for_s": FOR_S,
+            "interval_s": INTERVAL_S,
+            "verify_for_s": VERIFY_S,
+            "rate_window": WINDOW,
+            "scrape_interval_s": 1.0,
+            "poll_s": POLL,
+        },
+    }
+    _write("latency", result)
+    print(
+        f"\n{'measure':32} {'p50':>7} {'p95':>7} {'max':>7}   (seconds; for={FOR_S:g}s interval={INTERVAL_S:g}s "
+        f"verifyFor={VERIFY_S:g}s scrape=1s rate[{WINDOW}])"
+    )
+    for k, v in summary.items():
+        print(f"{k:32} {v['p50']:7.2f} {v['p95']:7.2f} {v['max']:7.2f}")
+    return result
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def soak(minutes: float, namespaces: int, per_namespace: int, policies_per_namespace: int) -> dict[str, Any]:
+    b = Bench()
+    stamp = datetime.now(UTC).strftime("%H%M%S")
+    names = [f"soak-{stamp}-{i}" for i in range(namespaces)]
+    b.start(
+        "soak-simulator",
+        "-m",
+        "hemostat.sim",
+        "--targets-file",
+        f"{b.env['HEMOSTAT_PROMETHEUS_TARGETS']}/soak-sim.json",
+        "--resync",
+        "2",
+    )
+    for ns in names:
+        b.namespace(ns)
+        for j in range(per_namespace):
+            b.deployment(ns, f"svc-{j}", replicas=1)
+        for p in range(policies_per_namespace):
+            # each policy selects its share of the Deployments through a `group` label on none: select by app list
+            members = [f"svc-{j}" for j in range(per_namespace) if j % policies_per_namespace == p]
+            b.custom.create_namespaced_custom_object(
+                "hemostat.dev",
+                "v1alpha1",
+                ns,
+                "mitigationpolicies",
+                {
+                    "apiVersion": "hemostat.dev/v1alpha1",
+                    "kind": "MitigationPolicy",
+                    "metadata": {"name": f"group-{p}"},
+                    "spec": {
+                        "target": {
+                            "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": members}]}
+                        },
+                        "interval": "10s",
+                        "signals": [
+                            {
+                                "name": "error-rate",
+                                "prometheus": {"query": RATIO},
+                                "breachWhen": {"above": THRESHOLD},
+                                "for": "30s",
+                            }
+                        ],
+                        "mitigation": {"steps": [{"rollback": {}}]},
+                    },
+                },
+            )
+    total = namespaces * per_namespace
+    print(f"soak: {total} Deployments, {namespaces * policies_per_namespace} policies; operator starting", flush=True)
+    op = b.start(
+        "soak-operator",
+        "-m",
+        "hemostat",
+        "run",
+        "--standalone",
+        "--health-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "-n",
+        *names,
+    )
+    samples = []
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < minutes * 60:
+            if op.poll() is not None:
+                raise SystemExit("bench: the operator exited during the soak; see bench/results/soak-operator.log")
+            samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mib": round(_rss_kib(op.pid) / 1024, 1)})
+            print(f"  t={samples[-1]['t_s']:7.0f}s  rss={samples[-1]['rss_mib']:6.1f} MiB", flush=True)
+            time.sleep(30)
+        writes = sum(1 for line in (RESULTS / "soak-operator.log").read_text().splitlines() if "ERROR" in line)
+    finally:
+        b.stop_all()
+        for ns in names:
+            b.core.delete_namespace(ns)
+    after_warmup = [s for s in samples if s["t_s"] >= 120] or samples
+    result = {
+        "kind": "soak",
+        "at": datetime.now(UTC).isoformat(),
+        "deployments": total,
+        "policies": namespaces * policies_per_namespace,
+        "minutes": minutes,
+        "samples": samples,
+        "error_log_lines": writes,
+        "rss_mib": {
+            "first": samples[0]["rss_mib"],
+            "after_warmup": after_warmup[0]["rss_mib"],
+            "last": samples[-1]["rss_mib"],
+            "max": max(s["rss_mib"] for s in samples),
+        },
+    }
+    _write("soak", result)
+    print(
+        f"\nsoak: {total} Deployments / {result['policies']} policies for {minutes:g} min: RSS "
+        f"{result['rss_mib']['after_warmup']} MiB after warm-up -> {result['rss_mib']['last']} MiB at the end "
+        f"(max {result['rss_mib']['max']}); {writes} ERROR log lines"
+    )
+    return result
+
+
+def _write(kind: str, result: dict[str, Any]) -> None:
+    path = RESULTS / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--runs", type=int, default=10)
+    sk = sub.add_parser("soak")
+    sk.add_argument("--minutes", type=float, default=30)
+    sk.add_argument("--namespaces", type=int, default=10)
+    sk.add_argument("--per-namespace", type=int, default=30)
+    sk.add_argument("--policies-per-namespace", type=int, default=3)
+    args = parser.parse_args()
+    if args.cmd == "latency":
+        latency(args.runs)
+    else:
+        soak(args.minutes, args.namespaces, args.per_namespace, args.policies_per_namespace)
+
+
+if __name__ == "__main__":
+    main()
