@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default Prometheus base URL for signals (env HEMOSTAT_PROMETHEUS_URL or PROMETHEUS_URL)",
     )
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
+    scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
     run.add_argument("--dry-run", action="store_true", help="global dry run: record, never act")
     run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (0 disables)")

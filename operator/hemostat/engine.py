@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,10 +25,11 @@ from .decide import conditions as c
 from .decide import health as h
 from .decide import lifecycle as lc
 from .kube import Conflict, Kube, selector_string
+from .metrics import Metrics
 from .models.common import API_VERSION, format_duration, parse_duration
 from .models.incident import OPEN_PHASES, ActionRecord, IncidentSpec, IncidentStatus
 from .models.policy import MitigationPolicySpec, MitigationPolicyStatus, MitigationStep, TargetStatus
-from .signals.base import SignalProvider, TemplateError, render_query
+from .signals.base import Reading, SignalProvider, TemplateError, render_query
 
 log = logging.getLogger("hemostat.engine")
 
@@ -44,12 +46,34 @@ class Settings:
 
 
 class Engine:
-    def __init__(self, kube: Kube, provider_for: Callable[[str], SignalProvider], settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        provider_for: Callable[[str], SignalProvider],
+        settings: Settings,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.kube = kube
         self.provider_for = provider_for
         self.settings = settings
+        self.metrics = metrics or Metrics()
 
     async def evaluate(self, body: dict[str, Any], now: datetime) -> None:
+        started = time.monotonic()
+        acted = await self._evaluate(body, now)
+        took = time.monotonic() - started
+        self.metrics.cycle_duration.labels(acted=str(acted).lower()).observe(took)
+        self.metrics.last_cycle.set_to_current_time()
+        if acted:
+            log.info(
+                "policy %s/%s: cycle with an action took %.3fs",
+                body["metadata"]["namespace"],
+                body["metadata"]["name"],
+                took,
+            )
+
+    async def _evaluate(self, body: dict[str, Any], now: datetime) -> bool:
+        """One cycle; returns whether a mitigation was applied."""
         meta = body["metadata"]
         ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
         old = MitigationPolicyStatus.model_validate(_known_status(body))
@@ -61,7 +85,7 @@ class Engine:
             new = old.model_copy(deep=True)
             new.conditions = c.set_condition(new.conditions, "Valid", False, c.INVALID, _one_line(exc), now, generation)
             await self._write_policy_status(ns, name, old, new)
-            return
+            return False
 
         deployments = await self.kube.list_deployments(ns, selector_string(spec.target.selector))
         incidents = await self.kube.list_incidents(ns, f"{POLICY_LABEL}={name}")
@@ -76,6 +100,7 @@ class Engine:
         )
         targets = [r[0] for r in results]
         errors = [e for r in results for e in r[1]]
+        acted = any(r[2] for r in results)
 
         new = old.model_copy(deep=True)
         new.observed_generation = generation
@@ -91,10 +116,12 @@ class Engine:
         new.targets = sorted(targets, key=lambda t: t.name)[:1000]
         new.matched_targets = len(deployments)
         new.open_incidents = sum(1 for t in targets if t.incident)
+        self.metrics.open_incidents.labels(namespace=ns, policy=name).set(new.open_incidents)
         stale = not old.last_evaluated or now - c.parse_iso(old.last_evaluated) >= HEARTBEAT
         if stale or _dump(new, last=False) != _dump(old, last=False):
             new.last_evaluated = c.now_iso(now)
         await self._write_policy_status(ns, name, old, new)
+        return acted
 
     def _check_urls(self, spec: MitigationPolicySpec) -> None:
         if self.settings.default_prometheus_url:
@@ -108,8 +135,16 @@ class Engine:
     async def _read(self, spec: MitigationPolicySpec, variables: dict[str, str]) -> tuple[dict, dict]:
         queries = {s.name: render_query(s.prometheus.query, {**variables, "signal": s.name}) for s in spec.signals}
         urls = {s.name: s.prometheus.url or self.settings.default_prometheus_url or "" for s in spec.signals}
-        readings = await asyncio.gather(*(self.provider_for(urls[n]).read(q) for n, q in queries.items()))
+        readings = await asyncio.gather(*(self._timed_read(urls[n], q) for n, q in queries.items()))
         return queries, dict(zip(queries, readings, strict=True))
+
+    async def _timed_read(self, url: str, query: str) -> Reading:
+        started = time.monotonic()
+        reading = await self.provider_for(url).read(query)
+        self.metrics.query_duration.labels(provider="prometheus").observe(time.monotonic() - started)
+        if reading.error_type:
+            self.metrics.query_errors.labels(provider="prometheus", error_type=reading.error_type).inc()
+        return reading
 
     async def _evaluate_target(
         self,
@@ -120,7 +155,7 @@ class Engine:
         incidents: list[dict[str, Any]],
         policy_paused: bool,
         now: datetime,
-    ) -> tuple[TargetStatus, list[str]]:
+    ) -> tuple[TargetStatus, list[str], bool]:
         dname = deployment["metadata"]["name"]
         ns = deployment["metadata"]["namespace"]
         variables = {
@@ -142,8 +177,11 @@ class Engine:
         incident = min(open_, key=lambda i: i["metadata"]["creationTimestamp"]) if open_ else None
         if incident is None and health.state is h.State.BREACHING:
             incident = await self._open_incident(policy, spec, deployment, health, queries, mine, now)
+        acted = False
         if incident is not None:
-            incident = await self._advance(spec, deployment, incident, health, mine, policy_paused, revision_since, now)
+            incident, acted = await self._advance(
+                spec, deployment, incident, health, mine, policy_paused, revision_since, now
+            )
 
         status = TargetStatus(
             name=dname,
@@ -155,7 +193,7 @@ class Engine:
             if incident and incident.get("status", {}).get("phase") != "Resolved"
             else None,
         )
-        return status, errors
+        return status, errors, acted
 
     async def _revision(
         self, deployment: dict[str, Any], previous: TargetStatus | None, now: datetime
@@ -214,8 +252,14 @@ class Engine:
         }
         created = await self.kube.create_incident(body["metadata"]["namespace"], body)
         log.info("opened incident %s: %s", created["metadata"]["name"], summary)
-        status = lc.open_status(health, queries, revision, image, now)
-        return await self._write_incident(created, deployment, None, status)
+        self.metrics.incidents_opened.labels(severity=severity).inc()
+        # The first status is written together with the first step's outcome (one write per cycle);
+        # if the operator dies before that, the next cycle rebuilds it (see _advance).
+        created["status"] = lc.open_status(health, queries, revision, image, now).model_dump(
+            by_alias=True, exclude_none=True, mode="json"
+        )
+        created["_unwritten"] = True
+        return created
 
     async def _replicasets(self, deployment: dict[str, Any]) -> list[dict[str, Any]]:
         labels = deployment["spec"]["selector"].get("matchLabels") or {}
@@ -232,11 +276,16 @@ class Engine:
         policy_paused: bool,
         revision_since: datetime | None,
         now: datetime,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bool]:
         ispec = IncidentSpec.model_validate(incident["spec"])
+        fresh = incident.pop("_unwritten", False)
         before = IncidentStatus.model_validate(_known_status(incident))
         if before.phase is None:  # created, but the operator stopped before writing status
-            before = lc.open_status(health, {}, None, "", now)
+            facts = rollback.facts_from(deployment, await self._replicasets(deployment))
+            revision = facts.current.number if facts.current else None
+            image = facts.current.image if facts.current else ""
+            before = lc.open_status(health, {}, revision, image, now)
+            fresh = True
         status = lc.track_health(before, health, now)
         dep_paused = (deployment["metadata"].get("annotations") or {}).get(PAUSED) == "true"
         guard = lc.Guardrails(
@@ -266,7 +315,24 @@ class Engine:
             status = lc.record_action(status, record, reason, now)
             if record.result in ("Succeeded", "DryRun"):
                 break
-        return await self._write_incident(incident, deployment, before, status)
+        self._observe(before, status, fresh)
+        written = await self._write_incident(incident, deployment, None if fresh else before, status)
+        return written, len(status.actions) > len(before.actions)
+
+    def _observe(self, before: IncidentStatus, after: IncidentStatus, fresh: bool) -> None:
+        m = self.metrics
+        began = after.started_at or after.detected_at
+        for record in after.actions[len(before.actions) :]:
+            m.actions.labels(step=record.step, action=record.action or record.step, result=record.result).inc()
+        if not began:
+            return
+        start = c.parse_iso(began)
+        if fresh and after.detected_at:
+            m.time_to_detect.observe((c.parse_iso(after.detected_at) - start).total_seconds())
+        if after.mitigated_at and after.mitigated_at != before.mitigated_at:
+            m.time_to_mitigate.observe((c.parse_iso(after.mitigated_at) - start).total_seconds())
+        if after.phase == "Resolved" and before.phase != "Resolved" and after.resolved_at:
+            m.time_to_resolve.observe((c.parse_iso(after.resolved_at) - start).total_seconds())
 
     async def _act(
         self,
@@ -355,14 +421,19 @@ class Engine:
             return incident
         meta = incident["metadata"]
         updated = await self.kube.patch_status("incidents", meta["namespace"], meta["name"], _dump(after))
-        for entry in lc.new_entries(before, after):
-            at = c.parse_iso(entry.at)
-            for obj in (updated, deployment):
-                try:
-                    await self.kube.post_event(obj, entry.type, entry.reason, entry.message, at)
-                except Exception as exc:  # an Event is a copy of the timeline; losing one is not fatal
-                    log.warning("could not post event %s on %s: %s", entry.reason, obj["metadata"]["name"], exc)
+        posts = [
+            self._post(obj, entry.type, entry.reason, entry.message, c.parse_iso(entry.at))
+            for entry in lc.new_entries(before, after)
+            for obj in (updated, deployment)
+        ]
+        await asyncio.gather(*posts)
         return updated
+
+    async def _post(self, obj: dict[str, Any], type_: str, reason: str, message: str, at: datetime) -> None:
+        try:
+            await self.kube.post_event(obj, type_, reason, message, at)
+        except Exception as exc:  # an Event is a copy of the timeline; losing one is not fatal
+            log.warning("could not post event %s on %s: %s", reason, obj["metadata"]["name"], exc)
 
     async def _write_policy_status(
         self, ns: str, name: str, old: MitigationPolicyStatus, new: MitigationPolicyStatus

@@ -18,6 +18,7 @@ import kopf
 
 from .engine import Engine, Settings
 from .kube import Kube
+from .metrics import Metrics
 from .models.common import GROUP, VERSION, parse_duration
 from .signals.prometheus import PrometheusProvider
 
@@ -44,7 +45,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         return providers[url]
 
     memo.http = client
-    memo.engine = Engine(Kube(), provider_for, Settings(config.prometheus_url, config.dry_run))
+    metrics = Metrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, config.bind_address)
+    memo.engine = Engine(Kube(), provider_for, Settings(config.prometheus_url, config.dry_run), metrics)
     memo.heartbeat = {"last_cycle": time.monotonic()}  # shared: per-object memos are shallow copies
     log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
