@@ -9,6 +9,7 @@ actions already applied) and written back only when it changed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ log = logging.getLogger("hemostat.engine")
 PAUSED = "hemostat.dev/paused"
 POLICY_LABEL = "hemostat.dev/policy"
 TARGET_LABEL = "hemostat.dev/target"
+DETECTION = "hemostat.dev/detection"  # the Incident's first status, saved at creation
 HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
 
 
@@ -250,14 +252,15 @@ class Engine:
                 previous_incident=previous["metadata"]["name"] if previous else None,
             ).model_dump(by_alias=True, exclude_none=True),
         }
+        # The first status is written together with the first step's outcome (one write per cycle).
+        # Its facts also travel in an annotation, created atomically with the Incident, so that an
+        # operator killed before that write rebuilds exactly what it detected (see _advance).
+        first = _dump(lc.open_status(health, queries, revision, image, now))
+        body["metadata"]["annotations"] = {DETECTION: json.dumps(first, sort_keys=True)}
         created = await self.kube.create_incident(body["metadata"]["namespace"], body)
         log.info("opened incident %s: %s", created["metadata"]["name"], summary)
         self.metrics.incidents_opened.labels(severity=severity).inc()
-        # The first status is written together with the first step's outcome (one write per cycle);
-        # if the operator dies before that, the next cycle rebuilds it (see _advance).
-        created["status"] = lc.open_status(health, queries, revision, image, now).model_dump(
-            by_alias=True, exclude_none=True, mode="json"
-        )
+        created["status"] = first
         created["_unwritten"] = True
         return created
 
@@ -281,10 +284,10 @@ class Engine:
         fresh = incident.pop("_unwritten", False)
         before = IncidentStatus.model_validate(_known_status(incident))
         if before.phase is None:  # created, but the operator stopped before writing status
-            facts = rollback.facts_from(deployment, await self._replicasets(deployment))
-            revision = facts.current.number if facts.current else None
-            image = facts.current.image if facts.current else ""
-            before = lc.open_status(health, {}, revision, image, now)
+            saved = (incident["metadata"].get("annotations") or {}).get(DETECTION)
+            before = (
+                IncidentStatus.model_validate(json.loads(saved)) if saved else lc.open_status(health, {}, None, "", now)
+            )
             fresh = True
         status = lc.track_health(before, health, now)
         dep_paused = (deployment["metadata"].get("annotations") or {}).get(PAUSED) == "true"
