@@ -358,9 +358,10 @@ def soak(minutes: float, namespaces: int, per_namespace: int, policies_per_names
             time.sleep(30)
         writes = sum(1 for line in (RESULTS / "soak-operator.log").read_text().splitlines() if "ERROR" in line)
     finally:
-        b.stop_all()
-        for ns in names:
+        for ns in names:  # while the operator still runs, so it releases its finalizers
             b.core.delete_namespace(ns)
+        time.sleep(10)
+        b.stop_all()
     after_warmup = [s for s in samples if s["t_s"] >= 120] or samples
     result = {
         "kind": "soak",
