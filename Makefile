@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install lint fmt crds unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench kind-up kind-down clean
+.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench kind-up kind-down clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -28,8 +28,11 @@ fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format operator tests bench
 	$(BIN)/ruff check --fix operator tests bench
 
-crds: $(STAMP) ## regenerate crds/ from the pydantic models
-	$(BIN)/python -m hemostat.crdgen crds
+crds: $(STAMP) ## regenerate crds/ and the chart's copy from the pydantic models
+	$(BIN)/python -m hemostat.crdgen
+
+manifests: testenv-build ## render manifests/install.yaml from the Helm chart
+	hack/render-manifests.sh
 
 testenv-deps: ## install Prometheus from Debian if missing
 	@command -v prometheus >/dev/null || { \

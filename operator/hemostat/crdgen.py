@@ -199,8 +199,12 @@ def write(out_dir: Path) -> list[Path]:
     return written
 
 
+# The Helm chart installs its own copy; both are generated, and both are drift-tested.
+OUTPUT_DIRS = (Path("crds"), Path("charts/hemostat/crds"))
+
 if __name__ == "__main__":
     import sys
 
-    for p in write(Path(sys.argv[1] if len(sys.argv) > 1 else "crds")):
-        print(f"wrote {p}")
+    for out in [Path(a) for a in sys.argv[1:]] or OUTPUT_DIRS:
+        for p in write(out):
+            print(f"wrote {p}")

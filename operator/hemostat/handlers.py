@@ -33,6 +33,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="hemostat.dev")
     settings.persistence.finalizer = "hemostat.dev/finalizer"
     settings.posting.enabled = False  # Events are the Incident timeline, posted by the engine
+    # No cluster-wide scanning of CRDs and namespaces: the CRDs are installed before the
+    # operator (the chart does it), and namespaces are named, so RBAC needs no cluster scope.
+    settings.scanning.disabled = True
     settings.peering.name = "hemostat"
     settings.peering.mandatory = False
     config = memo.config

@@ -3,17 +3,20 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from hemostat.crdgen import crds, render
 
-CRD_DIR = Path(__file__).parents[2] / "crds"
+ROOT = Path(__file__).parents[2]
 
 
-def test_crds_directory_matches_the_models() -> None:
+@pytest.mark.parametrize("directory", ["crds", "charts/hemostat/crds"])
+def test_crd_files_match_the_models(directory: str) -> None:
     generated = crds()
-    on_disk = {p.name for p in CRD_DIR.glob("*.yaml")}
-    assert on_disk == set(generated), "crds/ has extra or missing files: run `make crds`"
+    on_disk = {p.name for p in (ROOT / directory).glob("*.yaml")}
+    assert on_disk == set(generated), f"{directory}/ has extra or missing files: run `make crds`"
     for name, doc in generated.items():
-        assert (CRD_DIR / name).read_text() == render(doc), f"crds/{name} is stale: run `make crds`"
+        assert (ROOT / directory / name).read_text() == render(doc), f"{directory}/{name} is stale: run `make crds`"
 
 
 def _walk(node, path="$"):

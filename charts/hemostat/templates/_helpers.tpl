@@ -1,0 +1,57 @@
+{{- define "hemostat.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "hemostat.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "hemostat.labels" -}}
+app.kubernetes.io/name: {{ include "hemostat.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "hemostat.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hemostat.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "hemostat.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "hemostat.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Exactly what the operator calls; the e2e suite runs it with these rules and nothing more. */}}
+{{- define "hemostat.rules" -}}
+- apiGroups: [hemostat.dev]
+  resources: [mitigationpolicies]
+  verbs: [get, list, watch, patch]    # kopf: watch, finalizer and bookkeeping annotations
+- apiGroups: [hemostat.dev]
+  resources: [mitigationpolicies/status]
+  verbs: [patch]
+- apiGroups: [hemostat.dev]
+  resources: [incidents]
+  verbs: [list, create]
+- apiGroups: [hemostat.dev]
+  resources: [incidents/status]
+  verbs: [patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, patch]           # rollback / canary abort; never create or delete
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [list]                       # revision history
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]                     # the incident timeline
+{{- end -}}

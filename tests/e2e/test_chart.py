@@ -1,0 +1,192 @@
+"""The Helm chart: invariants, drift, and the operator working with exactly the chart's RBAC.
+
+Pods run no containers here (kwok), so the operator runs on this machine with the
+identity of the chart's ServiceAccount: a token minted for it, nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, Cluster, wait_for
+from processes import free_port, prom_value
+from scenarios import app, deployment_state, policy, rollout, target_verdict, wait_phase, wait_ready
+
+CHART = ROOT / "charts" / "hemostat"
+KUBE_VERSION = re.search(r"K8S_VERSION=v(\S+)", (ROOT / "hack" / "versions.env").read_text()).group(1)
+
+
+def helm(testenv: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["helm", *args], capture_output=True, text=True, env=testenv.env, timeout=180)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def render(testenv: Cluster, *sets: str) -> list[dict]:
+    args = ["template", "hemostat", str(CHART), "-n", "hemostat-system", "--kube-version", KUBE_VERSION]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(helm(testenv, *args).stdout) if d]
+
+
+def test_helm_lint(testenv: Cluster) -> None:
+    out = helm(testenv, "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION).stdout
+    assert "0 chart(s) failed" in out
+
+
+def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
+    docs = render(testenv)
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    grants = {
+        (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert grants == {
+        ("hemostat.dev", "mitigationpolicies"): {"get", "list", "watch", "patch"},
+        ("hemostat.dev", "mitigationpolicies/status"): {"patch"},
+        ("hemostat.dev", "incidents"): {"list", "create"},
+        ("hemostat.dev", "incidents/status"): {"patch"},
+        ("apps", "deployments"): {"get", "list", "patch"},
+        ("apps", "replicasets"): {"list"},
+        ("", "events"): {"create"},
+    }
+    assert not any(d["kind"] in ("Role", "RoleBinding") for d in docs)
+
+
+def test_watch_namespaces_gives_roles_not_a_cluster_role(testenv: Cluster) -> None:
+    docs = render(testenv, "watchNamespaces={shop,payments}", "replicaCount=2")
+    assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs)
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    assert set(roles) == {"shop", "payments"}
+    assert {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]} in (
+        roles["shop"]["rules"]
+    )
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=shop" in args and "--namespace=payments" in args and "--standalone" not in args
+
+
+def test_security_context_matches_the_image(testenv: Cluster) -> None:
+    (dep,) = [d for d in render(testenv) if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert user, "the Dockerfile must name a numeric non-root USER"
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (
+        int(user.group(1)),
+        int(user.group(2)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"), [("replicaCount=-1", "replicaCount"), ("prometheusUrl=ftp://x", "prometheusUrl")]
+)
+def test_values_schema_rejects_bad_values(testenv: Cluster, value: str, fragment: str) -> None:
+    args = ["template", "hemostat", str(CHART), "--kube-version", KUBE_VERSION, "--set", value]
+    proc = helm(testenv, *args, check=False)
+    assert proc.returncode != 0 and fragment in proc.stderr
+
+
+def test_plain_manifests_are_rendered_from_the_chart(tmp_path: Path, testenv: Cluster) -> None:
+    out = tmp_path / "install.yaml"
+    subprocess.run([str(ROOT / "hack" / "render-manifests.sh"), str(out)], check=True, env=testenv.env)
+    assert out.read_text() == (ROOT / "manifests" / "install.yaml").read_text(), "run `make manifests`"
+
+
+@pytest.fixture
+def installed(testenv: Cluster, crds: None, namespace: str):
+    release = f"hs-{namespace[-8:]}"
+    system = f"{release}-system"
+    helm(
+        testenv,
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        system,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "90s",
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+    )
+    yield release, system
+    helm(testenv, "uninstall", release, "-n", system, check=False)
+    testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
+
+
+def test_operator_works_with_exactly_the_charts_permissions(
+    testenv: Cluster, namespace: str, simulator, operators, installed, tmp_path: Path
+) -> None:
+    release, system = installed
+    account = f"{release}-hemostat"  # the chart's fullname
+    sa = f"system:serviceaccount:{system}:{account}"
+    token = testenv.kubectl("create", "token", account, "-n", system, "--duration=1h").stdout.strip()
+    server = testenv.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    ca = testenv.kubectl(
+        "config", "view", "--minify", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority}"
+    ).stdout
+    kubeconfig = tmp_path / "sa.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": ca}}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
+            }
+        )
+    )
+
+    def can(verb: str, resource: str, ns: str = namespace) -> bool:
+        out = testenv.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={sa}", check=False).stdout.strip()
+        return out == "yes"
+
+    assert can("patch", "deployments.apps") and can("create", "events") and can("list", "replicasets.apps")
+    for verb, resource in [
+        ("delete", "deployments.apps"),
+        ("create", "deployments.apps"),
+        ("get", "secrets"),
+        ("delete", "incidents.hemostat.dev"),
+        ("update", "deployments.apps"),
+        ("delete", "pods"),
+    ]:
+        assert not can(verb, resource), f"the chart grants {verb} {resource}"
+    assert not can("patch", "deployments.apps", ns="default"), "a Role for one namespace reached another"
+
+    port = free_port()
+    target = testenv.prometheus_targets / f"operator-{namespace}.json"
+    target.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "hemostat-operator"}}]))
+    try:
+        operators.start(
+            namespace, "--kubeconfig", str(kubeconfig), "--metrics-port", str(port), env={"KUBECONFIG": str(kubeconfig)}
+        )
+        testenv.apply(app("orders", "registry.local/orders:v1"), namespace)
+        wait_ready(testenv, namespace, "orders")
+        testenv.apply(policy("orders"), namespace)
+        wait_for("healthy", lambda: target_verdict(testenv, namespace, "orders", "orders") == "Healthy", 60)
+        rollout(testenv, namespace, "orders", "registry.local/orders:v2", error_rate=0.5)
+        inc = wait_phase(testenv, namespace, "Resolved", timeout=120)
+        assert inc["status"]["actions"][0]["result"] == "Succeeded"
+        assert deployment_state(testenv, namespace, "orders") == ("3", "registry.local/orders:v1")
+        # the real Prometheus scrapes the operator's own metrics
+        query = 'hemostat_mitigation_actions_total{job="hemostat-operator",step="rollback",result="Succeeded"}'
+        wait_for("the operator's metrics in Prometheus", lambda: prom_value(testenv.prometheus_url, query) == 1, 30)
+    finally:
+        target.unlink(missing_ok=True)
+    forbidden = [line for line in operators.logs().splitlines() if "403" in line or "Forbidden" in line]
+    assert forbidden == [], forbidden
