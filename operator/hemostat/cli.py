@@ -32,6 +32,10 @@ def _run(args: argparse.Namespace) -> int:
         bind_address=args.bind_address,
         standalone=args.standalone,
         priority=args.priority,
+        leader_election=args.leader_election,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        lease_duration=args.lease_duration,
     )
     run_operator(config, log_level=args.log_level)
     return 0
@@ -67,8 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (0 disables)")
     run.add_argument("--health-port", type=int, default=8081, help="port for /healthz (0 disables)")
     run.add_argument("--bind-address", default="127.0.0.1", help="address for /metrics and /healthz")
-    run.add_argument("--standalone", action="store_true", help="no peering: assume a single replica")
-    run.add_argument("--priority", type=int, default=0, help="peering priority (higher wins)")
+    run.add_argument("--standalone", action="store_true", help="disable kopf peering (use --leader-election for HA)")
+    run.add_argument("--priority", type=int, default=0, help="kopf peering priority (higher wins)")
+    run.add_argument(
+        "--leader-election", action="store_true", help="only the holder of a Lease acts (run several replicas for HA)"
+    )
+    run.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (env POD_NAMESPACE)",
+    )
+    run.add_argument("--lease-name", default="hemostat", help="name of the Lease (default: hemostat)")
+    run.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a silent leader is replaced")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_run)
 

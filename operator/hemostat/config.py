@@ -20,6 +20,10 @@ class OperatorConfig:
     metrics_port: int = 8080
     health_port: int = 8081
     bind_address: str = "127.0.0.1"
+    leader_election: bool = False
+    lease_namespace: str = "default"
+    lease_name: str = "hemostat"
+    lease_duration: float = 15.0
     standalone: bool = False
     priority: int = 0
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +20,7 @@ import kopf
 
 from .engine import Engine, Settings
 from .kube import Kube
+from .leader import LeaderElector
 from .metrics import Metrics
 from .models.common import GROUP, VERSION, parse_duration
 from .signals.prometheus import PrometheusProvider
@@ -39,19 +42,29 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.name = "hemostat"
     settings.peering.mandatory = False
     config = memo.config
-    client = httpx.AsyncClient(trust_env=False)
+    http = httpx.AsyncClient(trust_env=False)
+    kube = Kube()
     providers: dict[str, PrometheusProvider] = {}
 
     def provider_for(url: str) -> PrometheusProvider:
         if url not in providers:
-            providers[url] = PrometheusProvider(url, client)
+            providers[url] = PrometheusProvider(url, http)
         return providers[url]
 
-    memo.http = client
+    memo.http = http
     metrics = Metrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
-    memo.engine = Engine(Kube(), provider_for, Settings(config.prometheus_url, config.dry_run), metrics)
+    memo.engine = Engine(kube, provider_for, Settings(config.prometheus_url, config.dry_run), metrics)
+    memo.leader = None
+    if config.leader_election:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        d = config.lease_duration
+        memo.leader = LeaderElector(
+            kube.api, config.lease_namespace, config.lease_name, identity, d, renew=d / 3, deadline=d * 2 / 3
+        )
+        memo.leader_stop = asyncio.Event()
+        memo.leader_task = asyncio.create_task(memo.leader.run(memo.leader_stop))
     memo.heartbeat = {"last_cycle": time.monotonic()}  # shared: per-object memos are shallow copies
     log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
@@ -63,6 +76,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.leader is not None:
+        memo.leader_stop.set()
+        await memo.leader_task
+        await asyncio.to_thread(memo.leader.release)
     await memo.http.aclose()
 
 
@@ -84,6 +101,9 @@ async def evaluate_policy(
 ) -> None:
     engine: Engine = memo.engine
     while not stopped:
+        if memo.leader is not None and not memo.leader.is_leader:
+            await stopped.wait(1.0)  # a standby watches, but never acts
+            continue
         started = time.monotonic()
         try:
             await engine.evaluate(_plain(body), now=datetime.now(UTC))

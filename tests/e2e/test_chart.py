@@ -55,20 +55,23 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         ("apps", "replicasets"): {"list"},
         ("", "events"): {"create"},
     }
-    assert not any(d["kind"] in ("Role", "RoleBinding") for d in docs)
+    (leader,) = [d for d in docs if d["kind"] == "Role"]  # only the Lease, only in the release namespace
+    assert leader["metadata"]["namespace"] == "hemostat-system"
+    assert leader["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
 
 
 def test_watch_namespaces_gives_roles_not_a_cluster_role(testenv: Cluster) -> None:
     docs = render(testenv, "watchNamespaces={shop,payments}", "replicaCount=2")
     assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs)
     roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
-    assert set(roles) == {"shop", "payments"}
-    assert {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]} in (
-        roles["shop"]["rules"]
-    )
+    assert set(roles) == {"shop", "payments", "hemostat-system"}
+    assert roles["shop"]["rules"] == roles["payments"]["rules"]
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert dep["spec"]["replicas"] == 2
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--namespace=shop" in args and "--namespace=payments" in args and "--standalone" not in args
+    assert "--namespace=shop" in args and "--namespace=payments" in args and "--leader-election" in args
 
 
 def test_security_context_matches_the_image(testenv: Cluster) -> None:
@@ -157,6 +160,7 @@ def test_operator_works_with_exactly_the_charts_permissions(
         return out == "yes"
 
     assert can("patch", "deployments.apps") and can("create", "events") and can("list", "replicasets.apps")
+    assert can("update", "leases.coordination.k8s.io", ns=system) and not can("update", "leases.coordination.k8s.io")
     for verb, resource in [
         ("delete", "deployments.apps"),
         ("create", "deployments.apps"),
@@ -173,7 +177,10 @@ def test_operator_works_with_exactly_the_charts_permissions(
     target.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "hemostat-operator"}}]))
     try:
         operators.start(
-            namespace, "--kubeconfig", str(kubeconfig), "--metrics-port", str(port), env={"KUBECONFIG": str(kubeconfig)}
+            namespace,
+            *("--kubeconfig", str(kubeconfig), "--metrics-port", str(port)),
+            *("--leader-election", "--lease-namespace", system, "--lease-name", account),
+            env={"KUBECONFIG": str(kubeconfig)},
         )
         testenv.apply(app("orders", "registry.local/orders:v1"), namespace)
         wait_ready(testenv, namespace, "orders")
