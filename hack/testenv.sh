@@ -156,7 +156,8 @@ start_all() {
   run kube-controller-manager "$BIN_K8S/kube-controller-manager" "${common[@]}" --secure-port="$KCM_PORT" \
     --controllers='*' --service-account-private-key-file="$D/pki/sa.key" --root-ca-file="$D/pki/ca.crt" \
     --cluster-signing-cert-file="$D/pki/ca.crt" --cluster-signing-key-file="$D/pki/ca.key" \
-    --service-cluster-ip-range="$SVC_CIDR" --use-service-account-credentials=false
+    --service-cluster-ip-range="$SVC_CIDR" --use-service-account-credentials=false \
+    --horizontal-pod-autoscaler-sync-period=5s
   run kube-scheduler "$BIN_K8S/kube-scheduler" "${common[@]}" --secure-port="$SCHED_PORT"
   wait_for kube-controller-manager 60 curl -sfk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz"
   wait_for kube-scheduler 60 curl -sfk --max-time 2 "https://127.0.0.1:$SCHED_PORT/healthz"

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .actions import rollback
+from .actions import rollback, scale
 from .actions.base import Done, Plan, Skip
 from .decide import conditions as c
 from .decide import health as h
@@ -337,6 +337,38 @@ class Engine:
         if after.phase == "Resolved" and before.phase != "Resolved" and after.resolved_at:
             m.time_to_resolve.observe((c.parse_iso(after.resolved_at) - start).total_seconds())
 
+    async def _plan(
+        self,
+        move: lc.Act,
+        incident: dict[str, Any],
+        deployment: dict[str, Any],
+        status: IncidentStatus,
+        spec: MitigationPolicySpec,
+        revision_since: datetime | None,
+        now: datetime,
+    ) -> Plan | Skip | Done:
+        """Re-read the world and plan the step against what it is now."""
+        step: MitigationStep = move.step
+        ns, dname = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+        fresh = await self.kube.get_deployment(ns, dname)
+        name = incident["metadata"]["name"]
+        if step.rollback is not None:
+            facts = rollback.facts_from(fresh, await self._replicasets(fresh))
+            return rollback.plan(
+                facts,
+                step.rollback,
+                incident=name,
+                index=move.index,
+                detected_revision=status.revision,
+                rollout_window=parse_duration(spec.mitigation.rollout_window),
+                now=now,
+                current_since=revision_since if facts.current and facts.current.number == status.revision else None,
+            )
+        if step.scale_up is not None:
+            facts = scale.facts_from(fresh, await self.kube.list_hpas(ns))
+            return scale.plan(facts, step.scale_up, incident=name, index=move.index, now=now)
+        return Skip(f"{step.kind} is not implemented yet")
+
     async def _act(
         self,
         move: lc.Act,
@@ -347,71 +379,62 @@ class Engine:
         revision_since: datetime | None,
         now: datetime,
     ) -> tuple[ActionRecord | None, str]:
-        step: MitigationStep = move.step
+        kind = move.step.kind
         at = c.now_iso(now)
-        if step.rollback is None:
-            return ActionRecord(
-                step=step.kind, index=move.index, result="Skipped", message=f"{step.kind} is not implemented yet", at=at
-            ), c.MITIGATION_SKIPPED
-        ns, dname = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
-        fresh = await self.kube.get_deployment(ns, dname)
-        facts = rollback.facts_from(fresh, await self._replicasets(fresh))
-        plan = rollback.plan(
-            facts,
-            step.rollback,
-            incident=incident["metadata"]["name"],
-            index=move.index,
-            detected_revision=status.revision,
-            rollout_window=parse_duration(spec.mitigation.rollout_window),
-            now=now,
-            current_since=revision_since if facts.current and facts.current.number == status.revision else None,
-        )
+        plan = await self._plan(move, incident, deployment, status, spec, revision_since, now)
         if isinstance(plan, Done):
-            return ActionRecord(
-                step="rollback",
+            record = ActionRecord(
+                step=kind,
                 action=plan.action,
                 index=move.index,
                 result="Succeeded",
                 from_=plan.from_,
                 to=plan.to,
-                message="applied before a restart; confirmed from the Deployment's marker",
+                message="applied before a restart; confirmed from the marker on the changed object",
                 at=plan.at,
-            ), lc.ACTION_REASONS[plan.action]
+            )
+            return record, lc.ACTION_REASONS[plan.action]
         if isinstance(plan, Skip):
-            return ActionRecord(step="rollback", index=move.index, result="Skipped", message=plan.reason, at=at), (
+            return ActionRecord(step=kind, index=move.index, result="Skipped", message=plan.reason, at=at), (
                 c.MITIGATION_SKIPPED
             )
-        assert isinstance(plan, Plan)
         if move.dry_run:
-            return ActionRecord(
-                step="rollback",
+            record = ActionRecord(
+                step=kind,
                 action=plan.action,
                 index=move.index,
                 result="DryRun",
                 from_=plan.from_,
                 to=plan.to,
-                message=f"dry run: would {plan.action}; Deployment left untouched",
+                message=f"dry run: would {plan.action}; nothing changed",
                 at=at,
-            ), c.DRY_RUN
+            )
+            return record, c.DRY_RUN
+        ns, dname = deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+        target = plan.name or dname
         try:
-            patched = await self.kube.json_patch_deployment(ns, dname, plan.patch)
+            if plan.kind == "HorizontalPodAutoscaler":
+                patched = await self.kube.json_patch_hpa(ns, target, plan.patch)
+            else:
+                patched = await self.kube.json_patch_deployment(ns, target, plan.patch)
         except Conflict:
-            log.info("deployment %s/%s changed while planning %s; re-reading next cycle", ns, dname, plan.action)
+            log.info("%s %s/%s changed while planning %s; re-reading next cycle", plan.kind, ns, target, plan.action)
             return None, ""
         if os.environ.get("HEMOSTAT_FAULT") == "exit-after-patch":
             os._exit(137)  # restart-safety tests: die between the change and its record
-        ok = rollback.applied(patched, plan)
-        log.info("%s %s/%s: %s -> %s (%s)", plan.action, ns, dname, plan.from_, plan.to, "ok" if ok else "NOT applied")
-        return ActionRecord(
-            step="rollback",
+        ok = rollback.applied(patched, plan) if kind == "rollback" else scale.applied(patched, plan)
+        log.info("%s %s/%s: %s -> %s (%s)", plan.action, ns, target, plan.from_, plan.to, "ok" if ok else "NOT applied")
+        record = ActionRecord(
+            step=kind,
             action=plan.action,
             index=move.index,
             result="Succeeded" if ok else "Failed",
             from_=plan.from_,
             to=plan.to,
-            message="" if ok else "the Deployment does not hold the rolled-back template after the patch",
+            message="" if ok else f"the {plan.kind} does not hold the planned change after the patch",
             at=at,
-        ), lc.ACTION_REASONS[plan.action]
+        )
+        return record, lc.ACTION_REASONS[plan.action]
 
     async def _write_incident(
         self,

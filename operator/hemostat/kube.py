@@ -44,6 +44,7 @@ class Kube:
         self.apps = client.AppsV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.autoscaling = client.AutoscalingV2Api(self.api)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -70,6 +71,19 @@ class Kube:
     async def json_patch_deployment(self, namespace: str, name: str, patch: list[Body]) -> Body:
         return await self._call(
             self.apps.patch_namespaced_deployment, name, namespace, patch, _content_type="application/json-patch+json"
+        )
+
+    async def list_hpas(self, namespace: str) -> list[Body]:
+        out = await self._call(self.autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
+        return out["items"]
+
+    async def json_patch_hpa(self, namespace: str, name: str, patch: list[Body]) -> Body:
+        return await self._call(
+            self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+            name,
+            namespace,
+            patch,
+            _content_type="application/json-patch+json",
         )
 
     # Hemostat resources

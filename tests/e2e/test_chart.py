@@ -53,6 +53,7 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         ("hemostat.dev", "incidents/status"): {"patch"},
         ("apps", "deployments"): {"get", "list", "patch"},
         ("apps", "replicasets"): {"list"},
+        ("autoscaling", "horizontalpodautoscalers"): {"list", "patch"},
         ("", "events"): {"create"},
     }
     (leader,) = [d for d in docs if d["kind"] == "Role"]  # only the Lease, only in the release namespace

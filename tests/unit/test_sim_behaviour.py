@@ -223,3 +223,35 @@ def test_two_replicasets_of_one_deployment_produce_per_hash_series() -> None:
         ("shop", "web", "bbb222"): pytest.approx([2.0, 2.0, 4.0]),
     }
     assert latencies == {"aaa111": {0.02}, "bbb222": {0.4}}
+
+
+# --- capacity effect: offered load shared by Ready pods --------------------------------------
+
+
+def _pods(n: int, annotations: dict[str, str], deployment: str = "api") -> list:
+    from hemostat.sim.behaviour import ObservedPod, PodRef
+
+    return [ObservedPod(PodRef("ns", deployment, "h1", f"{deployment}-{i}"), annotations) for i in range(n)]
+
+
+def test_overloaded_pods_slow_down_and_more_pods_recover() -> None:
+    from hemostat.sim.behaviour import capacity, resolve
+
+    load = {
+        "sim.hemostat.dev/load-rps": "40",
+        "sim.hemostat.dev/capacity-rps": "10",
+        "sim.hemostat.dev/latency-ms": "20",
+    }
+    two, _ = resolve(_pods(2, load), [capacity])
+    assert [(p.behaviour.rps, p.behaviour.latency_ms) for p in two] == [(20.0, 220.0)] * 2  # 100 % over: 11x
+    four, _ = resolve(_pods(4, load), [capacity])
+    assert [(p.behaviour.rps, p.behaviour.latency_ms) for p in four] == [(10.0, 20.0)] * 4  # at capacity: base
+
+
+def test_capacity_effect_leaves_pods_without_load_alone() -> None:
+    from hemostat.sim.behaviour import capacity, resolve
+
+    plain, _ = resolve(_pods(2, {"sim.hemostat.dev/rps": "7"}), [capacity])
+    assert [(p.behaviour.rps, p.behaviour.latency_ms) for p in plain] == [(7.0, 20.0)] * 2
+    bad, _ = resolve(_pods(1, {"sim.hemostat.dev/load-rps": "x"}), [capacity])
+    assert bad[0].behaviour.rps == 10.0

@@ -51,6 +51,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [list]                       # revision history
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, patch]                # scale-up raises an HPA's minReplicas instead of fighting it
 - apiGroups: [""]
   resources: [events]
   verbs: [create]                     # the incident timeline

@@ -18,10 +18,12 @@ MARKER = "hemostat.dev/mitigation"
 
 @dataclass(frozen=True)
 class Plan:
-    action: str  # rollback | scaleToZero | scaleUp | disableFlag
+    action: str  # rollback | scaleToZero | scaleUp | scaleUpHpa
     from_: str
     to: str
     patch: list[dict[str, Any]]  # JSON patch, guarded by a resourceVersion test
+    kind: str = "Deployment"  # the object the patch applies to
+    name: str = ""  # its name, when it is not the target Deployment
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,10 @@ def parse_marker(raw: str | None) -> dict[str, Any] | None:
 def escape(key: str) -> str:
     """JSON-pointer escaping for annotation keys in patch paths."""
     return key.replace("~", "~0").replace("/", "~1")
+
+
+def marker_op(annotations: dict[str, str], value: str) -> dict[str, Any]:
+    """The JSON-patch operation that writes the marker beside the change."""
+    if not annotations:
+        return {"op": "add", "path": "/metadata/annotations", "value": {MARKER: value}}
+    return {"op": "add", "path": f"/metadata/annotations/{escape(MARKER)}", "value": value}

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
-from .base import MARKER, Done, Plan, Skip, escape, marker_value, parse_marker, read_marker
+from .base import MARKER, Done, Plan, Skip, marker_op, marker_value, parse_marker, read_marker
 
 REVISION = "deployment.kubernetes.io/revision"
 CANARY_OF = "hemostat.dev/canary-of"
@@ -160,7 +160,7 @@ def plan(
             [
                 test,
                 {"op": "replace", "path": "/spec/replicas", "value": 0},
-                _annotation_op(facts.annotations, MARKER, value),
+                marker_op(facts.annotations, value),
             ],
         )
     if facts.rollout_paused:
@@ -195,12 +195,6 @@ def applied(deployment: dict[str, Any], plan_: Plan) -> bool:
         return deployment["spec"].get("replicas") == 0
     want = next(op["value"] for op in plan_.patch if op["path"] == "/spec/template")
     return deployment["spec"]["template"] == want
-
-
-def _annotation_op(annotations: dict[str, str], key: str, value: str) -> dict[str, Any]:
-    if not annotations:
-        return {"op": "add", "path": "/metadata/annotations", "value": {key: value}}
-    return {"op": "add", "path": f"/metadata/annotations/{escape(key)}", "value": value}
 
 
 def _human(delta: timedelta) -> str:

@@ -28,6 +28,7 @@ ACTION_REASONS = {
     "rollback": c.ROLLED_BACK,
     "scaleToZero": c.SCALED_TO_ZERO,
     "scaleUp": c.SCALED_UP,
+    "scaleUpHpa": c.SCALED_UP,
     "disableFlag": c.FLAG_DISABLED,
 }
 

@@ -22,7 +22,7 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
-from .behaviour import Effect, ObservedPod, PodRef, PodTraffic, accrue, resolve
+from .behaviour import Effect, ObservedPod, PodRef, PodTraffic, accrue, capacity, resolve
 from .metrics import (
     MetricsServer,
     TrafficMetrics,
@@ -238,7 +238,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return _fail(str(exc), err)
 
     host, port = args.listen
-    options = Options(host=host, port=port, tick=args.tick, resync=args.resync, targets_file=args.targets_file)
+    options = Options(
+        host=host,
+        port=port,
+        tick=args.tick,
+        resync=args.resync,
+        targets_file=args.targets_file,
+        effects=(capacity,),
+    )
     app = App(source, options, initial)
     try:
         server = app.start()

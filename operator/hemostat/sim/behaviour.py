@@ -68,6 +68,7 @@ class ReadyPod:
 
     ref: PodRef
     behaviour: Behaviour
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 # An effect rewrites the behaviour of the whole ready set at once, so it can
@@ -129,7 +130,7 @@ def resolve(
     warnings: list[tuple[PodRef, str]] = []
     for pod in observed:
         behaviour, problems = parse_behaviour(pod.annotations)
-        pods.append(ReadyPod(pod.ref, behaviour))
+        pods.append(ReadyPod(pod.ref, behaviour, pod.annotations))
         warnings.extend((pod.ref, p) for p in problems)
     current: Sequence[ReadyPod] = pods
     for effect in effects:
@@ -169,3 +170,39 @@ def accrue(
             )
         )
     return new_state, increments
+
+
+LOAD_RPS = ANNOTATION_PREFIX + "load-rps"
+CAPACITY_RPS = ANNOTATION_PREFIX + "capacity-rps"
+OVERLOAD_SLOWDOWN = 10.0  # latency multiplier per 100 % of overload
+
+
+def _positive(annotations: Mapping[str, str], key: str) -> float | None:
+    try:
+        value = float(annotations.get(key, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def capacity(pods: Sequence[ReadyPod]) -> Sequence[ReadyPod]:
+    """Effect: a Deployment's offered load (`load-rps`) is shared by its Ready pods; a pod
+    serving more than its `capacity-rps` slows down in proportion to the overload, so
+    adding pods (scaling up) really brings latency back."""
+    counts: dict[tuple[str, str], int] = {}
+    for pod in pods:
+        key = (pod.ref.namespace, pod.ref.deployment)
+        counts[key] = counts.get(key, 0) + 1
+    out = []
+    for pod in pods:
+        load = _positive(pod.annotations, LOAD_RPS)
+        if load is None:
+            out.append(pod)
+            continue
+        share = load / counts[(pod.ref.namespace, pod.ref.deployment)]
+        b = pod.behaviour
+        cap = _positive(pod.annotations, CAPACITY_RPS)
+        overload = max(0.0, share / cap - 1.0) if cap else 0.0
+        latency = b.latency_ms * (1.0 + OVERLOAD_SLOWDOWN * overload)
+        out.append(ReadyPod(pod.ref, Behaviour(b.error_rate, latency, share), pod.annotations))
+    return out

@@ -1,0 +1,110 @@
+"""Scale up: replicas x factor, capped by the step's maxReplicas.
+
+When a HorizontalPodAutoscaler targets the Deployment, its minReplicas is raised
+instead (within the HPA's own maxReplicas), so Hemostat never fights the
+autoscaler over spec.replicas; the HPA controller then scales the Deployment.
+Patches are JSON patches guarded by the resourceVersion they were planned on,
+with the marker annotation in the same request (see base.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..models.policy import ScaleUpStep
+from .base import Done, Plan, Skip, marker_op, marker_value, read_marker
+
+
+@dataclass(frozen=True)
+class Hpa:
+    name: str
+    resource_version: str
+    min_replicas: int
+    max_replicas: int
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Facts:
+    name: str
+    resource_version: str
+    replicas: int
+    annotations: dict[str, str]
+    hpa: Hpa | None
+
+
+def facts_from(deployment: dict[str, Any], hpas: list[dict[str, Any]]) -> Facts:
+    """Pure: the Deployment's replicas and the HPA (autoscaling/v2) that targets it, if any."""
+    meta = deployment["metadata"]
+    owner = None
+    for h in hpas:
+        ref = h["spec"]["scaleTargetRef"]
+        if ref.get("kind") == "Deployment" and ref.get("name") == meta["name"]:
+            owner = Hpa(
+                name=h["metadata"]["name"],
+                resource_version=h["metadata"]["resourceVersion"],
+                min_replicas=int(h["spec"].get("minReplicas", 1)),
+                max_replicas=int(h["spec"]["maxReplicas"]),
+                annotations=dict(h["metadata"].get("annotations") or {}),
+            )
+    return Facts(
+        name=meta["name"],
+        resource_version=meta["resourceVersion"],
+        replicas=int(deployment["spec"].get("replicas", 1)),
+        annotations=dict(meta.get("annotations") or {}),
+        hpa=owner,
+    )
+
+
+def plan(facts: Facts, step: ScaleUpStep, *, incident: str, index: int, now: datetime) -> Plan | Skip | Done:
+    """Pure: the scale-up to apply, on the HPA when one owns the Deployment."""
+    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = read_marker(facts.hpa.annotations if facts.hpa else facts.annotations, incident, index)
+    if done:
+        return done
+    wanted = math.ceil(facts.replicas * step.factor)
+    if facts.hpa is None:
+        target = min(wanted, step.max_replicas)
+        if target <= facts.replicas:
+            return Skip(f"already at {facts.replicas} replicas; the step's cap is maxReplicas {step.max_replicas}")
+        frm, to = f"{facts.replicas} replicas", f"{target} replicas"
+        return Plan(
+            "scaleUp",
+            frm,
+            to,
+            [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": facts.resource_version},
+                {"op": "replace", "path": "/spec/replicas", "value": target},
+                marker_op(facts.annotations, marker_value(incident, index, "scaleUp", frm, to, at)),
+            ],
+        )
+    hpa = facts.hpa
+    target = min(wanted, step.max_replicas, hpa.max_replicas)
+    if target <= hpa.min_replicas:
+        return Skip(
+            f"HPA {hpa.name} already has minReplicas {hpa.min_replicas}; the cap is "
+            f"min(maxReplicas {step.max_replicas}, HPA maxReplicas {hpa.max_replicas})"
+        )
+    frm, to = f"HPA {hpa.name} minReplicas {hpa.min_replicas}", f"minReplicas {target}"
+    return Plan(
+        "scaleUpHpa",
+        frm,
+        to,
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": hpa.resource_version},
+            {"op": "replace", "path": "/spec/minReplicas", "value": target},
+            marker_op(hpa.annotations, marker_value(incident, index, "scaleUpHpa", frm, to, at)),
+        ],
+        kind="HorizontalPodAutoscaler",
+        name=hpa.name,
+    )
+
+
+def applied(obj: dict[str, Any], plan_: Plan) -> bool:
+    """Verify: the patched object holds the planned value."""
+    path = plan_.patch[1]["path"]
+    field = "minReplicas" if path == "/spec/minReplicas" else "replicas"
+    return obj["spec"].get(field) == plan_.patch[1]["value"]
