@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .actions import rollback, scale
+from . import flageval
+from .actions import flags, rollback, scale
 from .actions.base import Done, Plan, Skip
 from .decide import conditions as c
 from .decide import health as h
@@ -367,7 +368,17 @@ class Engine:
         if step.scale_up is not None:
             facts = scale.facts_from(fresh, await self.kube.list_hpas(ns))
             return scale.plan(facts, step.scale_up, incident=name, index=move.index, now=now)
-        return Skip(f"{step.kind} is not implemented yet")
+        flag = step.disable_flag
+        assert flag is not None
+        if flag.config_map is None:
+            return Skip(
+                "FeatureFlag resources (core.openfeature.dev) are not supported yet; "
+                "point disableFlag.configMap at the flagd JSON instead"
+            )
+        configmap = await self.kube.get_configmap(ns, flag.config_map.name)
+        if configmap is None:
+            return Skip(f"ConfigMap {flag.config_map.name} does not exist")
+        return flags.plan(flags.facts_from(configmap), flag, incident=name, index=move.index, now=now)
 
     async def _act(
         self,
@@ -415,6 +426,8 @@ class Engine:
         try:
             if plan.kind == "HorizontalPodAutoscaler":
                 patched = await self.kube.json_patch_hpa(ns, target, plan.patch)
+            elif plan.kind == "ConfigMap":
+                patched = await self.kube.json_patch_configmap(ns, target, plan.patch)
             else:
                 patched = await self.kube.json_patch_deployment(ns, target, plan.patch)
         except Conflict:
@@ -422,7 +435,13 @@ class Engine:
             return None, ""
         if os.environ.get("HEMOSTAT_FAULT") == "exit-after-patch":
             os._exit(137)  # restart-safety tests: die between the change and its record
-        ok = rollback.applied(patched, plan) if kind == "rollback" else scale.applied(patched, plan)
+        message = ""
+        if kind == "rollback":
+            ok = rollback.applied(patched, plan)
+        elif kind == "scaleUp":
+            ok = scale.applied(patched, plan)
+        else:
+            ok, message = await self._verify_flag(move.step, plan)
         log.info("%s %s/%s: %s -> %s (%s)", plan.action, ns, target, plan.from_, plan.to, "ok" if ok else "NOT applied")
         record = ActionRecord(
             step=kind,
@@ -431,10 +450,23 @@ class Engine:
             result="Succeeded" if ok else "Failed",
             from_=plan.from_,
             to=plan.to,
-            message="" if ok else f"the {plan.kind} does not hold the planned change after the patch",
+            message=message or ("" if ok else f"the {plan.kind} does not hold the planned change after the patch"),
             at=at,
         )
         return record, lc.ACTION_REASONS[plan.action]
+
+    async def _verify_flag(self, step: MitigationStep, plan: Plan) -> tuple[bool, str]:
+        """Evaluate the flag before and after through OpenFeature (flagd provider), as an app would."""
+        ref = step.disable_flag.config_map if step.disable_flag else None
+        assert ref is not None
+        after_json = next(op["value"] for op in plan.patch if op["path"].startswith("/data/"))
+        after = await asyncio.to_thread(flageval.evaluate, after_json, ref.flag)
+        previous = json.loads(next(op["value"] for op in plan.patch if op["path"].endswith("previous-flags")))
+        before_json = json.dumps({"flags": {ref.flag: previous[ref.flag]}})
+        before = await asyncio.to_thread(flageval.evaluate, before_json, ref.flag)
+        off = json.loads(after_json)["flags"][ref.flag]["defaultVariant"]
+        ok = after.error is None and after.variant == off
+        return ok, f"OpenFeature evaluation of {ref.flag}: {before.describe()} -> {after.describe()}"
 
     async def _write_incident(
         self,

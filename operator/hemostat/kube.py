@@ -86,6 +86,19 @@ class Kube:
             _content_type="application/json-patch+json",
         )
 
+    async def get_configmap(self, namespace: str, name: str) -> Body | None:
+        try:
+            return await self._call(self.core.read_namespaced_config_map, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def json_patch_configmap(self, namespace: str, name: str, patch: list[Body]) -> Body:
+        return await self._call(
+            self.core.patch_namespaced_config_map, name, namespace, patch, _content_type="application/json-patch+json"
+        )
+
     # Hemostat resources
     async def list_incidents(self, namespace: str, selector: str) -> list[Body]:
         out = await self._call(

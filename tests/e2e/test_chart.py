@@ -55,6 +55,7 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         ("apps", "replicasets"): {"list"},
         ("autoscaling", "horizontalpodautoscalers"): {"list", "patch"},
         ("", "events"): {"create"},
+        ("", "configmaps"): {"get", "patch"},
     }
     (leader,) = [d for d in docs if d["kind"] == "Role"]  # only the Lease, only in the release namespace
     assert leader["metadata"]["namespace"] == "hemostat-system"

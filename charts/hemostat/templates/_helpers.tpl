@@ -57,4 +57,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]                     # the incident timeline
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, patch]                 # disableFlag: the flagd JSON a kill switch flips
 {{- end -}}

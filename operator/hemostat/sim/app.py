@@ -12,6 +12,7 @@ import argparse
 import logging
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -224,12 +225,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         format="hemostat-sim %(levelname)s %(message)s",
     )
     # Imported here: the kubernetes client is only needed by the real process.
-    from .cluster import ClusterError, ClusterPodSource, load_api_client
+    from .cluster import ClusterError, ClusterPodSource, configmap_reader, load_api_client
+    from .flags import FlagEffect
 
     try:
-        source = ClusterPodSource(load_api_client(args.kubeconfig), args.namespace)
+        api_client = load_api_client(args.kubeconfig)
+        source = ClusterPodSource(api_client, args.namespace)
     except ClusterError as exc:
         return _fail(str(exc), err)
+    flag_effect = FlagEffect(configmap_reader(api_client), Path(tempfile.mkdtemp(prefix="hemostat-sim-flags-")))
     try:
         # The first listing doubles as the reachability (and RBAC) check.
         initial = source()
@@ -244,7 +248,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         tick=args.tick,
         resync=args.resync,
         targets_file=args.targets_file,
-        effects=(capacity,),
+        effects=(capacity, flag_effect),
     )
     app = App(source, options, initial)
     try:

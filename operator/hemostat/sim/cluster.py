@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
@@ -157,3 +158,18 @@ class ClusterPodSource:
     def close(self) -> None:
         """Release the client's connection pool."""
         self._api.close()
+
+
+def configmap_reader(api: client.ApiClient) -> Callable[[str, str], dict[str, str] | None]:
+    """(namespace, name) -> the ConfigMap's data, None when it does not exist."""
+    core = client.CoreV1Api(api)
+
+    def read(namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            return dict(core.read_namespaced_config_map(name, namespace, _request_timeout=_REQUEST_TIMEOUT).data or {})
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    return read

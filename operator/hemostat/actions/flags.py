@@ -1,0 +1,97 @@
+"""disableFlag: turn an OpenFeature flag off in the flagd JSON that flagd reads (a ConfigMap key).
+
+The kill-switch trap: `state: DISABLED` makes applications fall back to the default in
+their own code (which may be "on"), and targeting rules override `defaultVariant`. So a
+real kill switch keeps the flag ENABLED, sets `defaultVariant` to the off variant and
+drops the targeting. The previous flag spec is kept in an annotation
+(`hemostat.dev/previous-flags`) so a person can restore it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..models.policy import DisableFlagStep
+from .base import Done, Plan, Skip, escape, marker_op, marker_value, read_marker
+
+PREVIOUS = "hemostat.dev/previous-flags"
+
+
+@dataclass(frozen=True)
+class Facts:
+    name: str
+    resource_version: str
+    data: dict[str, str]
+    annotations: dict[str, str]
+
+
+def facts_from(configmap: dict[str, Any]) -> Facts:
+    meta = configmap["metadata"]
+    return Facts(
+        meta["name"], meta["resourceVersion"], dict(configmap.get("data") or {}), dict(meta.get("annotations") or {})
+    )
+
+
+def off_variant(flag: dict[str, Any], wanted: str | None) -> str | None:
+    """The variant to force: the one asked for, else the one whose value is false, else one named 'off'."""
+    variants = flag.get("variants") or {}
+    if wanted is not None:
+        return wanted if wanted in variants else None
+    falsy = [k for k, v in variants.items() if v is False]
+    if len(falsy) == 1:
+        return falsy[0]
+    return "off" if "off" in variants else None
+
+
+def describe(flag: dict[str, Any]) -> str:
+    targeting = "targeting set" if flag.get("targeting") else "no targeting"
+    return f"state {flag.get('state', 'ENABLED')}, defaultVariant {flag.get('defaultVariant')}, {targeting}"
+
+
+def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now: datetime) -> Plan | Skip | Done:
+    """Pure: the ConfigMap patch that makes the flag evaluate to its off variant for everyone."""
+    ref = step.config_map
+    assert ref is not None
+    done = read_marker(facts.annotations, incident, index)
+    if done:
+        return done
+    where = f"ConfigMap {facts.name} key {ref.key}"
+    if ref.key not in facts.data:
+        return Skip(f"{where} does not exist")
+    try:
+        doc = json.loads(facts.data[ref.key])
+        flags = doc["flags"]
+    except (ValueError, KeyError, TypeError):
+        return Skip(f"{where} is not flagd flag JSON (no top-level 'flags' object)")
+    flag = flags.get(ref.flag) if isinstance(flags, dict) else None
+    if not isinstance(flag, dict):
+        return Skip(f"flag {ref.flag} is not defined in {where}")
+    off = off_variant(flag, step.off_variant)
+    if off is None:
+        names = ", ".join(sorted(flag.get("variants") or {})) or "none"
+        return Skip(f"flag {ref.flag} has no off variant (variants: {names}); set disableFlag.offVariant")
+    new = {k: v for k, v in flag.items() if k != "targeting"}
+    new.update(state="ENABLED", defaultVariant=off)
+    if new == flag:
+        return Skip(f"flag {ref.flag} already serves {off} to everyone")
+    previous = json.loads(facts.annotations.get(PREVIOUS) or "{}")
+    previous[ref.flag] = flag
+    flags[ref.flag] = new
+    frm, to = f"flag {ref.flag}: {describe(flag)}", describe(new)
+    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Plan(
+        "disableFlag",
+        frm,
+        to,
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": facts.resource_version},
+            {"op": "replace", "path": f"/data/{escape(ref.key)}", "value": json.dumps(doc, indent=2)},
+            marker_op(facts.annotations, marker_value(incident, index, "disableFlag", frm, to, at)),
+            {"op": "add", "path": f"/metadata/annotations/{escape(PREVIOUS)}", "value": json.dumps(previous)},
+        ],
+        kind="ConfigMap",
+        name=facts.name,
+    )

@@ -1,0 +1,88 @@
+"""disableFlag planning: a real kill switch, not the `state: DISABLED` trap."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from hemostat.actions.base import MARKER, Done, Plan, Skip, marker_value
+from hemostat.actions.flags import PREVIOUS, facts_from, off_variant, plan
+from hemostat.models.policy import DisableFlagStep
+
+NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+TARGETED = {
+    "state": "ENABLED",
+    "variants": {"on": True, "off": False},
+    "defaultVariant": "off",
+    "targeting": {"if": [True, "on", "off"]},
+}
+
+
+def cm(flags: dict | None = None, annotations: dict | None = None, key: str = "flags.flagd.json") -> dict:
+    data = {key: json.dumps({"flags": flags if flags is not None else {"new-pricing": TARGETED}})}
+    return {"metadata": {"name": "flags", "resourceVersion": "9", "annotations": annotations or {}}, "data": data}
+
+
+def do(configmap: dict, flag: str = "new-pricing", off: str | None = None):
+    step = DisableFlagStep.model_validate({"configMap": {"name": "flags", "flag": flag}, "offVariant": off})
+    return plan(facts_from(configmap), step, incident="inc", index=1, now=NOW)
+
+
+def test_kill_switch_sets_default_off_drops_targeting_and_keeps_the_previous_spec() -> None:
+    got = do(cm())
+    assert isinstance(got, Plan) and (got.kind, got.name) == ("ConfigMap", "flags")
+    new = json.loads(got.patch[1]["value"])["flags"]["new-pricing"]
+    assert new == {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
+    assert got.patch[1]["path"] == "/data/flags.flagd.json"
+    previous = json.loads(got.patch[3]["value"])
+    assert got.patch[3]["path"] == "/metadata/annotations/hemostat.dev~1previous-flags"
+    assert previous == {"new-pricing": TARGETED}
+    assert got.from_ == "flag new-pricing: state ENABLED, defaultVariant off, targeting set"
+    assert got.to == "state ENABLED, defaultVariant off, no targeting"
+
+
+def test_a_disabled_flag_is_re_enabled_on_its_off_variant() -> None:
+    # DISABLED would make apps use their code default, which may be "on"
+    got = do(cm({"new-pricing": {"state": "DISABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}}))
+    new = json.loads(got.patch[1]["value"])["flags"]["new-pricing"]
+    assert (new["state"], new["defaultVariant"]) == ("ENABLED", "off")
+
+
+@pytest.mark.parametrize(
+    ("configmap", "flag", "reason"),
+    [
+        (cm(key="other.json"), "new-pricing", "ConfigMap flags key flags.flagd.json does not exist"),
+        (cm(), "missing", "flag missing is not defined in ConfigMap flags key flags.flagd.json"),
+        (
+            cm({"color": {"variants": {"red": "r", "blue": "b"}, "defaultVariant": "red"}}),
+            "color",
+            "flag color has no off variant (variants: blue, red); set disableFlag.offVariant",
+        ),
+        (
+            cm({"new-pricing": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}}),
+            "new-pricing",
+            "flag new-pricing already serves off to everyone",
+        ),
+    ],
+)
+def test_skips_say_why(configmap: dict, flag: str, reason: str) -> None:
+    assert do(configmap, flag) == Skip(reason)
+
+
+def test_not_flagd_json_is_skipped() -> None:
+    broken = {"metadata": {"name": "flags", "resourceVersion": "1"}, "data": {"flags.flagd.json": "not json"}}
+    assert do(broken) == Skip(
+        "ConfigMap flags key flags.flagd.json is not flagd flag JSON (no top-level 'flags' object)"
+    )
+
+
+def test_off_variant_choice() -> None:
+    assert off_variant({"variants": {"enabled": True, "disabled": False}}, None) == "disabled"
+    assert off_variant({"variants": {"a": "x", "off": "y"}}, None) == "off"
+    assert off_variant({"variants": {"a": 1}}, "a") == "a" and off_variant({"variants": {"a": 1}}, "b") is None
+
+
+def test_marker_means_done() -> None:
+    marker = marker_value("inc", 1, "disableFlag", "a", "b", "t")
+    assert do(cm(annotations={MARKER: marker})) == Done("disableFlag", "a", "b", "t")
+    assert PREVIOUS == "hemostat.dev/previous-flags"
