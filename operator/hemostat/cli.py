@@ -49,6 +49,46 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> None:
+    from .config import load_kube_config
+
+    load_kube_config(args.kubeconfig, in_cluster_ok=False)
+
+
+def _incident(args: argparse.Namespace) -> int:
+    from . import commands
+
+    _client(args)
+    if args.action == "ack":
+        print(commands.ack(args.name, args.namespace, args.by, args.commander))
+    elif args.action == "note":
+        print(commands.note(args.name, args.namespace, args.text, args.by))
+    else:
+        print(commands.resolve(args.name, args.namespace, args.by))
+    return 0
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    from . import commands
+
+    _client(args)
+    print(commands.write_postmortem(args.name, args.namespace, args.output), end="" if not args.output else "\n")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from . import commands
+
+    _client(args)
+    print(commands.report(None if args.all_namespaces else args.namespace, args.since))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--namespace", default="default", help="namespace of the incident (default: default)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hemostat",
@@ -85,6 +125,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a silent leader is replaced")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_run)
+
+    inc = sub.add_parser("incident", help="acknowledge, annotate or resolve an Incident")
+    inc_sub = inc.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ack = inc_sub.add_parser("ack", help="acknowledge (and optionally name the incident commander)")
+    ack.add_argument("name")
+    ack.add_argument("--commander", help="incident commander")
+    note = inc_sub.add_parser("note", help="add a note to the timeline")
+    note.add_argument("name")
+    note.add_argument("text")
+    res = inc_sub.add_parser("resolve", help="mark the incident resolved")
+    res.add_argument("name")
+    for p in (ack, note, res):
+        _common(p)
+        p.add_argument("--by", help="who you are (default: your login name)")
+    inc.set_defaults(func=_incident)
+
+    pm = sub.add_parser("postmortem", help="draft a blameless postmortem (Markdown) from an Incident")
+    pm.add_argument("name")
+    pm.add_argument("-o", "--output", help="write to this file instead of stdout")
+    _common(pm)
+    pm.set_defaults(func=_postmortem)
+
+    rep = sub.add_parser("report", help="incidents by severity with MTTD / MTTM / MTTR (median and p90)")
+    _common(rep)
+    rep.add_argument("-A", "--all-namespaces", action="store_true", help="all namespaces")
+    rep.add_argument("--since", default="30d", help="look back this far (default: 30d; e.g. 12h, 7d)")
+    rep.set_defaults(func=_report)
 
     crds = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the models")
     crds.add_argument("--out", default="crds", help="output directory (default: crds)")

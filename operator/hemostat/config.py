@@ -28,14 +28,14 @@ class OperatorConfig:
     priority: int = 0
 
 
-def load_kube_config(path: str | None) -> None:
+def load_kube_config(path: str | None, in_cluster_ok: bool = True) -> None:
     """Configure the kubernetes client: explicit file, in-cluster, then $KUBECONFIG / ~/.kube/config."""
     try:
         if path:
             if not Path(path).is_file():
                 raise UserError(f"kubeconfig {path} does not exist")
             kube_config.load_kube_config(config_file=path)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        elif in_cluster_ok and os.environ.get("KUBERNETES_SERVICE_HOST"):
             kube_config.load_incluster_config()
         else:
             default = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
