@@ -1,0 +1,94 @@
+"""The postmortem draft says only what the Incident recorded, in the team's template."""
+
+from datetime import UTC, datetime
+
+from hemostat.postmortem import render
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+def incident(**status) -> dict:
+    base = {
+        "phase": "Resolved",
+        "startedAt": "2026-11-23T14:00:00Z",
+        "detectedAt": "2026-11-23T14:00:30Z",
+        "mitigatedAt": "2026-11-23T14:00:31Z",
+        "resolvedAt": "2026-11-23T14:03:00Z",
+        "timeToDetect": "30s",
+        "timeToMitigate": "31s",
+        "timeToResolve": "3m",
+        "revision": 7,
+        "image": "shop/checkout:v7",
+        "evidence": [{"signal": "error-rate", "value": "0.23", "threshold": "> 0.05"}],
+        "actions": [
+            {
+                "step": "rollback",
+                "action": "rollback",
+                "index": 0,
+                "result": "Succeeded",
+                "from": "revision 7 (shop/checkout:v7)",
+                "to": "revision 6 (shop/checkout:v6)",
+                "at": "2026-11-23T14:00:31Z",
+            }
+        ],
+        "timeline": [
+            {"at": "2026-11-23T14:00:30Z", "reason": "Detected", "message": "error-rate 0.23 > 0.05 at revision 7"},
+            {"at": "2026-11-23T14:00:31Z", "reason": "RolledBack", "message": "rollback: revision 7 -> revision 6"},
+            {
+                "at": "2026-11-23T14:03:00Z",
+                "reason": "Recovered",
+                "message": "all signals healthy for 2m after rollback",
+            },
+        ],
+    }
+    base.update(status)
+    return {
+        "metadata": {"name": "checkout-20261123-140030", "namespace": "shop"},
+        "spec": {
+            "severity": "SEV2",
+            "summary": "error-rate 0.23 > 0.05 at revision 7",
+            "target": {"name": "checkout"},
+            "policyRef": {"name": "checkout"},
+            "source": "policy",
+        },
+        "status": base,
+    }
+
+
+def test_header_summary_and_timeline_are_the_recorded_facts() -> None:
+    text = render(incident(), NOW)
+    assert text.splitlines()[0] == "# Incident checkout-20261123-140030: error-rate 0.23 > 0.05 at revision 7"
+    assert "**Duration:** 2026-11-23T14:00:00Z → 2026-11-23T14:03:00Z (3m)" in text
+    assert "**Impact:** error-rate 0.23 (threshold > 0.05) at detection" in text
+    assert "**Detected by:** Hemostat policy checkout after 30s" in text
+    assert "Mitigated by rollback (revision 7 (shop/checkout:v7) -> revision 6 (shop/checkout:v6)) 31s after" in text
+    assert "- 14:00:00 — first breaching reading" in text
+    assert "- 14:00:31 — RolledBack: rollback: revision 7 -> revision 6" in text
+    assert "The incident began at revision 7 of checkout (shop/checkout:v7)." in text
+    for section in ("## Root cause", "## What went well", "## What went poorly", "## Where we got lucky"):
+        assert section in text
+    assert "| Find why revision 7 (shop/checkout:v7) raised error-rate" in text
+
+
+def test_an_open_escalated_incident_says_so_and_suggests_a_step() -> None:
+    text = render(
+        incident(
+            phase="Escalated",
+            resolvedAt=None,
+            escalatedAt="2026-11-23T14:05:00Z",
+            actions=[
+                {
+                    "step": "rollback",
+                    "index": 0,
+                    "result": "Skipped",
+                    "at": "2026-11-23T14:00:31Z",
+                    "message": "no revision older than 1 is left to roll back to",
+                }
+            ],
+        ),
+        NOW,
+    )
+    assert "(1h0m so far)" in text or "still open" in text
+    assert "it was escalated to people" in text
+    assert "| Make the rollback step usable for this service next time: no revision older than 1" in text
+    assert "| Add a mitigation step that would have stopped this without a person |" in text
