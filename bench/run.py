@@ -229,7 +229,14 @@ def latency(runs: int) -> dict[str, Any]:
             row["operator_overhead_s"] = row["detect_overhead_s"] + row["incident_to_patch_s"]
             rows.append(row)
             print(f"run {i}: " + "  ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "run"), flush=True)
-            b.core.delete_namespace(ns)
+            b.core.delete_namespace(ns)  # while the operator runs, so it releases its finalizers
+        for i in range(runs):  # ...and wait for that before stopping it
+            gone = f"bench-{stamp}-{i}"
+            wait(
+                f"namespace {gone} deleted",
+                lambda gone=gone: all(n.metadata.name != gone for n in b.core.list_namespace().items),
+                timeout=60,
+            )
     finally:
         b.stop_all()
     # The operator's own processing time for the cycle that acted (readings -> decision -> patch -> record),
