@@ -28,7 +28,7 @@ from .decide import health as h
 from .decide import lifecycle as lc
 from .kube import Conflict, Kube, selector_string
 from .metrics import Metrics
-from .models.common import API_VERSION, format_duration, parse_duration
+from .models.common import API_VERSION, parse_duration
 from .models.incident import OPEN_PHASES, ActionRecord, IncidentSpec, IncidentStatus
 from .models.policy import MitigationPolicySpec, MitigationPolicyStatus, MitigationStep, TargetStatus
 from .signals.base import Reading, SignalProvider, TemplateError, render_query
@@ -538,6 +538,3 @@ def _one_line(exc: Exception) -> str:
             f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
         )[:1024]
     return str(exc)[:1024]
-
-
-__all__ = ["Engine", "Settings", "format_duration"]
