@@ -47,36 +47,18 @@ def set_condition(
 ) -> list[Condition]:
     """Return conditions with `type_` set; lastTransitionTime moves only when status changes."""
     value = "True" if status else "False"
-    out: list[Condition] = []
-    found = False
-    for c in conditions:
-        if c.type != type_:
-            out.append(c)
-            continue
-        found = True
-        changed = c.status != value
-        out.append(
-            Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=message[:1024],
-                last_transition_time=now_iso(now) if changed else c.last_transition_time,
-                observed_generation=observed_generation,
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=message[:1024],
-                last_transition_time=now_iso(now),
-                observed_generation=observed_generation,
-            )
-        )
-    return out
+    old = get_condition(conditions, type_)
+    condition = Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message[:1024],
+        last_transition_time=old.last_transition_time if old and old.status == value else now_iso(now),
+        observed_generation=observed_generation,
+    )
+    if old is None:
+        return [*conditions, condition]
+    return [condition if c.type == type_ else c for c in conditions]
 
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
