@@ -370,11 +370,12 @@ class Engine:
             return scale.plan(facts, step.scale_up, incident=name, index=move.index, now=now)
         flag = step.disable_flag
         assert flag is not None
-        if flag.config_map is None:
-            return Skip(
-                "FeatureFlag resources (core.openfeature.dev) are not supported yet; "
-                "point disableFlag.configMap at the flagd JSON instead"
-            )
+        if flag.feature_flag is not None:
+            featureflag = await self.kube.get_featureflag(ns, flag.feature_flag.name)
+            if featureflag is None:
+                return Skip(f"FeatureFlag {flag.feature_flag.name} does not exist (or its CRD is not installed)")
+            return flags.plan_featureflag(featureflag, flag, incident=name, index=move.index, now=now)
+        assert flag.config_map is not None
         configmap = await self.kube.get_configmap(ns, flag.config_map.name)
         if configmap is None:
             return Skip(f"ConfigMap {flag.config_map.name} does not exist")
@@ -428,6 +429,8 @@ class Engine:
                 patched = await self.kube.json_patch_hpa(ns, target, plan.patch)
             elif plan.kind == "ConfigMap":
                 patched = await self.kube.json_patch_configmap(ns, target, plan.patch)
+            elif plan.kind == "FeatureFlag":
+                patched = await self.kube.json_patch_featureflag(ns, target, plan.patch)
             else:
                 patched = await self.kube.json_patch_deployment(ns, target, plan.patch)
         except Conflict:
@@ -457,15 +460,17 @@ class Engine:
 
     async def _verify_flag(self, step: MitigationStep, plan: Plan) -> tuple[bool, str]:
         """Evaluate the flag before and after through OpenFeature (flagd provider), as an app would."""
-        ref = step.disable_flag.config_map if step.disable_flag else None
+        ref = step.disable_flag.config_map or step.disable_flag.feature_flag if step.disable_flag else None
         assert ref is not None
-        after_json = next(op["value"] for op in plan.patch if op["path"].startswith("/data/"))
-        after = await asyncio.to_thread(flageval.evaluate, after_json, ref.flag)
-        previous = json.loads(next(op["value"] for op in plan.patch if op["path"].endswith("previous-flags")))
-        before_json = json.dumps({"flags": {ref.flag: previous[ref.flag]}})
-        before = await asyncio.to_thread(flageval.evaluate, before_json, ref.flag)
-        off = json.loads(after_json)["flags"][ref.flag]["defaultVariant"]
-        ok = after.error is None and after.variant == off
+        new = plan.patch[1]["value"]
+        if isinstance(new, str):  # a ConfigMap holds the whole flagd document as text
+            new = json.loads(new)["flags"][ref.flag]
+        old = json.loads(plan.patch[3]["value"])[ref.flag]
+        before, after = [
+            await asyncio.to_thread(flageval.evaluate, json.dumps({"flags": {ref.flag: spec}}), ref.flag)
+            for spec in (old, new)
+        ]
+        ok = after.error is None and after.variant == new["defaultVariant"]
         return ok, f"OpenFeature evaluation of {ref.flag}: {before.describe()} -> {after.describe()}"
 
     async def _write_incident(

@@ -18,6 +18,7 @@ from .models.common import GROUP, VERSION, LabelSelector
 
 Body = dict[str, Any]
 COMPONENT = "hemostat"
+OPENFEATURE = ("core.openfeature.dev", "v1beta1")  # the OpenFeature Operator's FeatureFlag
 
 
 class Conflict(Exception):
@@ -97,6 +98,27 @@ class Kube:
     async def json_patch_configmap(self, namespace: str, name: str, patch: list[Body]) -> Body:
         return await self._call(
             self.core.patch_namespaced_config_map, name, namespace, patch, _content_type="application/json-patch+json"
+        )
+
+    async def get_featureflag(self, namespace: str, name: str) -> Body | None:
+        try:
+            return await self._call(
+                self.custom.get_namespaced_custom_object, *OPENFEATURE, namespace, "featureflags", name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def json_patch_featureflag(self, namespace: str, name: str, patch: list[Body]) -> Body:
+        return await self._call(
+            self.custom.patch_namespaced_custom_object,
+            *OPENFEATURE,
+            namespace,
+            "featureflags",
+            name,
+            patch,
+            _content_type="application/json-patch+json",
         )
 
     # Hemostat resources

@@ -56,6 +56,7 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         ("autoscaling", "horizontalpodautoscalers"): {"list", "patch"},
         ("", "events"): {"create"},
         ("", "configmaps"): {"get", "patch"},
+        ("core.openfeature.dev", "featureflags"): {"get", "patch"},
     }
     (leader,) = [d for d in docs if d["kind"] == "Role"]  # only the Lease, only in the release namespace
     assert leader["metadata"]["namespace"] == "hemostat-system"

@@ -56,12 +56,13 @@ def test_a_disabled_flag_is_re_enabled_on_its_off_variant() -> None:
         (
             cm({"color": {"variants": {"red": "r", "blue": "b"}, "defaultVariant": "red"}}),
             "color",
-            "flag color has no off variant (variants: blue, red); set disableFlag.offVariant",
+            "flag color in ConfigMap flags key flags.flagd.json has no off variant (variants: blue, red); "
+            "set disableFlag.offVariant",
         ),
         (
             cm({"new-pricing": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}}),
             "new-pricing",
-            "flag new-pricing already serves off to everyone",
+            "flag new-pricing in ConfigMap flags key flags.flagd.json already serves off to everyone",
         ),
     ],
 )
@@ -86,3 +87,27 @@ def test_marker_means_done() -> None:
     marker = marker_value("inc", 1, "disableFlag", "a", "b", "t")
     assert do(cm(annotations={MARKER: marker})) == Done("disableFlag", "a", "b", "t")
     assert PREVIOUS == "hemostat.dev/previous-flags"
+
+
+def featureflag(flags: dict, annotations: dict | None = None) -> dict:
+    return {
+        "metadata": {"name": "shop-flags", "resourceVersion": "3", "annotations": annotations or {}},
+        "spec": {"flagSpec": {"flags": flags}},
+    }
+
+
+def test_featureflag_resource_gets_the_same_kill_switch() -> None:
+    from hemostat.actions.flags import plan_featureflag
+
+    step = DisableFlagStep.model_validate({"featureFlag": {"name": "shop-flags", "flag": "new-pricing"}})
+    got = plan_featureflag(featureflag({"new-pricing": TARGETED}), step, incident="inc", index=0, now=NOW)
+    assert isinstance(got, Plan) and (got.kind, got.name) == ("FeatureFlag", "shop-flags")
+    assert got.patch[1] == {
+        "op": "replace",
+        "path": "/spec/flagSpec/flags/new-pricing",
+        "value": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
+    }
+    assert got.patch[2]["path"] == "/metadata/annotations"  # no annotations yet: the marker creates the map
+    assert json.loads(got.patch[3]["value"]) == {"new-pricing": TARGETED}
+    missing = plan_featureflag(featureflag({}), step, incident="inc", index=0, now=NOW)
+    assert missing == Skip("flag new-pricing is not defined in FeatureFlag shop-flags")

@@ -24,17 +24,18 @@ def pod(annotations: dict) -> ReadyPod:
 
 
 def test_parse() -> None:
-    assert parse(ANN) == ("new-pricing", 0.4, "flags", "flags.flagd.json")
+    assert parse(ANN) == ("new-pricing", 0.4, "flags/flags.flagd.json")
+    assert parse({FLAG_ERRORS: "x=0.1", FLAG_SOURCE: "featureflag:shop"}) == ("x", 0.1, "featureflag:shop")
     assert parse({FLAG_ERRORS: "x=2", FLAG_SOURCE: "a/b"}) is None  # rate out of range
     assert parse({FLAG_ERRORS: "x=0.1"}) is None
 
 
 def test_errors_follow_the_flag_including_targeting(tmp_path: Path) -> None:
-    store = {"flags.flagd.json": flagd("off", {"if": [True, "on", "off"]})}  # targeting overrides the default
-    effect = FlagEffect(lambda ns, name: store if (ns, name) == ("shop", "flags") else None, tmp_path, refresh=0)
+    store = {"flags/flags.flagd.json": flagd("off", {"if": [True, "on", "off"]})}  # targeting beats the default
+    effect = FlagEffect(lambda ns, source: store.get(source) if ns == "shop" else None, tmp_path, refresh=0)
     (on,) = effect([pod(ANN)])
     assert on.behaviour.error_rate == pytest.approx(0.41)
-    store["flags.flagd.json"] = flagd("off")  # the kill switch: no targeting, default off
+    store["flags/flags.flagd.json"] = flagd("off")  # the kill switch: no targeting, default off
     deadline = time.monotonic() + 5  # the file resolver polls the file
     while time.monotonic() < deadline:
         (off,) = effect([pod(ANN)])

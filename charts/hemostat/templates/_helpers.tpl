@@ -60,4 +60,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, patch]                 # disableFlag: the flagd JSON a kill switch flips
+- apiGroups: [core.openfeature.dev]
+  resources: [featureflags]
+  verbs: [get, patch]                 # disableFlag on an OpenFeature Operator FeatureFlag
 {{- end -}}

@@ -51,6 +51,26 @@ def describe(flag: dict[str, Any]) -> str:
     return f"state {flag.get('state', 'ENABLED')}, defaultVariant {flag.get('defaultVariant')}, {targeting}"
 
 
+def kill_switch(flag: dict[str, Any], name: str, wanted_off: str | None, where: str) -> dict[str, Any] | Skip:
+    """Pure: the flag spec that serves the off variant to everyone, or why there is none."""
+    off = off_variant(flag, wanted_off)
+    if off is None:
+        names = ", ".join(sorted(flag.get("variants") or {})) or "none"
+        return Skip(f"flag {name} in {where} has no off variant (variants: {names}); set disableFlag.offVariant")
+    new = {k: v for k, v in flag.items() if k != "targeting"}
+    new.update(state="ENABLED", defaultVariant=off)
+    if new == flag:
+        return Skip(f"flag {name} in {where} already serves {off} to everyone")
+    return new
+
+
+def _previous_op(annotations: dict[str, str], name: str, flag: dict[str, Any]) -> dict[str, Any]:
+    """Keep the replaced flag spec; runs after marker_op, so the annotations map exists."""
+    previous = json.loads(annotations.get(PREVIOUS) or "{}")
+    previous[name] = flag
+    return {"op": "add", "path": f"/metadata/annotations/{escape(PREVIOUS)}", "value": json.dumps(previous)}
+
+
 def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now: datetime) -> Plan | Skip | Done:
     """Pure: the ConfigMap patch that makes the flag evaluate to its off variant for everyone."""
     ref = step.config_map
@@ -69,16 +89,9 @@ def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now:
     flag = flags.get(ref.flag) if isinstance(flags, dict) else None
     if not isinstance(flag, dict):
         return Skip(f"flag {ref.flag} is not defined in {where}")
-    off = off_variant(flag, step.off_variant)
-    if off is None:
-        names = ", ".join(sorted(flag.get("variants") or {})) or "none"
-        return Skip(f"flag {ref.flag} has no off variant (variants: {names}); set disableFlag.offVariant")
-    new = {k: v for k, v in flag.items() if k != "targeting"}
-    new.update(state="ENABLED", defaultVariant=off)
-    if new == flag:
-        return Skip(f"flag {ref.flag} already serves {off} to everyone")
-    previous = json.loads(facts.annotations.get(PREVIOUS) or "{}")
-    previous[ref.flag] = flag
+    new = kill_switch(flag, ref.flag, step.off_variant, where)
+    if isinstance(new, Skip):
+        return new
     flags[ref.flag] = new
     frm, to = f"flag {ref.flag}: {describe(flag)}", describe(new)
     at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -90,8 +103,43 @@ def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now:
             {"op": "test", "path": "/metadata/resourceVersion", "value": facts.resource_version},
             {"op": "replace", "path": f"/data/{escape(ref.key)}", "value": json.dumps(doc, indent=2)},
             marker_op(facts.annotations, marker_value(incident, index, "disableFlag", frm, to, at)),
-            {"op": "add", "path": f"/metadata/annotations/{escape(PREVIOUS)}", "value": json.dumps(previous)},
+            _previous_op(facts.annotations, ref.flag, flag),
         ],
         kind="ConfigMap",
         name=facts.name,
+    )
+
+
+def plan_featureflag(
+    featureflag: dict[str, Any], step: DisableFlagStep, *, incident: str, index: int, now: datetime
+) -> Plan | Skip | Done:
+    """Pure: the same kill switch on an OpenFeature Operator FeatureFlag (spec.flagSpec.flags.<key>)."""
+    ref = step.feature_flag
+    assert ref is not None
+    meta = featureflag["metadata"]
+    annotations = dict(meta.get("annotations") or {})
+    done = read_marker(annotations, incident, index)
+    if done:
+        return done
+    where = f"FeatureFlag {meta['name']}"
+    flag = ((featureflag.get("spec") or {}).get("flagSpec") or {}).get("flags", {}).get(ref.flag)
+    if not isinstance(flag, dict):
+        return Skip(f"flag {ref.flag} is not defined in {where}")
+    new = kill_switch(flag, ref.flag, step.off_variant, where)
+    if isinstance(new, Skip):
+        return new
+    frm, to = f"flag {ref.flag}: {describe(flag)}", describe(new)
+    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Plan(
+        "disableFlag",
+        frm,
+        to,
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+            {"op": "replace", "path": f"/spec/flagSpec/flags/{escape(ref.flag)}", "value": new},
+            marker_op(annotations, marker_value(incident, index, "disableFlag", frm, to, at)),
+            _previous_op(annotations, ref.flag, flag),
+        ],
+        kind="FeatureFlag",
+        name=meta["name"],
     )

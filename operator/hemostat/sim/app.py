@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         format="hemostat-sim %(levelname)s %(message)s",
     )
     # Imported here: the kubernetes client is only needed by the real process.
-    from .cluster import ClusterError, ClusterPodSource, configmap_reader, load_api_client
+    from .cluster import ClusterError, ClusterPodSource, flag_source_reader, load_api_client
     from .flags import FlagEffect
 
     try:
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         source = ClusterPodSource(api_client, args.namespace)
     except ClusterError as exc:
         return _fail(str(exc), err)
-    flag_effect = FlagEffect(configmap_reader(api_client), Path(tempfile.mkdtemp(prefix="hemostat-sim-flags-")))
+    flag_effect = FlagEffect(flag_source_reader(api_client), Path(tempfile.mkdtemp(prefix="hemostat-sim-flags-")))
     try:
         # The first listing doubles as the reachability (and RBAC) check.
         initial = source()

@@ -160,13 +160,25 @@ class ClusterPodSource:
         self._api.close()
 
 
-def configmap_reader(api: client.ApiClient) -> Callable[[str, str], dict[str, str] | None]:
-    """(namespace, name) -> the ConfigMap's data, None when it does not exist."""
-    core = client.CoreV1Api(api)
+def flag_source_reader(api: client.ApiClient) -> Callable[[str, str], str | None]:
+    """(namespace, "<configmap>/<key>" or "featureflag:<name>") -> flagd JSON, None when absent."""
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
 
-    def read(namespace: str, name: str) -> dict[str, str] | None:
+    def read(namespace: str, source: str) -> str | None:
         try:
-            return dict(core.read_namespaced_config_map(name, namespace, _request_timeout=_REQUEST_TIMEOUT).data or {})
+            if source.startswith("featureflag:"):
+                ff = custom.get_namespaced_custom_object(
+                    "core.openfeature.dev",
+                    "v1beta1",
+                    namespace,
+                    "featureflags",
+                    source.split(":", 1)[1],
+                    _request_timeout=_REQUEST_TIMEOUT,
+                )
+                return json.dumps({"flags": ((ff.get("spec") or {}).get("flagSpec") or {}).get("flags", {})})
+            name, _, key = source.partition("/")
+            data = core.read_namespaced_config_map(name, namespace, _request_timeout=_REQUEST_TIMEOUT).data or {}
+            return data.get(key)
         except ApiException as exc:
             if exc.status == 404:
                 return None
