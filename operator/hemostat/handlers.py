@@ -65,7 +65,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         )
         memo.leader_stop = asyncio.Event()
         memo.leader_task = asyncio.create_task(memo.leader.run(memo.leader_stop))
-    memo.heartbeat = {"last_cycle": time.monotonic()}  # shared: per-object memos are shallow copies
+    memo.heartbeat = {"last_cycle": time.monotonic(), "intervals": {}}  # shared: per-object memos are shallow copies
     log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
         config.prometheus_url,
@@ -100,6 +100,16 @@ async def evaluate_policy(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any
 ) -> None:
     engine: Engine = memo.engine
+    uid = body["metadata"]["uid"]
+    try:
+        await _evaluate_forever(stopped, body, memo, engine, logger)
+    finally:
+        memo.heartbeat["intervals"].pop(uid, None)
+
+
+async def _evaluate_forever(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, engine: Engine, logger: logging.Logger
+) -> None:
     while not stopped:
         if memo.leader is not None and not memo.leader.is_leader:
             await stopped.wait(1.0)  # a standby watches, but never acts
@@ -113,7 +123,9 @@ async def evaluate_policy(
         except Exception:  # one bad cycle must not end the loop: next interval retries
             logger.exception("evaluation of policy %s failed; retrying next interval", body["metadata"]["name"])
         elapsed = time.monotonic() - started
-        await stopped.wait(max(0.0, _interval(dict(body.get("spec") or {})) - elapsed))
+        interval = _interval(dict(body.get("spec") or {}))
+        memo.heartbeat["intervals"][body["metadata"]["uid"]] = interval
+        await stopped.wait(max(0.0, interval - elapsed))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
@@ -127,6 +139,25 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     }
 
 
+STALL_LIMIT = 300.0  # seconds without any completed evaluation while policies exist
+
+
+def stalled(intervals: list[float], seconds_since_cycle: float, limit: float = STALL_LIMIT) -> str | None:
+    """Pure: why the operator is not making progress, or None. Watches can die silently in kopf,
+    so liveness must come from evaluations completing, not from the process being up.
+    `intervals` are the running policies' intervals: a slow policy must not look like a stall."""
+    allowed = max([limit, *(3 * i for i in intervals)])
+    if intervals and seconds_since_cycle > allowed:
+        return f"no policy evaluation completed for {seconds_since_cycle:.0f}s ({len(intervals)} policies)"
+    return None
+
+
 @kopf.on.probe(id="lastCycleSecondsAgo")
 def last_cycle(memo: kopf.Memo, **_: Any) -> float:
-    return round(time.monotonic() - memo.heartbeat["last_cycle"], 1)
+    """Liveness: /healthz fails (HTTP 500) when evaluations stop completing."""
+    ago = time.monotonic() - memo.heartbeat["last_cycle"]
+    leading = memo.leader is None or memo.leader.is_leader  # a standby evaluates nothing, by design
+    reason = stalled(list(memo.heartbeat["intervals"].values()) if leading else [], ago, STALL_LIMIT)
+    if reason:
+        raise kopf.PermanentError(reason)
+    return round(ago, 1)

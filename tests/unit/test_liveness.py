@@ -1,0 +1,23 @@
+"""Liveness comes from evaluations completing, not from the process being up."""
+
+from hemostat.handlers import stalled
+
+
+def test_idle_operator_without_policies_is_alive() -> None:
+    assert stalled([], seconds_since_cycle=10_000) is None
+
+
+def test_recent_evaluation_is_alive() -> None:
+    assert stalled([10, 10, 30], seconds_since_cycle=30, limit=300) is None
+
+
+def test_no_evaluation_for_too_long_is_dead() -> None:
+    assert (
+        stalled([10, 10, 30], seconds_since_cycle=301, limit=300)
+        == "no policy evaluation completed for 301s (3 policies)"
+    )
+
+
+def test_a_slow_policy_is_not_a_stall() -> None:
+    assert stalled([3600], seconds_since_cycle=3000, limit=300) is None
+    assert stalled([3600], seconds_since_cycle=3 * 3600 + 1, limit=300) is not None
