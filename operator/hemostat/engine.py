@@ -39,7 +39,13 @@ PAUSED = "hemostat.dev/paused"
 POLICY_LABEL = "hemostat.dev/policy"
 TARGET_LABEL = "hemostat.dev/target"
 DETECTION = "hemostat.dev/detection"  # the Incident's first status, saved at creation
-HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
+HEARTBEAT = timedelta(minutes=1)
+# A person asking for a mitigation is the decision; these only stop repeats and accidents.
+MANUAL_COOLDOWN = timedelta(minutes=1)
+MANUAL_BUDGET = 6
+MANUAL_WINDOW = timedelta(
+    days=3650
+)  # a person may roll back a revision of any age  # lastEvaluated is refreshed at most this often
 
 
 @dataclass
@@ -313,7 +319,8 @@ class Engine:
             if isinstance(move, lc.Escalate):
                 status = lc.record_escalated(status, move.message, now)
                 break
-            record, reason = await self._act(move, incident, deployment, status, spec, revision_since, now)
+            window = parse_duration(spec.mitigation.rollout_window)
+            record, reason = await self._act(move, incident, deployment, status, window, revision_since, now)
             if record is None:  # conflict: re-read next cycle
                 break
             status = lc.record_action(status, record, reason, now)
@@ -322,6 +329,53 @@ class Engine:
         self._observe(before, status, fresh)
         written = await self._write_incident(incident, deployment, None if fresh else before, status)
         return written, len(status.actions) > len(before.actions)
+
+    async def handle_manual(self, incident: dict[str, Any], now: datetime) -> None:
+        """An Incident a person declared: record it, carry out the mitigation asked for (once, with
+        the guardrails a person cannot skip by accident), and close it when they say so."""
+        meta = incident["metadata"]
+        ns = meta["namespace"]
+        ispec = IncidentSpec.model_validate(incident["spec"])
+        before = IncidentStatus.model_validate(_known_status(incident))
+        status = before
+        deployment = await self.kube.find_deployment(ns, ispec.target.name)
+        if status.phase is None:
+            facts = rollback.facts_from(deployment, await self._replicasets(deployment)) if deployment else None
+            current = facts.current if facts else None
+            status = lc.declared_status(
+                ispec.summary,
+                current.number if current else None,
+                current.image if current else None,
+                c.parse_iso(meta["creationTimestamp"]),
+                now,
+            )
+        recent = [
+            c.parse_iso(a.at)
+            for i in await self.kube.list_incidents(ns, "")
+            if i["spec"].get("target", {}).get("name") == ispec.target.name and i["metadata"]["name"] != meta["name"]
+            for a in IncidentStatus.model_validate(_known_status(i)).actions
+            if a.result == "Succeeded"
+        ]
+        dep_paused = deployment is not None and (deployment["metadata"].get("annotations") or {}).get(PAUSED) == "true"
+        guard = lc.Guardrails(
+            dry_run=self.settings.global_dry_run,
+            paused="Deployment is annotated hemostat.dev/paused" if dep_paused else None,
+            cooldown=MANUAL_COOLDOWN,
+            max_actions_per_hour=MANUAL_BUDGET,
+            recent_actions=recent,
+        )
+        move = lc.manual_move(status, ispec, guard, deployment is not None, now)
+        if isinstance(move, lc.Resolve):
+            status = lc.record_resolved(status, move.message, now, by_person=True)
+        elif isinstance(move, lc.Wait) and move.note:
+            status = lc.record_note(status, move.note, now)
+        elif isinstance(move, lc.Act) and deployment is not None:
+            record, reason = await self._act(move, incident, deployment, status, MANUAL_WINDOW, None, now)
+            if record is not None:
+                status = lc.record_action(status, record, reason, now)
+        self._observe(before, status, before.phase is None)
+        if before.phase is None or _dump(before) != _dump(status):
+            await self._write_incident(incident, deployment, None if before.phase is None else before, status)
 
     def _observe(self, before: IncidentStatus, after: IncidentStatus, fresh: bool) -> None:
         m = self.metrics
@@ -344,7 +398,7 @@ class Engine:
         incident: dict[str, Any],
         deployment: dict[str, Any],
         status: IncidentStatus,
-        spec: MitigationPolicySpec,
+        rollout_window: timedelta,
         revision_since: datetime | None,
         now: datetime,
     ) -> Plan | Skip | Done:
@@ -361,7 +415,7 @@ class Engine:
                 incident=name,
                 index=move.index,
                 detected_revision=status.revision,
-                rollout_window=parse_duration(spec.mitigation.rollout_window),
+                rollout_window=rollout_window,
                 now=now,
                 current_since=revision_since if facts.current and facts.current.number == status.revision else None,
             )
@@ -387,13 +441,13 @@ class Engine:
         incident: dict[str, Any],
         deployment: dict[str, Any],
         status: IncidentStatus,
-        spec: MitigationPolicySpec,
+        rollout_window: timedelta,
         revision_since: datetime | None,
         now: datetime,
     ) -> tuple[ActionRecord | None, str]:
         kind = move.step.kind
         at = c.now_iso(now)
-        plan = await self._plan(move, incident, deployment, status, spec, revision_since, now)
+        plan = await self._plan(move, incident, deployment, status, rollout_window, revision_since, now)
         if isinstance(plan, Done):
             record = ActionRecord(
                 step=kind,
@@ -476,7 +530,7 @@ class Engine:
     async def _write_incident(
         self,
         incident: dict[str, Any],
-        deployment: dict[str, Any],
+        deployment: dict[str, Any] | None,
         before: IncidentStatus | None,
         after: IncidentStatus,
     ) -> dict[str, Any]:
@@ -488,6 +542,7 @@ class Engine:
             self._post(obj, entry.type, entry.reason, entry.message, c.parse_iso(entry.at))
             for entry in lc.new_entries(before, after)
             for obj in (updated, deployment)
+            if obj is not None
         ]
         await asyncio.gather(*posts)
         return updated

@@ -161,3 +161,17 @@ def last_cycle(memo: kopf.Memo, **_: Any) -> float:
     if reason:
         raise kopf.PermanentError(reason)
     return round(ago, 1)
+
+
+def _is_manual(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("source") == "manual"
+
+
+@kopf.on.resume(GROUP, VERSION, "incidents", when=_is_manual)
+@kopf.on.create(GROUP, VERSION, "incidents", when=_is_manual)
+@kopf.on.update(GROUP, VERSION, "incidents", when=_is_manual)
+async def manual_incident(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An Incident a person declared: record it, run the mitigation they asked for, close it when told."""
+    if memo.leader is not None and not memo.leader.is_leader:
+        raise kopf.TemporaryError("not the leader; the leader handles manual incidents", delay=10)
+    await memo.engine.handle_manual(_plain(body), now=datetime.now(UTC))

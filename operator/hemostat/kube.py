@@ -65,6 +65,14 @@ class Kube:
         out = await self._call(self.apps.read_namespaced_deployment, name, namespace)
         return {"apiVersion": "apps/v1", "kind": "Deployment", **out}
 
+    async def find_deployment(self, namespace: str, name: str) -> Body | None:
+        try:
+            return await self.get_deployment(namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def list_replicasets(self, namespace: str, selector: str) -> list[Body]:
         out = await self._call(self.apps.list_namespaced_replica_set, namespace, label_selector=selector)
         return out["items"]

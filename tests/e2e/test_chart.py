@@ -49,7 +49,7 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
     assert grants == {
         ("hemostat.dev", "mitigationpolicies"): {"get", "list", "watch", "patch"},
         ("hemostat.dev", "mitigationpolicies/status"): {"patch"},
-        ("hemostat.dev", "incidents"): {"list", "create"},
+        ("hemostat.dev", "incidents"): {"list", "watch", "create", "patch"},
         ("hemostat.dev", "incidents/status"): {"patch"},
         ("apps", "deployments"): {"get", "list", "patch"},
         ("apps", "replicasets"): {"list"},

@@ -13,7 +13,7 @@ import pytest
 from hemostat.decide import conditions as c
 from hemostat.decide import lifecycle as lc
 from hemostat.decide.health import Health, State, assess
-from hemostat.models.incident import MAX_TIMELINE, ActionRecord, IncidentStatus
+from hemostat.models.incident import MAX_TIMELINE, ActionRecord, IncidentSpec, IncidentStatus
 from hemostat.models.policy import MitigationPolicySpec, Signal
 from hemostat.signals.base import Reading
 
@@ -571,3 +571,38 @@ def test_record_escalated() -> None:
     cond = c.get_condition(after.conditions, "Escalated")
     assert (cond.status, cond.reason) == ("True", "LadderExhausted")
     assert [(e.type, e.reason) for e in after.timeline] == [("Warning", "Escalated")]
+
+
+# --- manual incidents -------------------------------------------------------------------------
+
+
+def manual_spec(**fields) -> IncidentSpec:
+    base = {"severity": "SEV2", "summary": "reported by support", "target": {"name": "api"}, "source": "manual"}
+    return IncidentSpec.model_validate({**base, **fields})
+
+
+def test_declared_status_records_the_person_and_the_revision() -> None:
+    st = lc.declared_status("reported by support", 3, "app:v3", T0, NOW)
+    assert (st.phase, st.revision, st.image, st.detected_at) == ("Detected", 3, "app:v3", iso(T0))
+    assert [(e.reason, e.message) for e in st.timeline] == [
+        ("Declared", "declared by a person: reported by support (revision 3, app:v3)")
+    ]
+
+
+def test_manual_move_runs_the_requested_step_once() -> None:
+    spec = manual_spec(mitigation={"rollback": {}})
+    st = lc.declared_status("x", 3, "app:v3", T0, NOW)
+    move = lc.manual_move(st, spec, guard(), True, NOW)
+    assert isinstance(move, lc.Act) and move.index == lc.MANUAL_STEP and move.step.kind == "rollback"
+    st.actions = [action("rollback", lc.MANUAL_STEP)]
+    assert lc.manual_move(st, spec, guard(), True, NOW) == lc.Wait()
+
+
+def test_manual_move_holds_for_a_missing_target_and_resolves_on_request() -> None:
+    st = lc.declared_status("x", None, None, T0, NOW)
+    held = lc.manual_move(st, manual_spec(mitigation={"rollback": {}}), guard(), False, NOW)
+    assert held == lc.Wait(note="requested rollback held: Deployment api does not exist")
+    assert lc.manual_move(st, manual_spec(resolve=True), guard(), True, NOW) == lc.Resolve(
+        "resolved by a person (spec.resolve)", by_person=True
+    )
+    assert lc.manual_move(st, manual_spec(), guard(), True, NOW) == lc.Wait()

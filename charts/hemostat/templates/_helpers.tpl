@@ -41,7 +41,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [patch]
 - apiGroups: [hemostat.dev]
   resources: [incidents]
-  verbs: [list, create]
+  verbs: [list, watch, create, patch]  # manual incidents: kopf watches them and keeps its progress
 - apiGroups: [hemostat.dev]
   resources: [incidents/status]
   verbs: [patch]

@@ -8,6 +8,7 @@ from ..models.common import Condition
 
 # Incident timeline / Event reasons.
 DETECTED = "Detected"
+DECLARED = "Declared"
 ROLLED_BACK = "RolledBack"
 SCALED_TO_ZERO = "ScaledToZero"
 SCALED_UP = "ScaledUp"

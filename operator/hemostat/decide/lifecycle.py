@@ -17,6 +17,7 @@ from ..models.incident import (
     MAX_TIMELINE,
     ActionRecord,
     Evidence,
+    IncidentSpec,
     IncidentStatus,
     TimelineEntry,
 )
@@ -267,3 +268,37 @@ def record_escalated(status: IncidentStatus, message: str, now: datetime) -> Inc
     out.conditions = c.set_condition(out.conditions, "Escalated", True, "LadderExhausted", message, now)
     _append(out, now, c.ESCALATED, message, warning=True)
     return out
+
+
+def declared_status(
+    summary: str, revision: int | None, image: str | None, created: datetime, now: datetime
+) -> IncidentStatus:
+    """The first status of an Incident a person declared (source: manual)."""
+    status = IncidentStatus(
+        phase="Detected", revision=revision, image=image, started_at=c.now_iso(created), detected_at=c.now_iso(created)
+    )
+    status.conditions = c.set_condition([], "Detected", True, c.DECLARED, summary, now)
+    at_rev = f" (revision {revision}, {image})" if revision is not None else ""
+    _append(status, now, c.DECLARED, f"declared by a person: {summary}{at_rev}")
+    return status
+
+
+MANUAL_STEP = -1  # the index a person's requested mitigation is recorded under
+
+
+def manual_move(
+    status: IncidentStatus, spec: IncidentSpec, guard: Guardrails, target_exists: bool, now: datetime
+) -> Move:
+    """A declared incident: resolve when a person says so; run the requested step once."""
+    if status.phase == "Resolved":
+        return Wait()
+    if spec.resolve:
+        return Resolve("resolved by a person (spec.resolve)", by_person=True)
+    if spec.mitigation is None or any(a.index == MANUAL_STEP for a in status.actions):
+        return Wait()
+    if not target_exists:
+        return Wait(note=f"requested {spec.mitigation.kind} held: Deployment {spec.target.name} does not exist")
+    reason = blocked_by(guard, now)
+    if reason:
+        return Wait(note=f"requested {spec.mitigation.kind} held: {reason}")
+    return Act(MANUAL_STEP, spec.mitigation, guard.dry_run)
