@@ -15,12 +15,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
 
-from . import flageval
+from . import flageval, notify
 from .actions import flags, rollback, scale
 from .actions.base import Done, Plan, Skip
 from .decide import conditions as c
@@ -61,11 +62,17 @@ class Engine:
         provider_for: Callable[[str], SignalProvider],
         settings: Settings,
         metrics: Metrics | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.kube = kube
         self.provider_for = provider_for
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.http = http
+        # Webhook deliveries run beside the loop; their outcomes are folded into the
+        # Incident's status on the next cycle (one status write per cycle).
+        self._outcomes: dict[str, tuple[str, str | None, datetime]] = {}
+        self._inflight: set[str] = set()
 
     async def evaluate(self, body: dict[str, Any], now: datetime) -> None:
         started = time.monotonic()
@@ -326,9 +333,69 @@ class Engine:
             status = lc.record_action(status, record, reason, now)
             if record.result in ("Succeeded", "DryRun"):
                 break
+        status = self._notifications(spec, incident, ispec, status, now)
         self._observe(before, status, fresh)
         written = await self._write_incident(incident, deployment, None if fresh else before, status)
         return written, len(status.actions) > len(before.actions)
+
+    def _notifications(
+        self,
+        spec: MitigationPolicySpec,
+        incident: dict[str, Any],
+        ispec: IncidentSpec,
+        status: IncidentStatus,
+        now: datetime,
+    ) -> IncidentStatus:
+        """Fold the last delivery's outcome into status; start the next delivery if one is due."""
+        if not spec.notify.webhooks or self.http is None:
+            return status
+        uid = incident["metadata"]["uid"]
+        out = status.model_copy(deep=True)
+        if uid in self._outcomes:
+            phase, error, at = self._outcomes.pop(uid)
+            out.notifications = notify.after_attempt(out.notifications, phase, error, at)
+            message = error or f"{phase} update delivered to {len(spec.notify.webhooks)} webhook(s)"
+            out.conditions = c.set_condition(
+                out.conditions,
+                "Notified",
+                error is None,
+                "Delivered" if error is None else "DeliveryFailed",
+                message,
+                now,
+            )
+        if uid in self._inflight or out.phase is None:
+            return out
+        why = notify.due(out.notifications, out.phase, ispec.severity, spec.notify.cadence, now)
+        if why:
+            self._inflight.add(uid)
+            task = asyncio.create_task(self._deliver(uid, incident, ispec, out, spec, why))
+            task.add_done_callback(lambda _t: None)
+        return out
+
+    async def _deliver(
+        self,
+        uid: str,
+        incident: dict[str, Any],
+        ispec: IncidentSpec,
+        status: IncidentStatus,
+        spec: MitigationPolicySpec,
+        why: str,
+    ) -> None:
+        meta = incident["metadata"]
+        try:
+            targets = []
+            for hook in spec.notify.webhooks:
+                url = await self.kube.secret_value(meta["namespace"], hook.secret_ref.name, hook.secret_ref.key)
+                body = notify.payload(hook.format, meta["name"], meta["namespace"], ispec, status, why)
+                targets.append((url, body))
+            assert self.http is not None
+            error = await notify.deliver(self.http, targets)
+        except Exception as exc:  # a missing Secret or key is a delivery failure, not a crash
+            error = str(exc)
+        if error:
+            log.warning("notification for incident %s/%s failed: %s", meta["namespace"], meta["name"], error)
+        self._outcomes[uid] = (status.phase or "", error, datetime.now(UTC))
+        self._inflight.discard(uid)
 
     async def handle_manual(self, incident: dict[str, Any], now: datetime) -> None:
         """An Incident a person declared: record it, carry out the mitigation asked for (once, with

@@ -55,7 +55,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics = Metrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
-    memo.engine = Engine(kube, provider_for, Settings(config.prometheus_url, config.dry_run), metrics)
+    memo.engine = Engine(kube, provider_for, Settings(config.prometheus_url, config.dry_run), metrics, http)
     memo.leader = None
     if config.leader_election:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"

@@ -8,6 +8,7 @@ anything: callers pass plain dicts in and get plain dicts back.
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,6 +129,17 @@ class Kube:
             patch,
             _content_type="application/json-patch+json",
         )
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded; a readable error when it is missing."""
+        try:
+            secret = await self._call(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            raise ValueError(f"cannot read Secret {namespace}/{name}: {exc.status} {exc.reason}") from None
+        data = secret.get("data") or {}
+        if key not in data:
+            raise ValueError(f"Secret {namespace}/{name} has no key {key}")
+        return base64.b64decode(data[key]).decode().strip()
 
     # Hemostat resources
     async def list_incidents(self, namespace: str, selector: str) -> list[Body]:

@@ -65,6 +65,18 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
     ]
 
 
+def test_secrets_are_readable_only_when_notifications_ask_for_it(testenv: Cluster) -> None:
+    def secret_rules(docs: list[dict]) -> list[dict]:
+        return [
+            r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"] if "secrets" in r["resources"]
+        ]
+
+    assert secret_rules(render(testenv)) == []
+    assert secret_rules(render(testenv, "notifications.readSecrets=true")) == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+    ]
+
+
 def test_watch_namespaces_gives_roles_not_a_cluster_role(testenv: Cluster) -> None:
     docs = render(testenv, "watchNamespaces={shop,payments}", "replicaCount=2")
     assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs)

@@ -63,4 +63,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [core.openfeature.dev]
   resources: [featureflags]
   verbs: [get, patch]                 # disableFlag on an OpenFeature Operator FeatureFlag
+{{- if .Values.notifications.readSecrets }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]                        # webhook URLs of notify.webhooks[].secretRef
+{{- end }}
 {{- end -}}

@@ -85,6 +85,16 @@ class TimelineEntry(Model):
     message: Text
 
 
+class NotificationState(Model):
+    """Webhook delivery, kept in the Incident so a restart neither loses nor repeats much."""
+
+    last_phase: Annotated[str, Field(max_length=32)] | None = None
+    last_sent_at: str | None = None
+    failures: int = 0
+    last_error: Annotated[str, Field(max_length=1024)] | None = None
+    retry_at: str | None = None
+
+
 class IncidentStatus(Model):
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -106,3 +116,4 @@ class IncidentStatus(Model):
     time_to_detect: Annotated[str, Field(max_length=32)] | None = None
     time_to_mitigate: Annotated[str, Field(max_length=32)] | None = None
     time_to_resolve: Annotated[str, Field(max_length=32)] | None = None
+    notifications: NotificationState | None = None

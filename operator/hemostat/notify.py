@@ -1,0 +1,98 @@
+"""Webhook notifications: an update on every phase change and, while open, at the
+per-severity cadence (playbook defaults: SEV1 15m, SEV2 30m, SEV3 1h).
+
+Deciding (pure) and delivering (httpx, in a background task) are apart: a slow or failing
+receiver never delays a mitigation. Delivery state lives in the Incident's status
+(`notifications`), with exponential backoff between failed attempts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from .decide.conditions import now_iso, parse_iso
+from .models.common import parse_duration
+from .models.incident import IncidentSpec, IncidentStatus, NotificationState
+from .models.policy import Cadence
+
+BACKOFF_BASE = timedelta(seconds=10)
+BACKOFF_MAX = timedelta(minutes=10)
+
+
+def due(state: NotificationState | None, phase: str, severity: str, cadence: Cadence, now: datetime) -> str | None:
+    """Pure: why an update is due now, or None."""
+    state = state or NotificationState()
+    if state.retry_at and now < parse_iso(state.retry_at):
+        return None
+    if state.last_phase != phase:
+        return f"phase {phase}"
+    every = getattr(cadence, severity, None)
+    reminder = phase != "Resolved" and every and state.last_sent_at
+    if reminder and now - parse_iso(state.last_sent_at) >= parse_duration(every):
+        return f"{severity} reminder every {every}"
+    return None
+
+
+def after_attempt(state: NotificationState | None, phase: str, error: str | None, now: datetime) -> NotificationState:
+    """Pure: the delivery state after one attempt (all webhooks), with backoff on failure."""
+    state = (state or NotificationState()).model_copy()
+    if error is None:
+        return NotificationState(last_phase=phase, last_sent_at=now_iso(now))
+    state.failures += 1
+    state.last_error = error[:1024]
+    wait = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (state.failures - 1))
+    state.retry_at = now_iso(now + wait)
+    return state
+
+
+def payload(
+    fmt: str, name: str, namespace: str, spec: IncidentSpec, status: IncidentStatus, why: str
+) -> dict[str, Any]:
+    """Pure: the JSON body for a receiver; `slack` is Slack-compatible (a `text` field)."""
+    latest = status.timeline[-1] if status.timeline else None
+    facts = {
+        "incident": name,
+        "namespace": namespace,
+        "severity": spec.severity,
+        "phase": status.phase,
+        "summary": spec.summary,
+        "target": f"{spec.target.kind}/{spec.target.name}",
+        "reason": why,
+        "lastMitigation": status.last_mitigation,
+        "timeToMitigate": status.time_to_mitigate,
+        "latest": {"at": latest.at, "reason": latest.reason, "message": latest.message} if latest else None,
+        "timeline": [{"at": e.at, "reason": e.reason, "message": e.message} for e in status.timeline[-10:]],
+    }
+    if fmt != "slack":
+        return facts
+    icon = {"Resolved": ":white_check_mark:", "Escalated": ":rotating_light:"}.get(status.phase or "", ":warning:")
+    line = f"{icon} *{spec.severity}* `{namespace}/{name}` is *{status.phase}*: {spec.summary}"
+    if latest:
+        line += f"\n> {latest.at} {latest.reason}: {latest.message}"
+    return {"text": line}
+
+
+async def deliver(
+    client: httpx.AsyncClient, targets: list[tuple[str, dict[str, Any]]], timeout: float = 5.0
+) -> str | None:
+    """Post to every webhook; the first error (or None). Retries happen across cycles (backoff)."""
+    errors = []
+    for url, body in targets:
+        try:
+            response = await client.post(url, json=body, timeout=timeout)
+            if response.status_code >= 300:
+                errors.append(f"{_host(url)} answered HTTP {response.status_code}")
+        except httpx.HTTPError as exc:
+            errors.append(f"{_host(url)}: {exc.__class__.__name__} {exc}".strip())
+    return "; ".join(errors) or None
+
+
+def _host(url: str) -> str:
+    """Never log a webhook's full URL: it is a secret."""
+    try:
+        return httpx.URL(url).host or "webhook"
+    except Exception:
+        return "webhook"

@@ -1,0 +1,62 @@
+"""When an update is due, what it says, and how failures back off."""
+
+from datetime import UTC, datetime, timedelta
+
+from hemostat.models.incident import IncidentSpec, IncidentStatus, NotificationState, TimelineEntry
+from hemostat.models.policy import Cadence
+from hemostat.notify import after_attempt, due, payload
+
+T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def sent(phase: str, at: datetime) -> NotificationState:
+    return NotificationState(last_phase=phase, last_sent_at=at.strftime(ISO))
+
+
+def test_every_phase_change_is_due() -> None:
+    assert due(None, "Monitoring", "SEV2", Cadence(), T0) == "phase Monitoring"
+    assert due(sent("Monitoring", T0), "Resolved", "SEV2", Cadence(), T0) == "phase Resolved"
+    assert due(sent("Monitoring", T0), "Monitoring", "SEV2", Cadence(), T0 + timedelta(minutes=1)) is None
+
+
+def test_reminders_follow_the_severity_cadence_while_open() -> None:
+    st = sent("Escalated", T0)
+    assert due(st, "Escalated", "SEV1", Cadence(), T0 + timedelta(minutes=14)) is None
+    assert due(st, "Escalated", "SEV1", Cadence(), T0 + timedelta(minutes=15)) == "SEV1 reminder every 15m"
+    assert due(st, "Escalated", "SEV2", Cadence(), T0 + timedelta(minutes=15)) is None
+    assert due(st, "Escalated", "SEV4", Cadence(), T0 + timedelta(days=1)) is None  # SEV4: phase changes only
+    assert due(sent("Resolved", T0), "Resolved", "SEV1", Cadence(), T0 + timedelta(hours=5)) is None
+
+
+def test_failures_back_off_exponentially_and_success_resets() -> None:
+    one = after_attempt(None, "Monitoring", "hooks.example answered HTTP 500", T0)
+    assert (one.failures, one.retry_at, one.last_phase) == (1, "2026-11-23T14:00:10Z", None)
+    assert due(one, "Monitoring", "SEV2", Cadence(), T0 + timedelta(seconds=5)) is None
+    two = after_attempt(one, "Monitoring", "again", T0 + timedelta(seconds=10))
+    assert (two.failures, two.retry_at) == (2, "2026-11-23T14:00:30Z")
+    ok = after_attempt(two, "Monitoring", None, T0 + timedelta(seconds=40))
+    assert ok == NotificationState(last_phase="Monitoring", last_sent_at="2026-11-23T14:00:40Z")
+
+
+def test_payloads() -> None:
+    spec = IncidentSpec.model_validate(
+        {"severity": "SEV1", "summary": "error-rate 0.6 > 0.05", "target": {"name": "api"}}
+    )
+    status = IncidentStatus(
+        phase="Resolved",
+        timeline=[TimelineEntry(at="2026-11-23T14:03:00Z", reason="Recovered", message="all signals healthy for 2m")],
+    )
+    body = payload("json", "api-1", "shop", spec, status, "phase Resolved")
+    assert (body["incident"], body["phase"], body["severity"], body["reason"]) == (
+        "api-1",
+        "Resolved",
+        "SEV1",
+        "phase Resolved",
+    )
+    assert body["latest"]["reason"] == "Recovered"
+    slack = payload("slack", "api-1", "shop", spec, status, "phase Resolved")
+    assert slack == {
+        "text": ":white_check_mark: *SEV1* `shop/api-1` is *Resolved*: error-rate 0.6 > 0.05\n"
+        "> 2026-11-23T14:03:00Z Recovered: all signals healthy for 2m"
+    }
