@@ -52,7 +52,7 @@ def _crds(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace) -> None:
     from .config import load_kube_config
 
-    load_kube_config(args.kubeconfig, in_cluster_ok=False)
+    load_kube_config(args.kubeconfig, in_cluster_ok=False, context=args.context)
 
 
 def _incident(args: argparse.Namespace) -> int:
@@ -87,6 +87,7 @@ def _report(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--namespace", default="default", help="namespace of the incident (default: default)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,8 +98,32 @@ def resolve(name: str, namespace: str, by: str | None) -> str:
     return f"incident {namespace}/{name} marked resolved; the operator records it on its next evaluation"
 
 
+def _trigger_diff(incident: dict[str, Any]) -> str | None:
+    """Diff of the incident revision's pod template against the Deployment's now; None if unknown."""
+    revision = (incident.get("status") or {}).get("revision")
+    target = incident["spec"]["target"]["name"]
+    ns = incident["metadata"]["namespace"]
+    if revision is None:
+        return None
+    apps = client.AppsV1Api()
+    try:
+        deployment = apps.read_namespaced_deployment(target, ns)
+        replicasets = apps.list_namespaced_replica_set(ns).items
+    except (ApiException, HTTPError):
+        return None
+    for rs in replicasets:
+        owners = [o.uid for o in rs.metadata.owner_references or []]
+        if deployment.metadata.uid in owners and (rs.metadata.annotations or {}).get(
+            "deployment.kubernetes.io/revision"
+        ) == str(revision):
+            ser = apps.api_client.sanitize_for_serialization
+            return postmortem.template_diff(ser(rs.spec.template), ser(deployment.spec.template))
+    return None  # pruned by revisionHistoryLimit, or re-stamped by a later rollout
+
+
 def write_postmortem(name: str, namespace: str, out: str | None) -> str:
-    text = postmortem.render(get_incident(name, namespace), datetime.now(UTC))
+    incident = get_incident(name, namespace)
+    text = postmortem.render(incident, datetime.now(UTC), _trigger_diff(incident))
     if out:
         try:
             Path(out).write_text(text)

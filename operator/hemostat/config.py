@@ -28,13 +28,13 @@ class OperatorConfig:
     priority: int = 0
 
 
-def load_kube_config(path: str | None, in_cluster_ok: bool = True) -> None:
+def load_kube_config(path: str | None, in_cluster_ok: bool = True, context: str | None = None) -> None:
     """Configure the kubernetes client: explicit file, in-cluster, then $KUBECONFIG / ~/.kube/config."""
     try:
         if path:
             if not Path(path).is_file():
                 raise UserError(f"kubeconfig {path} does not exist")
-            kube_config.load_kube_config(config_file=path)
+            kube_config.load_kube_config(config_file=path, context=context)
         elif in_cluster_ok and os.environ.get("KUBERNETES_SERVICE_HOST"):
             kube_config.load_incluster_config()
         else:
@@ -45,6 +45,6 @@ def load_kube_config(path: str | None, in_cluster_ok: bool = True) -> None:
                     f"no kubeconfig found at {first}: pass --kubeconfig or set KUBECONFIG "
                     "(for the local test cluster: source .testenv/env)"
                 )
-            kube_config.load_kube_config()
+            kube_config.load_kube_config(context=context)
     except ConfigException as exc:
         raise UserError(f"cannot load kubeconfig: {exc}") from None

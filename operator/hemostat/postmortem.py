@@ -6,8 +6,12 @@ recorded; sections that need human judgement are left for people to fill.
 
 from __future__ import annotations
 
+import copy
+import difflib
 from datetime import datetime
 from typing import Any
+
+import yaml
 
 from .decide.conditions import parse_iso
 from .models.common import format_duration
@@ -58,7 +62,21 @@ def suggested_actions(spec: IncidentSpec, status: IncidentStatus) -> list[tuple[
     return items
 
 
-def render(incident: dict[str, Any], now: datetime) -> str:
+def template_diff(incident_template: dict[str, Any], current_template: dict[str, Any]) -> str:
+    """Pure: unified diff of two pod templates (pod-template-hash ignored), as YAML."""
+
+    def clean(t: dict[str, Any]) -> list[str]:
+        t = copy.deepcopy(t)
+        (t.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
+        return yaml.safe_dump(t, sort_keys=True).splitlines()
+
+    lines = difflib.unified_diff(
+        clean(incident_template), clean(current_template), "incident revision", "running now", lineterm=""
+    )
+    return "\n".join(lines)
+
+
+def render(incident: dict[str, Any], now: datetime, trigger_diff: str | None = None) -> str:
     meta = incident["metadata"]
     spec = IncidentSpec.model_validate(incident["spec"])
     status = IncidentStatus.model_validate({k: v for k, v in (incident.get("status") or {}).items() if k != "kopf"})
@@ -105,6 +123,17 @@ def render(incident: dict[str, Any], now: datetime) -> str:
             lines.append(f"Rollback {'(dry run) ' if a.result == 'DryRun' else ''}moved {a.from_} to {a.to}.")
     if status.revision is None:
         lines.append(FILL)
+    if trigger_diff:
+        lines += [
+            "",
+            "Pod template of the incident's revision against the one running now:",
+            "",
+            "```diff",
+            trigger_diff,
+            "```",
+        ]
+    elif trigger_diff is not None:
+        lines += ["", "The pod template running now is the incident's revision: nothing was rolled back."]
     lines += ["", "## Mitigation", ""]
     if status.actions:
         lines += ["| Step | Result | From | To | At | Note |", "|---|---|---|---|---|---|"]

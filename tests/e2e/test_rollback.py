@@ -7,6 +7,8 @@ Incident whose timeline holds the real values.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 from conftest import Cluster, wait_for
@@ -74,6 +76,23 @@ def test_bad_rollout_is_rolled_back_and_resolved(testenv: Cluster, namespace: st
     assert "RolledBack" in {e["reason"] for e in events(testenv, namespace, "Deployment", "checkout")}
     table = testenv.kubectl("get", "incidents", "-n", namespace).stdout
     assert "Resolved" in table and "rollback" in table and inc["spec"]["severity"] in table
+    described = testenv.kubectl("describe", "incident", name, "-n", namespace).stdout
+    assert "RolledBack" in described and "revision 2 (registry.local/checkout:v2)" in described
+    (row,) = testenv.kubectl("get", "mp", "-n", namespace, "--no-headers").stdout.splitlines()
+    assert row.split()[:4] == ["checkout", "1", "0", "True"]  # name, targets, open incidents, valid
+
+    # the postmortem names what changed: the bad revision's template against what runs now
+    pm = subprocess.run(
+        [sys.executable, "-m", "hemostat", "postmortem", name, "-n", namespace],
+        capture_output=True,
+        text=True,
+        env=testenv.env,
+        timeout=60,
+    )
+    assert pm.returncode == 0, pm.stderr
+    assert "-  - image: registry.local/checkout:v2" in pm.stdout
+    assert "+  - image: registry.local/checkout:v1" in pm.stdout
+    assert "sim.hemostat.dev/error-rate: '0.5'" in pm.stdout
 
 
 def test_healthy_rollout_opens_no_incident(testenv: Cluster, namespace: str, simulator, operators) -> None:

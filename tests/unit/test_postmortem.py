@@ -92,3 +92,22 @@ def test_an_open_escalated_incident_says_so_and_suggests_a_step() -> None:
     assert "it was escalated to people" in text
     assert "| Make the rollback step usable for this service next time: no revision older than 1" in text
     assert "| Add a mitigation step that would have stopped this without a person |" in text
+
+
+def test_trigger_shows_what_changed_in_the_pod_template() -> None:
+    from hemostat.postmortem import template_diff
+
+    bad = {
+        "metadata": {"labels": {"app": "c", "pod-template-hash": "abc"}, "annotations": {"err": "0.3"}},
+        "spec": {"containers": [{"name": "app", "image": "shop/checkout:v7"}]},
+    }
+    good = {
+        "metadata": {"labels": {"app": "c"}, "annotations": {"err": "0"}},
+        "spec": {"containers": [{"name": "app", "image": "shop/checkout:v6"}]},
+    }
+    diff = template_diff(bad, good)
+    assert "-  - image: shop/checkout:v7" in diff and "+  - image: shop/checkout:v6" in diff
+    assert "pod-template-hash" not in diff
+    text = render(incident(), NOW, diff)
+    assert "```diff" in text and "+  - image: shop/checkout:v6" in text
+    assert "nothing was rolled back" in render(incident(), NOW, "")
