@@ -73,6 +73,7 @@ class Engine:
         # Incident's status on the next cycle (one status write per cycle).
         self._outcomes: dict[str, tuple[str, str | None, datetime]] = {}
         self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def evaluate(self, body: dict[str, Any], now: datetime) -> None:
         started = time.monotonic()
@@ -369,7 +370,8 @@ class Engine:
         if why:
             self._inflight.add(uid)
             task = asyncio.create_task(self._deliver(uid, incident, ispec, out, spec, why))
-            task.add_done_callback(lambda _t: None)
+            self._tasks.add(task)  # the loop holds tasks weakly: keep each until it is done
+            task.add_done_callback(self._tasks.discard)
         return out
 
     async def _deliver(
