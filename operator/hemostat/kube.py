@@ -57,6 +57,19 @@ class Kube:
             raise
         return self.api.sanitize_for_serialization(result)
 
+    async def _find(self, fn: Any, *args: Any) -> Any:
+        """Like _call, but a missing object (404) is None, not an error."""
+        try:
+            return await self._call(fn, *args)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _json_patch(self, fn: Any, *args: Any) -> Any:
+        """A JSON patch (RFC 6902): its `test` operations make it a guarded write."""
+        return await self._call(fn, *args, _content_type="application/json-patch+json")
+
     # Deployments and ReplicaSets
     async def list_deployments(self, namespace: str, selector: str) -> list[Body]:
         out = await self._call(self.apps.list_namespaced_deployment, namespace, label_selector=selector)
@@ -67,67 +80,37 @@ class Kube:
         return {"apiVersion": "apps/v1", "kind": "Deployment", **out}
 
     async def find_deployment(self, namespace: str, name: str) -> Body | None:
-        try:
-            return await self.get_deployment(namespace, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        out = await self._find(self.apps.read_namespaced_deployment, name, namespace)
+        return {"apiVersion": "apps/v1", "kind": "Deployment", **out} if out is not None else None
 
     async def list_replicasets(self, namespace: str, selector: str) -> list[Body]:
         out = await self._call(self.apps.list_namespaced_replica_set, namespace, label_selector=selector)
         return out["items"]
 
     async def json_patch_deployment(self, namespace: str, name: str, patch: list[Body]) -> Body:
-        return await self._call(
-            self.apps.patch_namespaced_deployment, name, namespace, patch, _content_type="application/json-patch+json"
-        )
+        return await self._json_patch(self.apps.patch_namespaced_deployment, name, namespace, patch)
 
     async def list_hpas(self, namespace: str) -> list[Body]:
         out = await self._call(self.autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
         return out["items"]
 
     async def json_patch_hpa(self, namespace: str, name: str, patch: list[Body]) -> Body:
-        return await self._call(
-            self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
-            name,
-            namespace,
-            patch,
-            _content_type="application/json-patch+json",
+        return await self._json_patch(
+            self.autoscaling.patch_namespaced_horizontal_pod_autoscaler, name, namespace, patch
         )
 
     async def get_configmap(self, namespace: str, name: str) -> Body | None:
-        try:
-            return await self._call(self.core.read_namespaced_config_map, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._find(self.core.read_namespaced_config_map, name, namespace)
 
     async def json_patch_configmap(self, namespace: str, name: str, patch: list[Body]) -> Body:
-        return await self._call(
-            self.core.patch_namespaced_config_map, name, namespace, patch, _content_type="application/json-patch+json"
-        )
+        return await self._json_patch(self.core.patch_namespaced_config_map, name, namespace, patch)
 
     async def get_featureflag(self, namespace: str, name: str) -> Body | None:
-        try:
-            return await self._call(
-                self.custom.get_namespaced_custom_object, *OPENFEATURE, namespace, "featureflags", name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._find(self.custom.get_namespaced_custom_object, *OPENFEATURE, namespace, "featureflags", name)
 
     async def json_patch_featureflag(self, namespace: str, name: str, patch: list[Body]) -> Body:
-        return await self._call(
-            self.custom.patch_namespaced_custom_object,
-            *OPENFEATURE,
-            namespace,
-            "featureflags",
-            name,
-            patch,
-            _content_type="application/json-patch+json",
+        return await self._json_patch(
+            self.custom.patch_namespaced_custom_object, *OPENFEATURE, namespace, "featureflags", name, patch
         )
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
