@@ -29,7 +29,7 @@ from .decide import health as h
 from .decide import lifecycle as lc
 from .kube import Conflict, Kube, selector_string
 from .metrics import Metrics
-from .models.common import API_VERSION, parse_duration
+from .models.common import API_VERSION, LabelSelector, parse_duration
 from .models.incident import OPEN_PHASES, ActionRecord, IncidentSpec, IncidentStatus
 from .models.policy import MitigationPolicySpec, MitigationPolicyStatus, MitigationStep, TargetStatus
 from .signals.base import Reading, SignalProvider, TemplateError, render_query
@@ -40,13 +40,11 @@ PAUSED = "hemostat.dev/paused"
 POLICY_LABEL = "hemostat.dev/policy"
 TARGET_LABEL = "hemostat.dev/target"
 DETECTION = "hemostat.dev/detection"  # the Incident's first status, saved at creation
-HEARTBEAT = timedelta(minutes=1)
+HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
 # A person asking for a mitigation is the decision; these only stop repeats and accidents.
 MANUAL_COOLDOWN = timedelta(minutes=1)
 MANUAL_BUDGET = 6
-MANUAL_WINDOW = timedelta(
-    days=3650
-)  # a person may roll back a revision of any age  # lastEvaluated is refreshed at most this often
+MANUAL_WINDOW = timedelta(days=3650)  # a person may roll back a revision of any age
 
 
 @dataclass
@@ -192,12 +190,14 @@ class Engine:
         mine = [i for i in incidents if (i["metadata"].get("labels") or {}).get(TARGET_LABEL) == dname]
         open_ = [i for i in mine if (i.get("status") or {}).get("phase") in (*OPEN_PHASES, None)]
         incident = min(open_, key=lambda i: i["metadata"]["creationTimestamp"]) if open_ else None
+        fresh = False  # opened this cycle: its first status is not written yet
         if incident is None and health.state is h.State.BREACHING:
             incident = await self._open_incident(policy, spec, deployment, health, queries, mine, now)
+            fresh = True
         acted = False
         if incident is not None:
             incident, acted = await self._advance(
-                spec, deployment, incident, health, mine, policy_paused, revision_since, now
+                spec, deployment, incident, fresh, health, mine, policy_paused, revision_since, now
             )
 
         status = TargetStatus(
@@ -276,19 +276,18 @@ class Engine:
         log.info("opened incident %s: %s", created["metadata"]["name"], summary)
         self.metrics.incidents_opened.labels(severity=severity).inc()
         created["status"] = first
-        created["_unwritten"] = True
         return created
 
     async def _replicasets(self, deployment: dict[str, Any]) -> list[dict[str, Any]]:
-        labels = deployment["spec"]["selector"].get("matchLabels") or {}
-        sel = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        return await self.kube.list_replicasets(deployment["metadata"]["namespace"], sel)
+        selector = selector_string(LabelSelector.model_validate(deployment["spec"]["selector"]))
+        return await self.kube.list_replicasets(deployment["metadata"]["namespace"], selector)
 
     async def _advance(
         self,
         spec: MitigationPolicySpec,
         deployment: dict[str, Any],
         incident: dict[str, Any],
+        fresh: bool,
         health: h.Health,
         history: list[dict[str, Any]],
         policy_paused: bool,
@@ -296,7 +295,6 @@ class Engine:
         now: datetime,
     ) -> tuple[dict[str, Any], bool]:
         ispec = IncidentSpec.model_validate(incident["spec"])
-        fresh = incident.pop("_unwritten", False)
         before = IncidentStatus.model_validate(_known_status(incident))
         if before.phase is None:  # created, but the operator stopped before writing status
             saved = (incident["metadata"].get("annotations") or {}).get(DETECTION)
@@ -418,12 +416,8 @@ class Engine:
                 c.parse_iso(meta["creationTimestamp"]),
                 now,
             )
-        recent = [
-            c.parse_iso(a.at)
-            for i in await self.kube.list_incidents(ns, "")
-            if i["spec"].get("target", {}).get("name") == ispec.target.name and i["metadata"]["name"] != meta["name"]
-            for a in IncidentStatus.model_validate(_known_status(i)).actions
-            if a.result == "Succeeded"
+        same_target = [
+            i for i in await self.kube.list_incidents(ns, "") if i["spec"]["target"]["name"] == ispec.target.name
         ]
         dep_paused = deployment is not None and (deployment["metadata"].get("annotations") or {}).get(PAUSED) == "true"
         guard = lc.Guardrails(
@@ -431,7 +425,7 @@ class Engine:
             paused="Deployment is annotated hemostat.dev/paused" if dep_paused else None,
             cooldown=MANUAL_COOLDOWN,
             max_actions_per_hour=MANUAL_BUDGET,
-            recent_actions=recent,
+            recent_actions=_action_times(same_target, incident, status),
         )
         move = lc.manual_move(status, ispec, guard, deployment is not None, now)
         if isinstance(move, lc.Resolve):
@@ -651,7 +645,8 @@ def _check_templates(spec: MitigationPolicySpec) -> None:
 
 
 def _action_times(history: list[dict[str, Any]], current: dict[str, Any], status: IncidentStatus) -> list[datetime]:
-    """Times of real (not dry-run) actions on this target, from every incident of the policy."""
+    """Times of real (not dry-run) actions on this target, from every incident in `history`;
+    the current incident's from the status being built."""
     times = []
     for inc in history:
         actions = status.actions if inc["metadata"]["name"] == current["metadata"]["name"] else None
