@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..decide.conditions import now_iso
 from ..models.policy import DisableFlagStep
 from .base import Done, Plan, Skip, escape, marker_op, marker_value, read_marker
 
@@ -93,21 +94,9 @@ def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now:
     if isinstance(new, Skip):
         return new
     flags[ref.flag] = new
-    frm, to = f"flag {ref.flag}: {describe(flag)}", describe(new)
-    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Plan(
-        "disableFlag",
-        frm,
-        to,
-        [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": facts.resource_version},
-            {"op": "replace", "path": f"/data/{escape(ref.key)}", "value": json.dumps(doc, indent=2)},
-            marker_op(facts.annotations, marker_value(incident, index, "disableFlag", frm, to, at)),
-            _previous_op(facts.annotations, ref.flag, flag),
-        ],
-        kind="ConfigMap",
-        name=facts.name,
-    )
+    change = {"op": "replace", "path": f"/data/{escape(ref.key)}", "value": json.dumps(doc, indent=2)}
+    source = ("ConfigMap", facts.name, facts.resource_version, facts.annotations)
+    return _kill_plan(source, change, ref.flag, flag, new, incident, index, now)
 
 
 def plan_featureflag(
@@ -128,18 +117,35 @@ def plan_featureflag(
     new = kill_switch(flag, ref.flag, step.off_variant, where)
     if isinstance(new, Skip):
         return new
-    frm, to = f"flag {ref.flag}: {describe(flag)}", describe(new)
-    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    change = {"op": "replace", "path": f"/spec/flagSpec/flags/{escape(ref.flag)}", "value": new}
+    source = ("FeatureFlag", meta["name"], meta["resourceVersion"], annotations)
+    return _kill_plan(source, change, ref.flag, flag, new, incident, index, now)
+
+
+def _kill_plan(
+    source: tuple[str, str, str, dict[str, str]],
+    change: dict[str, Any],
+    name: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    incident: str,
+    index: int,
+    now: datetime,
+) -> Plan:
+    """One guarded write whatever the source: the flag change, the marker, the previous spec."""
+    kind, obj, resource_version, annotations = source
+    frm, to = f"flag {name}: {describe(old)}", describe(new)
+    marker = marker_value(incident, index, "disableFlag", frm, to, now_iso(now))
     return Plan(
         "disableFlag",
         frm,
         to,
         [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-            {"op": "replace", "path": f"/spec/flagSpec/flags/{escape(ref.flag)}", "value": new},
-            marker_op(annotations, marker_value(incident, index, "disableFlag", frm, to, at)),
-            _previous_op(annotations, ref.flag, flag),
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            change,
+            marker_op(annotations, marker),
+            _previous_op(annotations, name, old),
         ],
-        kind="FeatureFlag",
-        name=meta["name"],
+        kind=kind,
+        name=obj,
     )

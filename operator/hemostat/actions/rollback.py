@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..decide.conditions import now_iso
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
 from .base import MARKER, Done, Plan, Skip, marker_op, marker_value, parse_marker, read_marker
@@ -138,7 +139,7 @@ def plan(
     if earlier and earlier["incident"] == incident:
         did = f"{earlier['action']}: {earlier['from']} -> {earlier['to']}"
         return Skip(f"step {earlier['step']} of this incident already did {did}")
-    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = now_iso(now)
     current = facts.current
     if current is None:
         return Skip("the Deployment's current revision has no ReplicaSet yet")

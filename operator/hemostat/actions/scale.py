@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..decide.conditions import now_iso
 from ..models.policy import ScaleUpStep
 from .base import Done, Plan, Skip, marker_op, marker_value, read_marker
 
@@ -61,7 +62,7 @@ def facts_from(deployment: dict[str, Any], hpas: list[dict[str, Any]]) -> Facts:
 
 def plan(facts: Facts, step: ScaleUpStep, *, incident: str, index: int, now: datetime) -> Plan | Skip | Done:
     """Pure: the scale-up to apply, on the HPA when one owns the Deployment."""
-    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = now_iso(now)
     done = read_marker(facts.hpa.annotations if facts.hpa else facts.annotations, incident, index)
     if done:
         return done

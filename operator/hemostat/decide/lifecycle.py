@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from ..models.common import format_duration, parse_duration
 from ..models.incident import (
+    MAX_ACTIONS,
     MAX_TIMELINE,
     ActionRecord,
     Evidence,
@@ -213,7 +214,7 @@ def record_note(status: IncidentStatus, note: str, now: datetime) -> IncidentSta
 def record_action(status: IncidentStatus, record: ActionRecord, reason: str, now: datetime) -> IncidentStatus:
     """Record a step's outcome: Succeeded/DryRun start monitoring, Skipped/Failed move on."""
     out = status.model_copy(deep=True)
-    out.actions = [*out.actions, record][-20:]
+    out.actions = [*out.actions, record][-MAX_ACTIONS:]
     out.next_step = max(out.next_step, record.index + 1)
     change = f"{record.from_} -> {record.to}" if record.from_ or record.to else ""
     text = "; ".join(x for x in (change, record.message) if x)
