@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from . import postmortem
+from .actions import rollback
 from .decide.conditions import now_iso, parse_iso
 from .errors import UserError
 from .models.common import GROUP, VERSION, format_duration, parse_duration
@@ -106,18 +107,15 @@ def _trigger_diff(incident: dict[str, Any]) -> str | None:
     if revision is None:
         return None
     apps = client.AppsV1Api()
+    plain = apps.api_client.sanitize_for_serialization
     try:
-        deployment = apps.read_namespaced_deployment(target, ns)
-        replicasets = apps.list_namespaced_replica_set(ns).items
+        deployment = plain(apps.read_namespaced_deployment(target, ns))
+        replicasets = plain(apps.list_namespaced_replica_set(ns))["items"]
     except (ApiException, HTTPError):
         return None
-    for rs in replicasets:
-        owners = [o.uid for o in rs.metadata.owner_references or []]
-        if deployment.metadata.uid in owners and (rs.metadata.annotations or {}).get(
-            "deployment.kubernetes.io/revision"
-        ) == str(revision):
-            ser = apps.api_client.sanitize_for_serialization
-            return postmortem.template_diff(ser(rs.spec.template), ser(deployment.spec.template))
+    for r in rollback.revisions(deployment, replicasets):
+        if r.number == revision:
+            return postmortem.template_diff(r.template, deployment["spec"]["template"])
     return None  # pruned by revisionHistoryLimit, or re-stamped by a later rollout
 
 

@@ -91,19 +91,24 @@ def _revision(rs: dict[str, Any]) -> Revision | None:
     )
 
 
+def revisions(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) -> list[Revision]:
+    """Pure: the revisions of one Deployment, oldest first, from the ReplicaSets it owns."""
+    uid = deployment["metadata"]["uid"]
+    owned = [rs for rs in replicasets if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])]
+    return sorted((r for r in map(_revision, owned) if r), key=lambda r: r.number)
+
+
 def facts_from(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) -> Facts:
     """Pure: the revision history of one Deployment from its owned ReplicaSets."""
     meta = deployment["metadata"]
-    uid = meta["uid"]
-    owned = [rs for rs in replicasets if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])]
-    revisions = sorted((r for r in map(_revision, owned) if r), key=lambda r: r.number)
+    history = revisions(deployment, replicasets)
     annotations = dict(meta.get("annotations") or {})
     try:
         current_number = int(annotations.get(REVISION, ""))
     except ValueError:
-        current_number = revisions[-1].number if revisions else -1
-    current = next((r for r in revisions if r.number == current_number), None)
-    older = [r for r in revisions if r.number < current_number]
+        current_number = history[-1].number if history else -1
+    current = next((r for r in history if r.number == current_number), None)
+    older = [r for r in history if r.number < current_number]
     return Facts(
         name=meta["name"],
         resource_version=meta["resourceVersion"],
