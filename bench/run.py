@@ -105,31 +105,34 @@ class Bench:
             },
         )
 
-    def policy(self, ns: str, name: str, selector: dict[str, str], interval: str = f"{INTERVAL_S:g}s") -> None:
+    def policy(
+        self,
+        ns: str,
+        name: str,
+        selector: dict[str, Any],
+        *,
+        interval: str,
+        for_: str,
+        verify_for: str | None = None,
+        cooldown: str | None = None,
+    ) -> None:
+        """A rollback policy on the error ratio; unset options keep the API's defaults."""
+        mitigation: dict[str, Any] = {"steps": [{"rollback": {}}]}
+        if verify_for:
+            mitigation["verifyFor"] = verify_for
+        spec: dict[str, Any] = {
+            "target": {"selector": selector},
+            "interval": interval,
+            "signals": [
+                {"name": "error-rate", "prometheus": {"query": RATIO}, "breachWhen": {"above": THRESHOLD}, "for": for_}
+            ],
+            "mitigation": mitigation,
+        }
+        if cooldown:
+            spec["guardrails"] = {"cooldown": cooldown}
+        body = {"apiVersion": "hemostat.dev/v1alpha1", "kind": "MitigationPolicy", "metadata": {"name": name}}
         self.custom.create_namespaced_custom_object(
-            "hemostat.dev",
-            "v1alpha1",
-            ns,
-            "mitigationpolicies",
-            {
-                "apiVersion": "hemostat.dev/v1alpha1",
-                "kind": "MitigationPolicy",
-                "metadata": {"name": name},
-                "spec": {
-                    "target": {"selector": {"matchLabels": selector}},
-                    "interval": interval,
-                    "signals": [
-                        {
-                            "name": "error-rate",
-                            "prometheus": {"query": RATIO},
-                            "breachWhen": {"above": THRESHOLD},
-                            "for": f"{FOR_S:g}s",
-                        }
-                    ],
-                    "mitigation": {"steps": [{"rollback": {}}], "verifyFor": f"{VERIFY_S:g}s"},
-                    "guardrails": {"cooldown": "1s"},
-                },
-            },
+            "hemostat.dev", "v1alpha1", ns, "mitigationpolicies", {**body, "spec": spec}
         )
 
     def incidents(self, ns: str) -> list[dict[str, Any]]:
@@ -179,7 +182,15 @@ def latency(runs: int) -> dict[str, Any]:
             b.namespace(ns)
             b.deployment(ns, name)
             wait("v1 ready", lambda: (b.apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == 2)
-            b.policy(ns, name, {"app": name})
+            b.policy(
+                ns,
+                name,
+                {"matchLabels": {"app": name}},
+                interval=f"{INTERVAL_S:g}s",
+                for_=f"{FOR_S:g}s",
+                verify_for=f"{VERIFY_S:g}s",
+                cooldown="1s",
+            )
             wait("traffic visible", lambda: b.ratio(ns, name) == 0.0)
             time.sleep(2)  # let the operator judge it healthy at least once
             b.apps.patch_namespaced_deployment(
@@ -311,34 +322,10 @@ def soak(minutes: float, namespaces: int, per_namespace: int, policies_per_names
         for j in range(per_namespace):
             b.deployment(ns, f"svc-{j}", replicas=1)
         for p in range(policies_per_namespace):
-            # each policy selects its share of the Deployments through a `group` label on none: select by app list
+            # each policy selects its share of the Deployments by name
             members = [f"svc-{j}" for j in range(per_namespace) if j % policies_per_namespace == p]
-            b.custom.create_namespaced_custom_object(
-                "hemostat.dev",
-                "v1alpha1",
-                ns,
-                "mitigationpolicies",
-                {
-                    "apiVersion": "hemostat.dev/v1alpha1",
-                    "kind": "MitigationPolicy",
-                    "metadata": {"name": f"group-{p}"},
-                    "spec": {
-                        "target": {
-                            "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": members}]}
-                        },
-                        "interval": "10s",
-                        "signals": [
-                            {
-                                "name": "error-rate",
-                                "prometheus": {"query": RATIO},
-                                "breachWhen": {"above": THRESHOLD},
-                                "for": "30s",
-                            }
-                        ],
-                        "mitigation": {"steps": [{"rollback": {}}]},
-                    },
-                },
-            )
+            selector = {"matchExpressions": [{"key": "app", "operator": "In", "values": members}]}
+            b.policy(ns, f"group-{p}", selector, interval="10s", for_="30s")
     total = namespaces * per_namespace
     print(f"soak: {total} Deployments, {namespaces * policies_per_namespace} policies; operator starting", flush=True)
     op = b.start(
