@@ -58,6 +58,15 @@ def test_example_policy_is_accepted(testenv: Cluster, crds: None, namespace: str
             ["spec", "every severity rule must name a signal"],
             id="severity-unknown-signal",
         ),
+        pytest.param(lambda s: s.update(interval="99999999999h"), ["spec.interval", "at most 1h"], id="huge-interval"),
+        pytest.param(
+            lambda s: s["signals"][0].update({"for": "25h"}), ["spec.signals[0].for", "at most 24h"], id="for-25h"
+        ),
+        pytest.param(
+            lambda s: s["target"]["selector"].update(matchExpressions=[{"key": "app", "operator": "In"}]),
+            ["spec.target.selector.matchExpressions[0]", "values must be non-empty for In and NotIn"],
+            id="selector-in-without-values",
+        ),
     ],
 )
 def test_malformed_policy_is_rejected(

@@ -1,0 +1,147 @@
+"""Whole incident stories, cycle by cycle, on the real API server (scripted clock and readings).
+
+Each test names the promise it keeps: act once per need, resolve only when recovery is
+confirmed, and a record that is the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import Cluster
+from cycles import Crash, Story, scripted_policy, stories
+
+BAD, GOOD = 0.5, 0.0
+
+
+@pytest.fixture
+def story(testenv: Cluster, crds: None, namespace: str) -> Iterator[Callable[..., Story]]:
+    yield from stories(testenv, namespace)
+
+
+def status_of(incident: dict) -> dict:
+    return incident.get("status") or {}
+
+
+def test_a_breach_during_verification_restarts_the_healthy_streak_on_the_server(story) -> None:
+    s = story()
+    s.deploy("web", "app:v1", "app:v2")
+    s.cluster.apply(scripted_policy("web", "web", verify_for="40s"), s.ns)
+
+    s.readings[("web", "err")] = BAD
+    s.cycle("web", 0)
+    assert s.image("web") == "app:v1"
+    assert status_of(s.incident("web"))["phase"] == "Monitoring"
+
+    s.readings[("web", "err")] = GOOD
+    s.cycle("web", 10)
+    assert status_of(s.incident("web"))["healthySince"] == s.at(10).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    s.readings[("web", "err")] = BAD  # a burst while verifying
+    s.cycle("web", 20)
+    assert "healthySince" not in status_of(s.incident("web")), "a cleared field must be cleared on the server"
+
+    s.readings[("web", "err")] = GOOD
+    s.cycle("web", 30)
+    s.cycle("web", 60)  # healthy for 30s of the 40s asked for
+    assert status_of(s.incident("web"))["phase"] == "Monitoring"
+
+    s.cycle("web", 75)
+    resolved = status_of(s.incident("web"))
+    assert resolved["phase"] == "Resolved"
+    assert resolved["timeline"][-1]["message"] == "all signals healthy for 45s after rollback"
+
+
+def test_one_target_that_fails_does_not_blind_the_policy_to_the_others(story) -> None:
+    s = story()
+    long_name = "checkout-" + "x" * 60  # a valid Deployment name, too long for a label value
+    s.deploy(long_name, "app:v1", "app:v2", app="shop")
+    s.deploy("corrupt", "app:v1", "app:v2", app="shop")
+    s.deploy("cart", "app:v1", "app:v2", app="shop")
+    s.cluster.apply(scripted_policy("shop", "shop"), s.ns)
+    # An open Incident of this policy whose status another writer left unparsable.
+    s.cluster.apply(
+        {
+            "apiVersion": "hemostat.dev/v1alpha1",
+            "kind": "Incident",
+            "metadata": {"name": "corrupt-old", "labels": {"hemostat.dev/policy": "shop", "hemostat.dev/target": "corrupt"}},
+            "spec": {"severity": "SEV3", "summary": "x", "target": {"name": "corrupt"}, "source": "policy"},
+        },
+        s.ns,
+    )
+    status = {"status": {"phase": "Monitoring", "healthySince": "yesterday", "monitoringSince": "soon"}}
+    s.cluster.kubectl(
+        "patch", "incident", "corrupt-old", "-n", s.ns, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+    )
+    for name in (long_name, "corrupt", "cart"):
+        s.readings[(name, "err")] = BAD
+
+    s.cycle("shop", 0)
+
+    assert s.image("cart") == "app:v1", "a healthy-to-handle target was not mitigated"
+    assert status_of(s.incident("cart"))["phase"] == "Monitoring"
+    assert s.image(long_name) == "app:v1", "a long Deployment name must not stop its own incident"
+    targets = {t["name"]: t for t in s.policy("shop")["status"]["targets"]}
+    assert targets["cart"]["incident"] == s.incident("cart")["metadata"]["name"]
+    assert "healthySince" in targets["corrupt"]["error"], targets["corrupt"]
+    degraded = {c["type"]: c for c in s.policy("shop")["status"]["conditions"]}["Degraded"]
+    assert degraded["status"] == "True" and "corrupt" in degraded["message"]
+
+
+def test_a_step_that_healed_the_service_before_a_crash_is_recorded_and_counted(story) -> None:
+    s = story(crash_after_patch=True)
+    s.deploy("web", "app:v1", "app:v2")
+    s.cluster.apply(scripted_policy("web", "web", verify_for="40s", cooldown="5m"), s.ns)
+    s.readings[("web", "err")] = BAD
+    with pytest.raises(Crash):
+        s.cycle("web", 0)
+    assert s.image("web") == "app:v1"
+
+    s.restart()
+    s.readings[("web", "err")] = GOOD  # the rollback already healed it
+    s.cycle("web", 20)
+    s.cycle("web", 65)
+    record = status_of(s.incident("web"))
+    assert [(a["step"], a["result"]) for a in record["actions"]] == [("rollback", "Succeeded")]
+    assert record["phase"] == "Resolved"
+    assert record["timeline"][-1]["message"].endswith("after rollback")
+
+    s.roll_out("web", "app:v3")  # a second bad rollout inside the cooldown
+    s._wait_revision("web", 4)
+    s.readings[("web", "err")] = BAD
+    s.cycle("web", 100)
+    assert s.image("web") == "app:v3", "the cooldown must count the step recorded from the marker"
+    second = status_of(s.incidents("web")[-1])
+    assert "cooldown" in second["timeline"][-1]["message"]
+
+
+def test_two_policies_on_one_deployment_act_once(story) -> None:
+    s = story()
+    s.deploy("web", "app:v1", "app:v2")
+    s.cluster.apply(scripted_policy("errors", "web"), s.ns)
+    s.cluster.apply(scripted_policy("errors-too", "web"), s.ns)
+    s.readings[("web", "err")] = BAD  # both still read the breach from their rate windows
+
+    s.cycle("errors", 0)
+    assert s.image("web") == "app:v1"
+    s.cycle("errors-too", 1)
+
+    assert s.image("web") == "app:v1", "the second policy rolled back the rollback"
+    held = status_of([i for i in s.incidents("web") if i["spec"]["policyRef"]["name"] == "errors-too"][0])
+    assert held.get("actions", []) == []
+    assert "cooldown" in held["timeline"][-1]["message"]
+
+
+def test_detection_does_not_depend_on_a_stale_cached_policy(story) -> None:
+    s = story()
+    s.deploy("web", "app:v1", "app:v2")
+    s.cluster.apply(scripted_policy("web", "web", for_="30s"), s.ns)
+    stale = s.policy("web")  # what a dead watch keeps handing the loop
+    s.readings[("web", "err")] = BAD
+    s.cycle("web", 0, body=stale)
+    s.cycle("web", 15, body=stale)
+    s.cycle("web", 31, body=stale)
+    assert s.incidents("web"), "a breach that lasted its `for` was never confirmed"
+    assert s.image("web") == "app:v1"
