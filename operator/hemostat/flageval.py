@@ -2,15 +2,22 @@
 
 Used to confirm a kill switch: the flag must now resolve to its off variant. Evaluation
 never raises (an error is a reason, not an exception), so callers check `reason`.
+
+The flagd provider's FILE resolver wants a path. The document is handed to it as an
+in-memory file (memfd, read through /proc/self/fd), so evaluation needs no writable
+filesystem (the chart's pod has a read-only root and no /tmp), and the file outlives the
+provider's watcher thread, which would otherwise log an ERROR for a vanished file after a
+successful evaluation.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from openfeature import api
@@ -38,10 +45,8 @@ def evaluate(flagd_json: str, flag: str, context: dict[str, object] | None = Non
     """Blocking: evaluate `flag` in `flagd_json` with an evaluation context."""
     from openfeature.evaluation_context import EvaluationContext
 
-    with _LOCK, tempfile.TemporaryDirectory(prefix="hemostat-flag-") as tmp:
-        path = Path(tmp) / "flags.json"
-        path.write_text(flagd_json)
-        provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
+    with _LOCK, _in_memory(flagd_json) as path:
+        provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=path)
         api.set_provider_and_wait(provider, domain=_DOMAIN)
         client = api.get_client(_DOMAIN)
         method, default = _typed(client, _variant_values(flagd_json, flag))
@@ -49,8 +54,26 @@ def evaluate(flagd_json: str, flag: str, context: dict[str, object] | None = Non
             details = method(flag, default, EvaluationContext(attributes=context or {}))
         finally:
             provider.shutdown()
+            _join_watcher(provider)
     error = details.error_code.value if details.error_code else None
     return Evaluation(details.value, details.variant, str(details.reason), error)
+
+
+@contextmanager
+def _in_memory(text: str) -> Iterator[str]:
+    fd = os.memfd_create("hemostat-flags.json")
+    try:
+        os.write(fd, text.encode())
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def _join_watcher(provider: FlagdProvider) -> None:
+    """Wait for the FILE resolver's polling thread to notice shutdown (it sleeps one deadline)."""
+    thread = getattr(getattr(getattr(provider, "resolver", None), "connector", None), "thread", None)
+    if isinstance(thread, threading.Thread):
+        thread.join(timeout=5)
 
 
 def _variant_values(flagd_json: str, flag: str) -> list[object]:

@@ -23,9 +23,12 @@ def example_spec() -> dict:
 @pytest.mark.parametrize(
     ("mutate", "fragments"),
     [
-        (lambda s: s.update(interval="99999999999h"), ["interval", "at most 1h"]),
+        (lambda s: s.update(interval="99999999999h"), ["interval", "should match pattern"]),  # no overflow
+        (lambda s: s.update(interval="2h"), ["interval", "at most 1h"]),
         (lambda s: s.update(interval="500ms"), ["interval", "at least 1s"]),
-        (lambda s: s["signals"][0].update({"for": "99999999999h"}), ["for", "at most 24h"]),
+        (lambda s: s["signals"][0].update({"for": "99999999999h"}), ["for", "should match pattern"]),
+        (lambda s: s["signals"][0].update({"for": "1h1h"}), ["for", "should match pattern"]),
+        (lambda s: s["signals"][0].update({"for": "25h"}), ["for", "at most 24h"]),
         (lambda s: s["mitigation"].update(verifyFor="25h"), ["verifyFor", "at most 24h"]),
         (lambda s: s["guardrails"].update(cooldown="48h"), ["cooldown", "at most 24h"]),
         (

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .common import Condition, Model, ObjectName, Severity
+from .common import Condition, Model, ObjectName, Severity, Timestamp
 from .policy import MitigationStep
 
 KIND = "Incident"
@@ -75,11 +75,11 @@ class ActionRecord(Model):
     from_: Text = Field("", alias="from")
     to: Text = ""
     message: Text = ""
-    at: str
+    at: Timestamp
 
 
 class TimelineEntry(Model):
-    at: str
+    at: Timestamp
     type: Literal["Normal", "Warning"] = "Normal"
     reason: Annotated[str, Field(max_length=64)]
     message: Text
@@ -89,10 +89,10 @@ class NotificationState(Model):
     """Webhook delivery, kept in the Incident so a restart neither loses nor repeats much."""
 
     last_phase: Annotated[str, Field(max_length=32)] | None = None
-    last_sent_at: str | None = None
+    last_sent_at: Timestamp | None = None
     failures: int = 0
     last_error: Annotated[str, Field(max_length=1024)] | None = None
-    retry_at: str | None = None
+    retry_at: Timestamp | None = None
 
 
 class IncidentStatus(Model):
@@ -105,13 +105,13 @@ class IncidentStatus(Model):
     next_step: int = Field(0, description="Index of the next ladder step to try.")
     revision: int | None = Field(None, description="Deployment revision when the incident was detected.")
     image: Annotated[str, Field(max_length=1024)] | None = None
-    started_at: str | None = Field(None, description="When the first signal began to breach.")
-    detected_at: str | None = None
-    mitigated_at: str | None = None
-    monitoring_since: str | None = Field(None, description="When the last mitigation step was applied.")
-    healthy_since: str | None = Field(None, description="Start of the current all-signals-healthy streak.")
-    resolved_at: str | None = None
-    escalated_at: str | None = None
+    started_at: Timestamp | None = Field(None, description="When the first signal began to breach.")
+    detected_at: Timestamp | None = None
+    mitigated_at: Timestamp | None = None
+    monitoring_since: Timestamp | None = Field(None, description="When the last mitigation step was applied.")
+    healthy_since: Timestamp | None = Field(None, description="Start of the current all-signals-healthy streak.")
+    resolved_at: Timestamp | None = None
+    escalated_at: Timestamp | None = None
     last_mitigation: Annotated[str, Field(max_length=64)] | None = None
     time_to_detect: Annotated[str, Field(max_length=32)] | None = None
     time_to_mitigate: Annotated[str, Field(max_length=32)] | None = None

@@ -21,12 +21,20 @@ from .common import (
     ObjectName,
     SecretKeyRef,
     Severity,
+    Timestamp,
+    bounded_duration,
 )
 
 KIND = "MitigationPolicy"
 PLURAL = "mitigationpolicies"
 
 Threshold = Annotated[float, Field(ge=0)]
+Interval = bounded_duration("1s", "1h")
+UpToADay = bounded_duration(None, "24h")
+UpToAWeek = bounded_duration(None, "168h")
+# Targets listed in a policy's status: ~1 KiB each with every field set, so the object stays
+# well under etcd's 1.5 MiB. Past this the policy says so (condition Degraded, TooManyTargets).
+MAX_TARGETS_IN_STATUS = 1000
 
 
 def _cel(rule: str, message: str) -> dict[str, str]:
@@ -41,7 +49,7 @@ def _exactly_one(model: Model, fields: tuple[str, ...]) -> None:
 
 
 class PrometheusQuery(Model):
-    """An instant query; {{ namespace }}, {{ deployment }}, {{ policy }} are substituted."""
+    """An instant query; {{ namespace }}, {{ deployment }}, {{ policy }}, {{ signal }} are substituted."""
 
     query: Annotated[str, Field(min_length=1, max_length=4096)]
     url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = Field(
@@ -71,7 +79,7 @@ class Signal(Model):
     name: DnsLabel
     prometheus: PrometheusQuery
     breach_when: BreachWhen
-    for_: Duration = Field(
+    for_: UpToADay = Field(
         "0s", alias="for", description="How long the signal must breach continuously before it counts."
     )
     on_no_data: Literal["ignore", "breach"] = Field(
@@ -183,12 +191,12 @@ class MitigationStep(Model):
 
 class Mitigation(Model):
     steps: Annotated[list[MitigationStep], Field(max_length=10)] = []
-    verify_for: Duration = Field("2m", description="Healthy this long after a step means mitigated.")
-    rollout_window: Duration = Field("1h", description="Only roll back revisions younger than this.")
+    verify_for: UpToADay = Field("2m", description="Healthy this long after a step means mitigated.")
+    rollout_window: UpToAWeek = Field("1h", description="Only roll back revisions younger than this.")
 
 
 class Guardrails(Model):
-    cooldown: Duration = Field("10m", description="Minimum time between two actions on one target.")
+    cooldown: UpToADay = Field("10m", description="Minimum time between two actions on one target.")
     max_actions_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
     dry_run: bool = Field(False, description="Record what would be done; change nothing.")
     paused: bool = Field(False, description="Evaluate and record, but take no action.")
@@ -214,6 +222,13 @@ class Notify(Model):
     cadence: Cadence = Cadence()
 
 
+class TrafficGate(Model):
+    """A traffic query (e.g. requests per second) a target must reach before its signals can breach."""
+
+    prometheus: PrometheusQuery
+    at_least: Threshold = Field(description="Minimum value of the query; below it (or no data) nothing breaches.")
+
+
 class Target(Model):
     selector: LabelSelector
 
@@ -234,7 +249,10 @@ class MitigationPolicySpec(Model):
         }
     )
     target: Target
-    interval: Duration = "30s"
+    interval: Interval = Field("30s", description="How often each target is evaluated (1s to 1h).")
+    min_traffic: TrafficGate | None = Field(
+        None, description="Below this much traffic no signal can breach: a few errors in a few requests are noise."
+    )
     signals: Annotated[list[Signal], Field(min_length=1, max_length=16)]
     severity: Annotated[list[SeverityRule], Field(max_length=16)] = []
     default_severity: Severity = "SEV3"
@@ -259,12 +277,15 @@ class TargetStatus(Model):
 
     name: ObjectName
     verdicts: dict[str, str] = Field({}, description="signal -> Healthy|Breaching|NoData|Error")
-    breaching_since: dict[str, str] = Field({}, description="signal -> UTC time the breach began")
+    breaching_since: dict[str, Timestamp] = Field({}, description="signal -> UTC time the breach began")
     revision: int | None = Field(None, description="The Deployment's current revision.")
-    revision_since: str | None = Field(
+    revision_since: Timestamp | None = Field(
         None, description="When that revision became current (first seen, else its ReplicaSet's last rollout change)."
     )
     incident: ObjectName | None = None
+    error: Annotated[str, Field(max_length=512)] | None = Field(
+        None, description="Why this target could not be evaluated or acted on in the last cycle."
+    )
 
 
 class MitigationPolicyStatus(Model):
@@ -272,5 +293,5 @@ class MitigationPolicyStatus(Model):
     conditions: Annotated[list[Condition], Field(max_length=16)] = []
     matched_targets: int = 0
     open_incidents: int = 0
-    last_evaluated: str | None = None
-    targets: Annotated[list[TargetStatus], Field(max_length=1000)] = []
+    last_evaluated: Timestamp | None = None
+    targets: Annotated[list[TargetStatus], Field(max_length=MAX_TARGETS_IN_STATUS)] = []

@@ -11,8 +11,9 @@ The operator passes these variables:
 - deployment: name of the watched Deployment
 - policy: name of the MitigationPolicy
 - signal: name of the signal within the policy
-- pod_template_hash: `pod-template-hash` label of the Deployment's newest ReplicaSet,
-  so a query can look at the pods of the rollout under suspicion only
+
+Any other placeholder makes the policy invalid (`Valid=False`), so a query can never
+silently render an empty value and read NoData forever.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-TEMPLATE_VARIABLES: frozenset[str] = frozenset({"namespace", "deployment", "policy", "signal", "pod_template_hash"})
+TEMPLATE_VARIABLES: frozenset[str] = frozenset({"namespace", "deployment", "policy", "signal"})
 
 # Only `{{ name }}` with a valid name is a placeholder; any other brace, such as a
 # PromQL label matcher `{job="x"}`, is plain text and must reach Prometheus as written.
