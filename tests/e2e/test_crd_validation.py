@@ -58,7 +58,9 @@ def test_example_policy_is_accepted(testenv: Cluster, crds: None, namespace: str
             ["spec", "every severity rule must name a signal"],
             id="severity-unknown-signal",
         ),
-        pytest.param(lambda s: s.update(interval="99999999999h"), ["spec.interval", "should match"], id="huge-interval"),
+        pytest.param(
+            lambda s: s.update(interval="99999999999h"), ["spec.interval", "should match"], id="huge-interval"
+        ),
         pytest.param(lambda s: s.update(interval="2h"), ["spec.interval", "must be at most 1h"], id="interval-2h"),
         pytest.param(
             lambda s: s["signals"][0].update({"for": "25h"}), ["spec.signals[0].for", "at most 24h"], id="for-25h"

@@ -66,7 +66,10 @@ def test_one_target_that_fails_does_not_blind_the_policy_to_the_others(story) ->
         {
             "apiVersion": "hemostat.dev/v1alpha1",
             "kind": "Incident",
-            "metadata": {"name": "corrupt-old", "labels": {"hemostat.dev/policy": "shop", "hemostat.dev/target": "corrupt"}},
+            "metadata": {
+                "name": "corrupt-old",
+                "labels": {"hemostat.dev/policy": "shop", "hemostat.dev/target": "corrupt"},
+            },
             "spec": {"severity": "SEV3", "summary": "x", "target": {"name": "corrupt"}, "source": "policy"},
         },
         s.ns,
@@ -129,7 +132,7 @@ def test_two_policies_on_one_deployment_act_once(story) -> None:
     s.cycle("errors-too", 1)
 
     assert s.image("web") == "app:v1", "the second policy rolled back the rollback"
-    held = status_of([i for i in s.incidents("web") if i["spec"]["policyRef"]["name"] == "errors-too"][0])
+    held = status_of(next(i for i in s.incidents("web") if i["spec"]["policyRef"]["name"] == "errors-too"))
     assert held.get("actions", []) == []
     assert "cooldown" in held["timeline"][-1]["message"]
 

@@ -154,7 +154,8 @@ class LabelSelector(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": f"!has(self.matchLabels) || self.matchLabels.all(k, size(k) <= 317 && k.matches('{LABEL_KEY}'))",
+                    "rule": "!has(self.matchLabels) || "
+                    f"self.matchLabels.all(k, size(k) <= 317 && k.matches('{LABEL_KEY}'))",
                     "message": "matchLabels keys must be label keys ([prefix/]name)",
                 }
             ]
