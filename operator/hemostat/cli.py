@@ -10,10 +10,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError
+from .models.common import parse_duration
 
 EXIT_USAGE = 2
 
@@ -23,7 +25,9 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import run_operator
 
     load_kube_config(args.kubeconfig)
+    retention = _retention(args.incident_retention)
     config = OperatorConfig(
+        incident_retention=retention,
         prometheus_url=args.prometheus_url,
         namespaces=tuple(args.namespace or ()),
         dry_run=args.dry_run,
@@ -39,6 +43,15 @@ def _run(args: argparse.Namespace) -> int:
     )
     run_operator(config, log_level=args.log_level)
     return 0
+
+
+def _retention(text: str) -> timedelta | None:
+    if text in ("0", "0s"):
+        return None
+    try:
+        return timedelta(days=int(text[:-1])) if text.endswith("d") else parse_duration(text)
+    except ValueError:
+        raise UserError(f"--incident-retention {text!r}: use e.g. 30d, 720h, or 0 to keep every Incident") from None
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -109,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
     run.add_argument("--dry-run", action="store_true", help="global dry run: record, never act")
+    run.add_argument(
+        "--incident-retention",
+        default="30d",
+        help="delete a policy's Resolved Incidents this long after they resolved (default: 30d; 0 keeps all)",
+    )
     run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (0 disables)")
     run.add_argument("--health-port", type=int, default=8081, help="port for /healthz (0 disables)")
     run.add_argument("--bind-address", default="127.0.0.1", help="address for /metrics and /healthz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from kubernetes import config as kube_config
@@ -26,6 +27,7 @@ class OperatorConfig:
     lease_duration: float = 15.0
     standalone: bool = False
     priority: int = 0
+    incident_retention: timedelta | None = timedelta(days=30)
 
 
 def load_kube_config(path: str | None, in_cluster_ok: bool = True, context: str | None = None) -> None:

@@ -3,6 +3,11 @@
 Evaluation is per policy, not per Deployment: one asyncio task per policy reads
 all its targets, which keeps the task count (and kopf's per-object overhead)
 proportional to the number of policies.
+
+Liveness fails when detection is blind: no cycle completing (a first one included), or
+kopf's watch no longer delivering (the loop's own status write never seen back). Each
+cycle reads the policy fresh from the API server, so a dead watch cannot freeze the
+breach clocks; it is still reported, because kopf would miss new and deleted policies.
 """
 
 from __future__ import annotations
@@ -18,15 +23,16 @@ from typing import Any
 import httpx
 import kopf
 
-from .engine import Engine, Settings
+from .cycle import Evaluator, Settings
 from .kube import Kube
 from .leader import LeaderElector
 from .metrics import Metrics
-from .models.common import GROUP, VERSION, parse_duration
+from .models.common import GROUP, VERSION
 from .signals.prometheus import PrometheusProvider
 
 log = logging.getLogger("hemostat.handlers")
 DEFAULT_INTERVAL = 30.0
+WATCH_STALE_AFTER = 180.0  # seconds a status write may go unseen by kopf's watch
 
 
 @kopf.on.startup()
@@ -41,6 +47,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.scanning.disabled = True
     settings.peering.name = "hemostat"
     settings.peering.mandatory = False
+    # Watches that die silently (kopf #996, #1276) are ended and reopened on a schedule.
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 10
     config = memo.config
     http = httpx.AsyncClient(trust_env=False)
     kube = Kube()
@@ -55,7 +65,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics = Metrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
-    memo.engine = Engine(kube, provider_for, Settings(config.prometheus_url, config.dry_run), metrics, http)
+    settings_ = Settings(config.prometheus_url, config.dry_run, config.incident_retention)
+    memo.evaluator = Evaluator(kube, provider_for, settings_, metrics, http)
     memo.leader = None
     if config.leader_election:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -65,7 +76,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         )
         memo.leader_stop = asyncio.Event()
         memo.leader_task = asyncio.create_task(memo.leader.run(memo.leader_stop))
-    memo.heartbeat = {"last_cycle": time.monotonic(), "intervals": {}}  # shared: per-object memos are shallow copies
+    # shared: per-object memos are shallow copies
+    memo.heartbeat = {"last_cycle": time.monotonic(), "intervals": {}, "unseen": {}}
     log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
         config.prometheus_url,
@@ -88,44 +100,39 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
-def _interval(spec: dict[str, Any]) -> float:
-    try:
-        return max(1.0, parse_duration(spec.get("interval", "30s")).total_seconds())
-    except ValueError:
-        return DEFAULT_INTERVAL
-
-
 @kopf.daemon(GROUP, VERSION, "mitigationpolicies", cancellation_timeout=10.0)
-async def evaluate_policy(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any
-) -> None:
-    engine: Engine = memo.engine
+async def evaluate_policy(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     uid = body["metadata"]["uid"]
     try:
-        await _evaluate_forever(stopped, body, memo, engine, logger)
+        await _evaluate_forever(stopped, body, memo)
     finally:
         memo.heartbeat["intervals"].pop(uid, None)
+        memo.heartbeat["unseen"].pop(uid, None)
 
 
-async def _evaluate_forever(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, engine: Engine, logger: logging.Logger
-) -> None:
+async def _evaluate_forever(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo) -> None:
+    evaluator: Evaluator = memo.evaluator
+    beat, uid = memo.heartbeat, body["metadata"]["uid"]
+    beat["intervals"][uid] = DEFAULT_INTERVAL  # counted before the first cycle: one that never ends is a stall
     while not stopped:
         if memo.leader is not None and not memo.leader.is_leader:
             await stopped.wait(1.0)  # a standby watches, but never acts
             continue
         started = time.monotonic()
-        try:
-            await engine.evaluate(_plain(body), now=datetime.now(UTC))
-            memo.heartbeat["last_cycle"] = time.monotonic()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # one bad cycle must not end the loop: next interval retries
-            logger.exception("evaluation of policy %s failed; retrying next interval", body["metadata"]["name"])
+        seen = body["metadata"]["resourceVersion"]  # kopf's live view, as its watch last delivered it
+        report = await evaluator.evaluate(_plain(body), now=datetime.now(UTC))
+        if not report.exists:
+            await stopped.wait(1.0)  # deleted: kopf stops this daemon once its watch says so
+            continue
+        beat["last_cycle"] = time.monotonic()
+        beat["intervals"][uid] = report.interval
+        if report.written is not None and uid not in beat["unseen"]:
+            beat["unseen"][uid] = (seen, time.monotonic())
         elapsed = time.monotonic() - started
-        interval = _interval(dict(body.get("spec") or {}))
-        memo.heartbeat["intervals"][body["metadata"]["uid"]] = interval
-        await stopped.wait(max(0.0, interval - elapsed))
+        await stopped.wait(max(0.0, report.interval - elapsed))
+        pending = beat["unseen"].get(uid)
+        if pending is not None and body["metadata"]["resourceVersion"] != pending[0]:
+            beat["unseen"].pop(uid, None)  # the watch delivered a newer version
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
@@ -152,12 +159,23 @@ def stalled(intervals: list[float], seconds_since_cycle: float, limit: float = S
     return None
 
 
+def watch_stale(unseen: list[float], seconds_now: float, limit: float = WATCH_STALE_AFTER) -> str | None:
+    """Pure: why kopf's watch looks dead, or None. `unseen` are the times of status writes the
+    watch has not delivered back yet; a live watch delivers each within seconds."""
+    oldest = min(unseen, default=None)
+    if oldest is not None and seconds_now - oldest > limit:
+        return f"the policy watch has not delivered a status write made {seconds_now - oldest:.0f}s ago"
+    return None
+
+
 @kopf.on.probe(id="lastCycleSecondsAgo")
 def last_cycle(memo: kopf.Memo, **_: Any) -> float:
-    """Liveness: /healthz fails (HTTP 500) when evaluations stop completing."""
-    ago = time.monotonic() - memo.heartbeat["last_cycle"]
+    """Liveness: /healthz fails (HTTP 500) when evaluations stop completing or the watch is dead."""
+    now = time.monotonic()
+    ago = now - memo.heartbeat["last_cycle"]
     leading = memo.leader is None or memo.leader.is_leader  # a standby evaluates nothing, by design
     reason = stalled(list(memo.heartbeat["intervals"].values()) if leading else [], ago, STALL_LIMIT)
+    reason = reason or watch_stale([t for _, t in memo.heartbeat["unseen"].values()], now)
     if reason:
         raise kopf.PermanentError(reason)
     return round(ago, 1)
@@ -167,6 +185,13 @@ def _is_manual(spec: kopf.Spec, **_: Any) -> bool:
     return spec.get("source") == "manual"
 
 
+def _request_pending(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """A person's requested mitigation not carried out yet (e.g. held by a pause or the cooldown)."""
+    if spec.get("source") != "manual" or not spec.get("mitigation") or status.get("phase") == "Resolved":
+        return False
+    return not any(a.get("index") == -1 for a in status.get("actions") or [])
+
+
 @kopf.on.resume(GROUP, VERSION, "incidents", when=_is_manual)
 @kopf.on.create(GROUP, VERSION, "incidents", when=_is_manual)
 @kopf.on.update(GROUP, VERSION, "incidents", when=_is_manual)
@@ -174,4 +199,11 @@ async def manual_incident(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An Incident a person declared: record it, run the mitigation they asked for, close it when told."""
     if memo.leader is not None and not memo.leader.is_leader:
         raise kopf.TemporaryError("not the leader; the leader handles manual incidents", delay=10)
-    await memo.engine.handle_manual(_plain(body), now=datetime.now(UTC))
+    await memo.evaluator.handle_manual(_plain(body), now=datetime.now(UTC))
+
+
+@kopf.timer(GROUP, VERSION, "incidents", interval=10.0, when=_request_pending)
+async def retry_held_request(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A held request is retried when the hold ends (pause lifted, cooldown over)."""
+    if memo.leader is None or memo.leader.is_leader:
+        await memo.evaluator.handle_manual(_plain(body), now=datetime.now(UTC))

@@ -1,14 +1,21 @@
 """Kubernetes I/O: a thin async facade over the official client.
 
-The official client is synchronous; every call runs in a worker thread so that
-a slow API server never stalls kopf's event loop. Nothing here decides
-anything: callers pass plain dicts in and get plain dicts back.
+The official client is synchronous; every call runs in a worker thread of this facade's
+own pool (never the loop's default pool, which leader election uses) and carries a
+timeout, so a slow or silent API server can neither stall kopf's event loop nor hang a
+cycle. Nothing here decides anything: callers pass plain dicts in and get plain dicts back.
+
+Status writes are JSON merge patches computed by `merge_patch`: a field the new status
+no longer has is sent as null, because under merge-patch rules an absent key is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +33,30 @@ class Conflict(Exception):
     """The object changed since we read it (409, or a failed JSON-patch `test`)."""
 
 
+def _failed_test(exc: ApiException) -> bool:
+    """A JSON patch whose `test` failed: the API server answers 422 Invalid with this generic
+    message and no field causes (a patch that is invalid for another reason names its fields)."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        return False
+    message = body.get("message", "")
+    generic = "the server rejected our request due to an error in our request"
+    return "test operation" in message or (message == generic and not (body.get("details") or {}).get("causes"))
+
+
+class ApiError(Exception):
+    """Any other API error, as one line: status, reason and the server's own message."""
+
+    def __init__(self, exc: ApiException) -> None:
+        try:
+            message = json.loads(exc.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            message = ""
+        super().__init__(f"{exc.status} {exc.reason}: {message}" if message else f"{exc.status} {exc.reason}")
+        self.status = exc.status
+
+
 def selector_string(selector: LabelSelector) -> str:
     parts = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
     for e in selector.match_expressions:
@@ -40,28 +71,49 @@ def selector_string(selector: LabelSelector) -> str:
     return ",".join(parts)
 
 
+def merge_patch(before: Any, after: Any) -> Any:
+    """RFC 7386: the merge patch that turns `before` into `after` (None when they are equal).
+
+    Keys only `before` has become explicit nulls, so the server clears them; lists are
+    replaced whole, as merge patches always replace them.
+    """
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None if before == after else after
+    patch: dict[str, Any] = {k: None for k in before if k not in after}
+    for key, value in after.items():
+        if key not in before:
+            patch[key] = value
+        elif before[key] != value:
+            patch[key] = merge_patch(before[key], value) if isinstance(value, dict) else value
+    return patch or None
+
+
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, *, timeout: float = 30.0, workers: int = 16) -> None:
         self.api = api_client or client.ApiClient()
         self.apps = client.AppsV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.autoscaling = client.AutoscalingV2Api(self.api)
+        self.timeout = timeout
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", (min(5.0, self.timeout), self.timeout))
+        call = functools.partial(fn, *args, **kwargs)
         try:
-            result = await asyncio.to_thread(fn, *args, **kwargs)
+            result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
         except ApiException as exc:
-            if exc.status == 409 or (exc.status == 422 and "test operation" in str(exc.body)):
+            if exc.status == 409 or (exc.status == 422 and _failed_test(exc)):
                 raise Conflict(str(exc.reason)) from exc
-            raise
+            raise ApiError(exc) from None
         return self.api.sanitize_for_serialization(result)
 
     async def _find(self, fn: Any, *args: Any) -> Any:
         """Like _call, but a missing object (404) is None, not an error."""
         try:
             return await self._call(fn, *args)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
@@ -83,7 +135,7 @@ class Kube:
         out = await self._find(self.apps.read_namespaced_deployment, name, namespace)
         return {"apiVersion": "apps/v1", "kind": "Deployment", **out} if out is not None else None
 
-    async def list_replicasets(self, namespace: str, selector: str) -> list[Body]:
+    async def list_replicasets(self, namespace: str, selector: str = "") -> list[Body]:
         out = await self._call(self.apps.list_namespaced_replica_set, namespace, label_selector=selector)
         return out["items"]
 
@@ -117,14 +169,25 @@ class Kube:
         """One key of a Secret, decoded; a readable error when it is missing."""
         try:
             secret = await self._call(self.core.read_namespaced_secret, name, namespace)
-        except ApiException as exc:
-            raise ValueError(f"cannot read Secret {namespace}/{name}: {exc.status} {exc.reason}") from None
+        except ApiError as exc:
+            raise ValueError(f"cannot read Secret {namespace}/{name}: {exc}") from None
         data = secret.get("data") or {}
         if key not in data:
             raise ValueError(f"Secret {namespace}/{name} has no key {key}")
         return base64.b64decode(data[key]).decode().strip()
 
     # Hemostat resources
+    async def get_policy(self, namespace: str, name: str) -> Body | None:
+        return await self._find(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "mitigationpolicies", name
+        )
+
+    async def get_incident(self, namespace: str, name: str) -> Body | None:
+        return await self._find(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", name)
+
+    async def delete_incident(self, namespace: str, name: str) -> None:
+        await self._find(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", name)
+
     async def list_incidents(self, namespace: str, selector: str) -> list[Body]:
         out = await self._call(
             self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", label_selector=selector
@@ -137,6 +200,7 @@ class Kube:
         )
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Body) -> Body:
+        """Merge-patch status; `status` must be a merge_patch (explicit nulls clear fields)."""
         return await self._call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,

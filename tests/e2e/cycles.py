@@ -86,7 +86,7 @@ class Story:
         self.engine = self._engine()
 
     def _engine(self) -> Any:
-        from hemostat.engine import Engine, Settings
+        from hemostat.cycle import Evaluator, Settings
         from hemostat.kube import Kube
 
         api = kube_config.new_client_from_config(config_file=self.cluster.kubeconfig)
@@ -99,7 +99,7 @@ class Story:
                 raise Crash("killed right after the patch")
 
             kube.json_patch_deployment = patch_then_die  # type: ignore[method-assign]
-        return Engine(kube, lambda url: self.provider, Settings("http://prometheus.invalid", **self.settings))
+        return Evaluator(kube, lambda url: self.provider, Settings("http://prometheus.invalid", **self.settings))
 
     def restart(self) -> None:
         """A new process: nothing kept in memory survives, the fault is gone."""

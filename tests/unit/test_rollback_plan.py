@@ -25,6 +25,15 @@ LAST_APPLIED = '{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"
 HASHES = {1: "5d7c9b8f4", 2: "6b9f7c5d8", 3: "7f8d6c4b9", 4: "8c6b5d7f3"}
 
 
+def guard_of(plan_: Plan) -> list[dict[str, Any]]:
+    return [op for op in plan_.patch if op["op"] == "test"]
+
+
+def changes(plan_: Plan) -> list[dict[str, Any]]:
+    """The patch after its guard: the operations that change something."""
+    return [op for op in plan_.patch if op["op"] != "test"]
+
+
 def image(tag: str) -> str:
     return f"registry.example/checkout:{tag}"
 
@@ -192,7 +201,7 @@ TO2 = "revision 2 (registry.example/checkout:v2)"
 
 def test_facts_from_builds_the_revision_history() -> None:
     facts = facts_from(deployment_obj(3, "v3"), history())
-    assert (facts.name, facts.resource_version, facts.replicas) == ("checkout", "48213", 3)
+    assert (facts.name, facts.guard[0]["value"], facts.replicas) == ("checkout", 5, 3)
     assert (facts.rollout_paused, facts.canary_of) == (False, None)
     assert facts.current.number == 3
     assert facts.current.replicaset == "checkout-7f8d6c4b9"
@@ -252,16 +261,21 @@ def test_rollback_plan_like_kubectl_rollout_undo() -> None:
             MARKER: "stale marker copied from an older Deployment state",
         }
     )
-    got = do_plan(deployment_obj(3, "v3"), rss)
+    dep = deployment_obj(3, "v3")
+    got = do_plan(dep, rss)
     assert isinstance(got, Plan)
     assert (got.action, got.from_, got.to) == ("rollback", FROM3, TO2)
-    assert len(got.patch) == 3
-    assert got.patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "48213"}
-    assert got.patch[1] == {"op": "replace", "path": "/spec/template", "value": pod_template("v2")}
-    assert "pod-template-hash" not in got.patch[1]["value"]["metadata"]["labels"]
-    assert got.patch[2]["op"] == "replace"
-    assert got.patch[2]["path"] == "/metadata/annotations"
-    annotations = dict(got.patch[2]["value"])
+    assert len(changes(got)) == 2
+    # Guarded on what a person could change (spec -> generation, annotations), not on status churn.
+    assert guard_of(got) == [
+        {"op": "test", "path": "/metadata/generation", "value": 5},
+        {"op": "test", "path": "/metadata/annotations", "value": dep["metadata"]["annotations"]},
+    ]
+    assert changes(got)[0] == {"op": "replace", "path": "/spec/template", "value": pod_template("v2")}
+    assert "pod-template-hash" not in changes(got)[0]["value"]["metadata"]["labels"]
+    assert changes(got)[1]["op"] == "replace"
+    assert changes(got)[1]["path"] == "/metadata/annotations"
+    annotations = dict(changes(got)[1]["value"])
     marker = json.loads(annotations.pop(MARKER))
     assert annotations == {
         # kept from the Deployment (kubectl's skip list)
@@ -288,7 +302,7 @@ def test_rollback_targets_the_highest_revision_below_the_current() -> None:
     got = do_plan(deployment_obj(4, "v4"), rss, detected_revision=4)
     assert isinstance(got, Plan)
     assert (got.from_, got.to) == ("revision 4 (registry.example/checkout:v4)", FROM3)
-    assert got.patch[1]["value"] == pod_template("v3")
+    assert changes(got)[0]["value"] == pod_template("v3")
 
 
 def test_rollback_ignores_replicasets_of_another_deployment() -> None:
@@ -300,7 +314,7 @@ def test_rollback_ignores_replicasets_of_another_deployment() -> None:
     got = do_plan(deployment_obj(3, "v3"), rss)
     assert isinstance(got, Plan)
     assert got.to == "revision 1 (registry.example/checkout:v1)"
-    assert got.patch[1]["value"] == pod_template("v1")
+    assert changes(got)[0]["value"] == pod_template("v1")
 
 
 def test_no_detected_revision_still_plans() -> None:
@@ -402,14 +416,14 @@ def test_marker_for_another_incident_gives_a_new_plan() -> None:
     got = do_plan(dep, history())
     assert isinstance(got, Plan)
     assert (got.from_, got.to) == (FROM3, TO2)
-    marker = json.loads(got.patch[2]["value"][MARKER])
+    marker = json.loads(changes(got)[1]["value"][MARKER])
     assert (marker["incident"], marker["step"]) == (INCIDENT, 0)
 
 
 def test_unreadable_marker_is_ignored() -> None:
     got = do_plan(deployment_obj(3, "v3", annotations={MARKER: "{not json"}), history())
     assert isinstance(got, Plan)
-    assert json.loads(got.patch[2]["value"][MARKER])["incident"] == INCIDENT
+    assert json.loads(changes(got)[1]["value"][MARKER])["incident"] == INCIDENT
 
 
 @pytest.mark.parametrize("raw", ["true", "[1, 2]", '"done"'])
@@ -468,13 +482,11 @@ def test_canary_scale_to_zero(paused: bool) -> None:
     got = do_plan(canary(2, paused=paused), history())
     assert isinstance(got, Plan)
     assert (got.action, got.from_, got.to) == ("scaleToZero", "canary checkout-canary at 2 replicas", "0 replicas")
-    assert got.patch[:2] == [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": "48213"},
-        {"op": "replace", "path": "/spec/replicas", "value": 0},
-    ]
-    assert len(got.patch) == 3
-    assert (got.patch[2]["op"], got.patch[2]["path"]) == ("add", "/metadata/annotations/hemostat.dev~1mitigation")
-    assert json.loads(got.patch[2]["value"]) == {
+    assert guard_of(got)[0] == {"op": "test", "path": "/metadata/generation", "value": 5}
+    assert changes(got)[0] == {"op": "replace", "path": "/spec/replicas", "value": 0}
+    assert len(changes(got)) == 2
+    assert (changes(got)[1]["op"], changes(got)[1]["path"]) == ("add", "/metadata/annotations/hemostat.dev~1mitigation")
+    assert json.loads(changes(got)[1]["value"]) == {
         "incident": INCIDENT,
         "step": 0,
         "action": "scaleToZero",
@@ -487,9 +499,9 @@ def test_canary_scale_to_zero(paused: bool) -> None:
 def test_canary_without_annotations_adds_the_annotation_map() -> None:
     got = do_plan(canary(2, annotations=False), history())
     assert isinstance(got, Plan)
-    assert got.patch[2]["op"] == "add"
-    assert got.patch[2]["path"] == "/metadata/annotations"
-    (key, value), *rest = got.patch[2]["value"].items()
+    assert changes(got)[1]["op"] == "add"
+    assert changes(got)[1]["path"] == "/metadata/annotations"
+    (key, value), *rest = changes(got)[1]["value"].items()
     assert (key, rest) == (MARKER, [])
     assert json.loads(value)["action"] == "scaleToZero"
 
@@ -511,8 +523,8 @@ def test_canary_with_rollback_action_rolls_back() -> None:
     got = do_plan(canary(2), history(), step=RollbackStep.model_validate({"canaryAction": "rollback"}))
     assert isinstance(got, Plan)
     assert (got.action, got.from_, got.to) == ("rollback", FROM3, TO2)
-    assert got.patch[1] == {"op": "replace", "path": "/spec/template", "value": pod_template("v2")}
-    assert got.patch[2]["path"] == "/metadata/annotations"
+    assert changes(got)[0] == {"op": "replace", "path": "/spec/template", "value": pod_template("v2")}
+    assert changes(got)[1]["path"] == "/metadata/annotations"
 
 
 # --- applied -------------------------------------------------------------------------------

@@ -10,10 +10,23 @@ second rollback.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 MARKER = "hemostat.dev/mitigation"
+Body = dict[str, Any]
+SourceKey = tuple[str, str]  # (kind, name) of an object a step reads besides the Deployment
+
+
+@dataclass(frozen=True)
+class FlagCheck:
+    """A flag that must now evaluate to `variant`, in the flagd document the patched object holds."""
+
+    flag: str
+    variant: str
+    key: str | None  # the ConfigMap data key holding the document; None for a FeatureFlag
 
 
 @dataclass(frozen=True)
@@ -21,9 +34,10 @@ class Plan:
     action: str  # rollback | scaleToZero | scaleUp | scaleUpHpa
     from_: str
     to: str
-    patch: list[dict[str, Any]]  # JSON patch, guarded by a resourceVersion test
+    patch: list[dict[str, Any]]  # JSON patch, its first operations a guard (see guard())
     kind: str = "Deployment"  # the object the patch applies to
     name: str = ""  # its name, when it is not the target Deployment
+    confirm: FlagCheck | None = None  # what OpenFeature must evaluate after the patch
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,22 @@ def parse_marker(raw: str | None) -> dict[str, Any] | None:
     return data
 
 
+def guard(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `test` operations that make a patch apply only to the object as it was planned on.
+
+    Objects with a spec/status split are guarded on their generation (which moves with
+    every spec change) and their annotations (markers, the action ledger, a person's pause):
+    their status churns all through a rollout, and a resourceVersion guard would fail on
+    every status write. Objects without one (ConfigMaps) are guarded on resourceVersion.
+    """
+    if "generation" not in meta:
+        return [{"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}]
+    ops = [{"op": "test", "path": "/metadata/generation", "value": meta["generation"]}]
+    if meta.get("annotations"):
+        ops.append({"op": "test", "path": "/metadata/annotations", "value": meta["annotations"]})
+    return ops
+
+
 def escape(key: str) -> str:
     """JSON-pointer escaping for annotation keys in patch paths."""
     return key.replace("~", "~0").replace("/", "~1")
@@ -80,3 +110,46 @@ def marker_op(annotations: dict[str, str], value: str) -> dict[str, Any]:
     if not annotations:
         return {"op": "add", "path": "/metadata/annotations", "value": {MARKER: value}}
     return {"op": "add", "path": f"/metadata/annotations/{escape(MARKER)}", "value": value}
+
+
+@dataclass(frozen=True)
+class Objects:
+    """What a step may plan against: the target and the objects around it, as read this cycle."""
+
+    deployment: Body
+    replicasets: tuple[Body, ...] = ()
+    hpas: tuple[Body, ...] = ()
+    sources: Mapping[SourceKey, Body | None] = field(default_factory=dict)  # None: does not exist
+
+    def annotated(self) -> list[Body]:
+        """Every object a step of this target may have written its marker on."""
+        return [self.deployment, *self.hpas, *(s for s in self.sources.values() if s is not None)]
+
+
+@dataclass(frozen=True)
+class Context:
+    incident: str
+    index: int
+    now: datetime
+    detected_revision: int | None = None
+    rollout_window: timedelta = timedelta(hours=1)
+    revision_since: datetime | None = None  # when the operator first saw the current revision
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One mitigation step: adding one means its module, its model and one line in steps.py."""
+
+    name: str
+    plan: Callable[[Objects, Any, Context], Plan | Skip | Done]  # pure
+    applied: Callable[[Body, Plan], bool]  # pure: does the patched object hold the change?
+    sources: Callable[[Any], list[SourceKey]] = lambda _config: []  # objects to read for it
+
+
+def find_marker(objects: Objects, incident: str, index: int) -> Done | None:
+    """The marker of (incident, step) on any object this target's steps change."""
+    for obj in objects.annotated():
+        done = read_marker(obj["metadata"].get("annotations"), incident, index)
+        if done:
+            return done
+    return None

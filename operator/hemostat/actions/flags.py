@@ -16,7 +16,20 @@ from typing import Any
 
 from ..decide.conditions import now_iso
 from ..models.policy import DisableFlagStep
-from .base import Done, Plan, Skip, escape, marker_op, marker_value, read_marker
+from .base import (
+    Context,
+    Done,
+    FlagCheck,
+    Objects,
+    Plan,
+    Skip,
+    StepKind,
+    escape,
+    guard,
+    marker_op,
+    marker_value,
+    read_marker,
+)
 
 PREVIOUS = "hemostat.dev/previous-flags"
 
@@ -24,7 +37,7 @@ PREVIOUS = "hemostat.dev/previous-flags"
 @dataclass(frozen=True)
 class Facts:
     name: str
-    resource_version: str
+    guard: tuple[dict[str, Any], ...]
     data: dict[str, str]
     annotations: dict[str, str]
 
@@ -32,7 +45,7 @@ class Facts:
 def facts_from(configmap: dict[str, Any]) -> Facts:
     meta = configmap["metadata"]
     return Facts(
-        meta["name"], meta["resourceVersion"], dict(configmap.get("data") or {}), dict(meta.get("annotations") or {})
+        meta["name"], tuple(guard(meta)), dict(configmap.get("data") or {}), dict(meta.get("annotations") or {})
     )
 
 
@@ -95,8 +108,10 @@ def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now:
         return new
     flags[ref.flag] = new
     change = {"op": "replace", "path": f"/data/{escape(ref.key)}", "value": json.dumps(doc, indent=2)}
-    source = ("ConfigMap", facts.name, facts.resource_version, facts.annotations)
-    return _kill_plan(source, change, ref.flag, flag, new, incident, index, now)
+    source = ("ConfigMap", facts.name, facts.guard, facts.annotations)
+    return _kill_plan(
+        source, change, FlagCheck(ref.flag, new["defaultVariant"], ref.key), flag, new, incident, index, now
+    )
 
 
 def plan_featureflag(
@@ -118,14 +133,14 @@ def plan_featureflag(
     if isinstance(new, Skip):
         return new
     change = {"op": "replace", "path": f"/spec/flagSpec/flags/{escape(ref.flag)}", "value": new}
-    source = ("FeatureFlag", meta["name"], meta["resourceVersion"], annotations)
-    return _kill_plan(source, change, ref.flag, flag, new, incident, index, now)
+    source = ("FeatureFlag", meta["name"], tuple(guard(meta)), annotations)
+    return _kill_plan(source, change, FlagCheck(ref.flag, new["defaultVariant"], None), flag, new, incident, index, now)
 
 
 def _kill_plan(
-    source: tuple[str, str, str, dict[str, str]],
+    source: tuple[str, str, tuple[dict[str, Any], ...], dict[str, str]],
     change: dict[str, Any],
-    name: str,
+    check: FlagCheck,
     old: dict[str, Any],
     new: dict[str, Any],
     incident: str,
@@ -133,7 +148,8 @@ def _kill_plan(
     now: datetime,
 ) -> Plan:
     """One guarded write whatever the source: the flag change, the marker, the previous spec."""
-    kind, obj, resource_version, annotations = source
+    kind, obj, guard_ops, annotations = source
+    name = check.flag
     frm, to = f"flag {name}: {describe(old)}", describe(new)
     marker = marker_value(incident, index, "disableFlag", frm, to, now_iso(now))
     return Plan(
@@ -141,11 +157,52 @@ def _kill_plan(
         frm,
         to,
         [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            *guard_ops,
             change,
             marker_op(annotations, marker),
             _previous_op(annotations, name, old),
         ],
         kind=kind,
         name=obj,
+        confirm=check,
     )
+
+
+def flagd_document(obj: dict[str, Any], check: FlagCheck) -> str:
+    """The flagd JSON a flag source object holds, as flagd would read it."""
+    if check.key is not None:
+        return (obj.get("data") or {}).get(check.key, "")
+    flags = ((obj.get("spec") or {}).get("flagSpec") or {}).get("flags") or {}
+    return json.dumps({"flags": flags})
+
+
+def applied(obj: dict[str, Any], plan_: Plan) -> bool:
+    """Verify: the patched source serves the off variant to everyone (OpenFeature confirms after)."""
+    check = plan_.confirm
+    assert check is not None
+    try:
+        flag = json.loads(flagd_document(obj, check))["flags"][check.flag]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return flag.get("defaultVariant") == check.variant and not flag.get("targeting")
+
+
+def _source(step: DisableFlagStep) -> tuple[str, str]:
+    if step.feature_flag is not None:
+        return ("FeatureFlag", step.feature_flag.name)
+    assert step.config_map is not None
+    return ("ConfigMap", step.config_map.name)
+
+
+def _plan_step(objects: Objects, step: DisableFlagStep, ctx: Context) -> Plan | Skip | Done:
+    kind, name = _source(step)
+    obj = objects.sources.get((kind, name))
+    if obj is None:
+        missing = " (or its CRD is not installed)" if kind == "FeatureFlag" else ""
+        return Skip(f"{kind} {name} does not exist{missing}")
+    if kind == "FeatureFlag":
+        return plan_featureflag(obj, step, incident=ctx.incident, index=ctx.index, now=ctx.now)
+    return plan(facts_from(obj), step, incident=ctx.incident, index=ctx.index, now=ctx.now)
+
+
+STEP = StepKind("disableFlag", _plan_step, applied, sources=lambda step: [_source(step)])

@@ -3,9 +3,9 @@
 The target is the highest revision below the current one, found on the real
 ReplicaSets; its pod template (minus `pod-template-hash`) replaces the
 Deployment's, and its annotations are copied as kubectl copies them. The patch
-is a JSON patch whose first operation tests the resourceVersion we planned
-against, so a Deployment a person changed meanwhile is re-read, never
-overwritten.
+is a JSON patch whose first operations test the generation and annotations we
+planned against (base.guard), so a Deployment a person changed meanwhile is
+re-read, never overwritten.
 """
 
 from __future__ import annotations
@@ -18,7 +18,20 @@ from typing import Any
 from ..decide.conditions import now_iso
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
-from .base import MARKER, Done, Plan, Skip, marker_op, marker_value, parse_marker, read_marker
+from .base import (
+    MARKER,
+    Context,
+    Done,
+    Objects,
+    Plan,
+    Skip,
+    StepKind,
+    guard,
+    marker_op,
+    marker_value,
+    parse_marker,
+    read_marker,
+)
 
 REVISION = "deployment.kubernetes.io/revision"
 CANARY_OF = "hemostat.dev/canary-of"
@@ -51,7 +64,7 @@ class Revision:
 @dataclass(frozen=True)
 class Facts:
     name: str
-    resource_version: str
+    guard: tuple[dict[str, Any], ...]  # the test operations every patch of this Deployment starts with
     annotations: dict[str, str]
     current: Revision | None
     previous: Revision | None
@@ -111,7 +124,7 @@ def facts_from(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) ->
     older = [r for r in history if r.number < current_number]
     return Facts(
         name=meta["name"],
-        resource_version=meta["resourceVersion"],
+        guard=tuple(guard(meta)),
         annotations=annotations,
         current=current,
         previous=older[-1] if older else None,
@@ -153,7 +166,6 @@ def plan(
             f"the Deployment changed since detection (revision {detected_revision} -> {current.number}); "
             "not overriding a change someone else made"
         )
-    test = {"op": "test", "path": "/metadata/resourceVersion", "value": facts.resource_version}
     if facts.canary_of and step.canary_action == "scaleToZero":
         if facts.replicas == 0:
             return Skip(f"canary of {facts.canary_of} is already scaled to zero")
@@ -164,7 +176,7 @@ def plan(
             frm,
             to,
             [
-                test,
+                *facts.guard,
                 {"op": "replace", "path": "/spec/replicas", "value": 0},
                 marker_op(facts.annotations, value),
             ],
@@ -188,7 +200,7 @@ def plan(
         current.describe(),
         target.describe(),
         [
-            test,
+            *facts.guard,
             {"op": "replace", "path": "/spec/template", "value": target.template},
             {"op": "replace", "path": "/metadata/annotations", "value": annotations},
         ],
@@ -205,3 +217,22 @@ def applied(deployment: dict[str, Any], plan_: Plan) -> bool:
 
 def _human(delta: timedelta) -> str:
     return format_duration(delta.total_seconds())
+
+
+def _plan_step(objects: Objects, step: RollbackStep, ctx: Context) -> Plan | Skip | Done:
+    facts = facts_from(objects.deployment, list(objects.replicasets))
+    # The first-seen time only describes the revision the incident was detected on.
+    same = facts.current is not None and facts.current.number == ctx.detected_revision
+    return plan(
+        facts,
+        step,
+        incident=ctx.incident,
+        index=ctx.index,
+        detected_revision=ctx.detected_revision,
+        rollout_window=ctx.rollout_window,
+        now=ctx.now,
+        current_since=ctx.revision_since if same else None,
+    )
+
+
+STEP = StepKind("rollback", _plan_step, applied)

@@ -3,7 +3,7 @@
 When a HorizontalPodAutoscaler targets the Deployment, its minReplicas is raised
 instead (within the HPA's own maxReplicas), so Hemostat never fights the
 autoscaler over spec.replicas; the HPA controller then scales the Deployment.
-Patches are JSON patches guarded by the resourceVersion they were planned on,
+Patches are JSON patches guarded by the object they were planned on (base.guard),
 with the marker annotation in the same request (see base.py).
 """
 
@@ -16,13 +16,13 @@ from typing import Any
 
 from ..decide.conditions import now_iso
 from ..models.policy import ScaleUpStep
-from .base import Done, Plan, Skip, marker_op, marker_value, read_marker
+from .base import Context, Done, Objects, Plan, Skip, StepKind, guard, marker_op, marker_value, read_marker
 
 
 @dataclass(frozen=True)
 class Hpa:
     name: str
-    resource_version: str
+    guard: tuple[dict[str, Any], ...]
     min_replicas: int
     max_replicas: int
     annotations: dict[str, str]
@@ -31,7 +31,7 @@ class Hpa:
 @dataclass(frozen=True)
 class Facts:
     name: str
-    resource_version: str
+    guard: tuple[dict[str, Any], ...]
     replicas: int
     annotations: dict[str, str]
     hpa: Hpa | None
@@ -46,14 +46,14 @@ def facts_from(deployment: dict[str, Any], hpas: list[dict[str, Any]]) -> Facts:
         if ref.get("kind") == "Deployment" and ref.get("name") == meta["name"]:
             owner = Hpa(
                 name=h["metadata"]["name"],
-                resource_version=h["metadata"]["resourceVersion"],
+                guard=tuple(guard(h["metadata"])),
                 min_replicas=int(h["spec"].get("minReplicas", 1)),
                 max_replicas=int(h["spec"]["maxReplicas"]),
                 annotations=dict(h["metadata"].get("annotations") or {}),
             )
     return Facts(
         name=meta["name"],
-        resource_version=meta["resourceVersion"],
+        guard=tuple(guard(meta)),
         replicas=int(deployment["spec"].get("replicas", 1)),
         annotations=dict(meta.get("annotations") or {}),
         hpa=owner,
@@ -77,7 +77,7 @@ def plan(facts: Facts, step: ScaleUpStep, *, incident: str, index: int, now: dat
             frm,
             to,
             [
-                {"op": "test", "path": "/metadata/resourceVersion", "value": facts.resource_version},
+                *facts.guard,
                 {"op": "replace", "path": "/spec/replicas", "value": target},
                 marker_op(facts.annotations, marker_value(incident, index, "scaleUp", frm, to, at)),
             ],
@@ -95,7 +95,7 @@ def plan(facts: Facts, step: ScaleUpStep, *, incident: str, index: int, now: dat
         frm,
         to,
         [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": hpa.resource_version},
+            *hpa.guard,
             {"op": "replace", "path": "/spec/minReplicas", "value": target},
             marker_op(hpa.annotations, marker_value(incident, index, "scaleUpHpa", frm, to, at)),
         ],
@@ -106,6 +106,15 @@ def plan(facts: Facts, step: ScaleUpStep, *, incident: str, index: int, now: dat
 
 def applied(obj: dict[str, Any], plan_: Plan) -> bool:
     """Verify: the patched object holds the planned value."""
-    path = plan_.patch[1]["path"]
-    field = "minReplicas" if path == "/spec/minReplicas" else "replicas"
-    return obj["spec"].get(field) == plan_.patch[1]["value"]
+    field = "minReplicas" if plan_.kind == "HorizontalPodAutoscaler" else "replicas"
+    wanted = next(op["value"] for op in plan_.patch if op["path"] == f"/spec/{field}")
+    return obj["spec"].get(field) == wanted
+
+
+def _plan_step(objects: Objects, step: ScaleUpStep, ctx: Context) -> Plan | Skip | Done:
+    return plan(
+        facts_from(objects.deployment, list(objects.hpas)), step, incident=ctx.incident, index=ctx.index, now=ctx.now
+    )
+
+
+STEP = StepKind("scaleUp", _plan_step, applied)

@@ -27,6 +27,10 @@ VALID = "Valid"
 INVALID = "Invalid"
 SIGNALS_OK = "QueriesSucceeded"
 SIGNALS_FAILED = "QueryFailed"
+TARGETS_FAILING = "TargetsFailing"
+TOO_MANY_TARGETS = "TooManyTargets"
+ALL_TARGETS_OK = "AllTargetsEvaluated"
+EVALUATION_FAILED = "EvaluationFailed"
 
 
 def now_iso(now: datetime) -> str:

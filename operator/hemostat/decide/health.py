@@ -4,7 +4,8 @@ Four verdicts, never three: Healthy, Breaching, NoData, Error. A query error is
 never healthy and never a breach; no data is a breach only when the policy says
 `onNoData: breach`. A breach counts ("confirmed") only after it has lasted the
 signal's `for`; the start of each breach is carried between cycles by the caller
-(persisted in the policy status), so a restart does not reset the clock.
+(persisted in the policy status), so a restart does not reset the clock. Below the
+policy's minTraffic nothing breaches: one error in two requests is noise, not an outage.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..models.common import parse_duration
@@ -104,13 +105,36 @@ def outcome(signal: Signal, reading: Reading, since: datetime | None, now: datet
     )
 
 
+@dataclass(frozen=True)
+class Gate:
+    """The policy's minTraffic: a reading and the minimum it must reach."""
+
+    reading: Reading
+    at_least: float
+
+
+def _gated(o: SignalOutcome, gate: Gate | None) -> SignalOutcome:
+    """Low traffic turns a breach into NoData (clock reset); an unreadable gate into an Error (clock kept)."""
+    if gate is None or o.verdict is not Verdict.BREACHING:
+        return o
+    r = gate.reading
+    if r.kind is ReadingKind.ERROR:
+        return replace(o, verdict=Verdict.ERROR, detail=f"minTraffic query failed: {r.detail}", confirmed=False)
+    if r.kind is ReadingKind.NO_DATA or (r.value is not None and r.value < gate.at_least):
+        seen = f"{r.value:.4g}" if r.value is not None else "no data"
+        detail = f"traffic {seen} below minTraffic {gate.at_least:g}"
+        return replace(o, verdict=Verdict.NO_DATA, detail=detail, breaching_since=None, confirmed=False)
+    return o
+
+
 def assess(
     signals: list[Signal],
     readings: Mapping[str, Reading],
     breaching_since: Mapping[str, datetime],
     now: datetime,
+    gate: Gate | None = None,
 ) -> Health:
-    outcomes = tuple(outcome(s, readings[s.name], breaching_since.get(s.name), now) for s in signals)
+    outcomes = tuple(_gated(outcome(s, readings[s.name], breaching_since.get(s.name), now), gate) for s in signals)
     verdicts = {o.verdict for o in outcomes}
     if any(o.confirmed for o in outcomes):
         state = State.BREACHING

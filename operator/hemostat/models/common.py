@@ -155,7 +155,7 @@ class LabelSelector(Model):
             "x-kubernetes-validations": [
                 {
                     "rule": "!has(self.matchLabels) || "
-                    f"self.matchLabels.all(k, size(k) <= 317 && k.matches('{LABEL_KEY}'))",
+                    f"self.matchLabels.all(k, size(k) <= 317 && k.matches(r'{LABEL_KEY}'))",
                     "message": "matchLabels keys must be label keys ([prefix/]name)",
                 }
             ]

@@ -188,6 +188,13 @@ class MitigationStep(Model):
             return "rollback"
         return "disableFlag" if self.disable_flag is not None else "scaleUp"
 
+    @property
+    def config(self) -> RollbackStep | DisableFlagStep | ScaleUpStep:
+        """The settings of the one kind that is set."""
+        config = self.rollback or self.disable_flag or self.scale_up
+        assert config is not None
+        return config
+
 
 class Mitigation(Model):
     steps: Annotated[list[MitigationStep], Field(max_length=10)] = []

@@ -1,0 +1,26 @@
+"""The registry of mitigation steps: the one place that lists them.
+
+A step kind is a module with a pure `plan` (objects -> Plan | Skip | Done), a pure `applied`
+check, and the extra objects it reads; the cycle knows steps only through this table.
+"""
+
+from __future__ import annotations
+
+from ..models.policy import MitigationStep
+from . import flags, rollback, scale
+from .base import SourceKey, StepKind
+
+STEPS: dict[str, StepKind] = {s.name: s for s in (rollback.STEP, scale.STEP, flags.STEP)}
+
+
+def kind_of(step: MitigationStep) -> StepKind:
+    return STEPS[step.kind]
+
+
+def sources(steps: list[MitigationStep]) -> list[SourceKey]:
+    """Flag sources and the like that the steps will plan against, each once."""
+    seen: dict[SourceKey, None] = {}
+    for step in steps:
+        for key in kind_of(step).sources(step.config):
+            seen[key] = None
+    return list(seen)

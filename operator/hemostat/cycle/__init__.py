@@ -1,0 +1,176 @@
+"""One evaluation cycle of one policy: read -> decide -> apply.
+
+`read` (snapshot.py) is the only I/O before the decision, `decide` (plan.py) is pure,
+`apply` (apply.py) is the only I/O after it. This module wires the three, times them, and
+turns a failure of the whole cycle into a condition on the policy instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from ..actions.base import Objects
+from ..actions.steps import sources as step_sources
+from ..decide import conditions as c
+from ..kube import Kube, merge_patch
+from ..metrics import Metrics
+from ..models.common import parse_duration
+from ..models.incident import IncidentSpec
+from ..models.policy import MitigationPolicyStatus, MitigationStep, TargetStatus
+from ..signals.base import Reading, SignalProvider
+from . import plan as planner
+from . import read as reader
+from . import snapshot
+from .apply import Applier
+from .notifier import Notifier
+from .snapshot import Settings, known_status, one_line
+
+__all__ = ["Evaluator", "Report", "Settings"]
+
+log = logging.getLogger("hemostat.cycle")
+MAX_QUERIES_IN_FLIGHT = 20  # Prometheus' own default query concurrency
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a cycle tells the loop that runs it."""
+
+    interval: float  # seconds until the next cycle
+    acted: bool = False
+    written: str | None = None  # resourceVersion of the status this cycle wrote (for watch liveness)
+    exists: bool = True
+
+
+class Evaluator:
+    def __init__(
+        self,
+        kube: Kube,
+        provider_for: Any,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.kube = kube
+        self.provider_for = provider_for
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.notifier = Notifier(kube, http) if http is not None else None
+        self.applier = Applier(kube, self.metrics, self.notifier)
+        self._queries = asyncio.Semaphore(MAX_QUERIES_IN_FLIGHT)
+        self._failures: dict[str, str] = {}
+
+    async def read_signal(self, url: str | None, query: str) -> Reading:
+        provider: SignalProvider = self.provider_for(url or self.settings.default_prometheus_url or "")
+        async with self._queries:
+            started = time.monotonic()
+            reading = await provider.read(query)
+        self.metrics.query_duration.labels(provider="prometheus").observe(time.monotonic() - started)
+        if reading.error_type:
+            self.metrics.query_errors.labels(provider="prometheus", error_type=reading.error_type).inc()
+        return reading
+
+    async def evaluate(self, cached: dict[str, Any], now: datetime) -> Report:
+        """One cycle of the policy `cached` names; `cached` (kopf's copy) is used for its name only."""
+        ns, name = cached["metadata"]["namespace"], cached["metadata"]["name"]
+        started = time.monotonic()
+        try:
+            snap = await reader.read(self.kube, ns, name, self.settings, self.read_signal, now)
+            if snap is None:
+                return Report(interval=30.0, exists=False)
+            interval = parse_duration(snap.spec.interval).total_seconds() if snap.spec else 30.0
+            if snap.spec is not None and self.notifier is not None:
+                self.notifier.settings[f"{ns}/{name}"] = snap.spec.notify
+            acted, written = await self.applier.apply(planner.decide(snap, now))
+        except Exception as exc:  # a cycle that cannot run says why on the policy, once
+            await self._failed(ns, name, exc, now)
+            return Report(interval=30.0)
+        self._failures.pop(f"{ns}/{name}", None)
+        took = time.monotonic() - started
+        self.metrics.cycle_duration.labels(acted=str(acted).lower()).observe(took)
+        self.metrics.last_cycle.set_to_current_time()
+        if acted:
+            log.info("policy %s/%s: cycle with an action took %.3fs", ns, name, took)
+        return Report(interval=interval, acted=acted, written=written)
+
+    async def _failed(self, ns: str, name: str, exc: Exception, now: datetime) -> None:
+        key, message = f"{ns}/{name}", f"evaluation failed: {one_line(exc)}"
+        if self._failures.get(key) != message:
+            log.warning("policy %s: %s", key, message)
+            self._failures[key] = message
+        try:
+            body = await self.kube.get_policy(ns, name)
+            if body is None:
+                return
+            written = known_status(body)
+            status = MitigationPolicyStatus.model_validate(written)
+            status.conditions = c.set_condition(
+                status.conditions,
+                "Degraded",
+                True,
+                c.EVALUATION_FAILED,
+                message,
+                now,
+                body["metadata"].get("generation"),
+            )
+            patch = merge_patch(written, planner.dump(status))
+            if patch:
+                await self.kube.patch_status("mitigationpolicies", ns, name, patch)
+        except Exception as again:  # the API server itself is unreachable: the log line above says why
+            log.debug("could not record the failure on policy %s: %s", key, again)
+
+    async def handle_manual(self, cached: dict[str, Any], now: datetime) -> None:
+        """An Incident a person declared: read it fresh, decide, apply (one status write)."""
+        ns, name = cached["metadata"]["namespace"], cached["metadata"]["name"]
+        raw = await self.kube.get_incident(ns, name)
+        if raw is None:
+            return
+        incident = snapshot.open_incident(raw)
+        ispec: IncidentSpec = incident.spec
+        objects = await self._objects(ns, ispec.target.name, [ispec.mitigation] if ispec.mitigation else [])
+        status, change = planner.decide_manual(
+            name,
+            c.parse_iso(raw["metadata"]["creationTimestamp"]),
+            ispec,
+            incident.status,
+            objects,
+            self.settings.global_dry_run,
+            f"{ns}/{name}",
+            now,
+        )
+        target = TargetStatus(name=ispec.target.name)
+        tp = planner.TargetPlan(
+            ispec.target.name,
+            objects.deployment if objects else None,
+            target,
+            name,
+            None,
+            raw,
+            incident.written,
+            status,
+            change,
+            ispec,
+        )
+        await self.applier.target(tp, now)
+
+    async def _objects(self, ns: str, target: str, steps: list[MitigationStep]) -> Objects | None:
+        deployment = await self.kube.find_deployment(ns, target)
+        if deployment is None:
+            return None
+        wanted = step_sources(steps)
+        replicasets, hpas, *found = await asyncio.gather(
+            self.kube.list_replicasets(ns),
+            self.kube.list_hpas(ns) if any(s.scale_up for s in steps) else _nothing(),
+            *(reader.source(self.kube, ns, kind, obj) for kind, obj in wanted),
+        )
+        return planner.objects_for(deployment, replicasets, hpas, dict(zip(wanted, found, strict=True)))
+
+
+async def _nothing() -> list[dict[str, Any]]:
+    return []

@@ -1,0 +1,207 @@
+"""Apply: carry a CyclePlan out, target by target, and record what really happened.
+
+- Isolation: a target that fails gets its error on its own line of the policy status (and
+  in the Degraded condition); the others proceed.
+- Write semantics: status is a merge patch with explicit nulls (a cleared field is cleared on
+  the server); changes are JSON patches whose first operation tests the resourceVersion they
+  were planned on (a Conflict is re-planned next cycle, never forced).
+- Truth: every record is made after the write it describes, from the object the server
+  returned, through the pure lifecycle.record_* functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from .. import flageval
+from ..actions import flags
+from ..actions.base import Plan
+from ..actions.steps import kind_of
+from ..decide import conditions as c
+from ..decide import lifecycle as lc
+from ..kube import Conflict, Kube, merge_patch
+from ..metrics import Metrics
+from ..models.incident import ActionRecord, IncidentStatus
+from ..models.policy import TargetStatus
+from .plan import Change, CyclePlan, TargetPlan, dump, policy_status
+from .snapshot import one_line
+
+log = logging.getLogger("hemostat.apply")
+Body = dict[str, Any]
+
+
+class Applier:
+    def __init__(self, kube: Kube, metrics: Metrics, notifier: Any = None) -> None:
+        self.kube, self.metrics, self.notifier = kube, metrics, notifier
+        self._reported: dict[str, str] = {}  # last error logged per target: log on change, not every cycle
+
+    async def apply(self, plan: CyclePlan) -> tuple[bool, str | None]:
+        """Carry out the plan; returns (acted, resourceVersion of the policy status written)."""
+        snap = plan.snapshot
+        results = await asyncio.gather(*(self._isolated(tp, plan.now) for tp in plan.targets))
+        targets = [r[0] for r in results]
+        for name in snap.expired:
+            await self._quietly(self.kube.delete_incident(snap.namespace, name), f"delete expired incident {name}")
+        new = policy_status(snap, targets, plan.now)
+        patch = merge_patch(snap.written, dump(new))
+        written = None
+        if patch:
+            out = await self.kube.patch_status("mitigationpolicies", snap.namespace, snap.name, patch)
+            written = out["metadata"]["resourceVersion"]
+        self.metrics.open_incidents.labels(namespace=snap.namespace, policy=snap.name).set(new.open_incidents)
+        return any(r[1] for r in results), written
+
+    async def _isolated(self, tp: TargetPlan, now: datetime) -> tuple[TargetStatus, bool]:
+        key = f"{tp.deployment['metadata']['namespace']}/{tp.name}"
+        try:
+            status, acted = await self.target(tp, now)
+        except Conflict as exc:  # someone changed the object meanwhile: re-read and re-plan next cycle
+            log.info("%s changed while acting (%s); re-planning next cycle", key, exc)
+            return tp.target, False
+        except Exception as exc:  # one target's failure is its own, never the policy's
+            error = one_line(exc)[:512]
+            if self._reported.get(key) != error:
+                log.warning("target %s failed: %s", key, error)
+            self._reported[key] = error
+            return tp.target.model_copy(update={"error": error}), False
+        if tp.target.error and self._reported.get(key) != tp.target.error:
+            log.warning("target %s cannot be evaluated: %s", key, tp.target.error)
+            self._reported[key] = tp.target.error
+        elif not tp.target.error:
+            self._reported.pop(key, None)
+        return status, acted
+
+    async def target(self, tp: TargetPlan, now: datetime) -> tuple[TargetStatus, bool]:
+        if tp.status is None:
+            return tp.target, False
+        incident, written = tp.incident, tp.written
+        if tp.create is not None:
+            incident, written = await self._create(tp)
+        assert incident is not None
+        status = tp.status
+        acted = False
+        if tp.change is not None:
+            record = await self.carry_out(tp.change, now)
+            status = lc.record_action(status, record, lc.ACTION_REASONS[tp.change.plan.action], now)
+            acted = True
+        if self.notifier is not None and tp.spec is not None:
+            status = self.notifier.fold(incident, tp.spec, status, now)
+        before = _parsed(written)
+        await self.write_incident(incident, tp.deployment, written, before, status)
+        self.observe(before, status, fresh=written is None or before is None or before.phase is None)
+        return tp.target, acted
+
+    async def _create(self, tp: TargetPlan) -> tuple[Body, dict[str, Any] | None]:
+        assert tp.create is not None
+        meta = tp.create["metadata"]
+        try:
+            created = await self.kube.create_incident(meta["namespace"], tp.create)
+        except Conflict:  # created by us before a crash (same name, same second)
+            created = await self.kube.get_incident(meta["namespace"], meta["name"])
+            if created is None or created["spec"]["target"]["name"] != tp.name:
+                raise
+        log.info("opened incident %s/%s: %s", meta["namespace"], meta["name"], tp.create["spec"]["summary"])
+        self.metrics.incidents_opened.labels(severity=tp.create["spec"]["severity"]).inc()
+        return created, None
+
+    async def carry_out(self, change: Change, now: datetime) -> ActionRecord:
+        """Write the ledger entry and the change, then verify on what the server returned."""
+        plan, act = change.plan, change.act
+        ns = change.objects.deployment["metadata"]["namespace"]
+        dname = change.objects.deployment["metadata"]["name"]
+        if change.ledger_patch is not None:
+            await self.kube.json_patch_deployment(ns, dname, change.ledger_patch)
+        target = plan.name or dname
+        patched = await self._patch(plan.kind, ns, target, change.patch)
+        ok = kind_of(act.step).applied(patched, plan)
+        message = "" if ok else f"the {plan.kind} does not hold the planned change after the patch"
+        if ok and plan.confirm is not None:
+            ok, message = await self._confirm_flag(change, patched)
+        log.info("%s %s/%s: %s -> %s (%s)", plan.action, ns, target, plan.from_, plan.to, "ok" if ok else "NOT applied")
+        return ActionRecord(
+            step=act.step.kind,
+            action=plan.action,
+            index=act.index,
+            result="Succeeded" if ok else "Failed",
+            from_=plan.from_,
+            to=plan.to,
+            message=message,
+            at=c.now_iso(now),
+        )
+
+    async def _patch(self, kind: str, ns: str, name: str, patch: list[Body]) -> Body:
+        if kind == "HorizontalPodAutoscaler":
+            return await self.kube.json_patch_hpa(ns, name, patch)
+        if kind == "ConfigMap":
+            return await self.kube.json_patch_configmap(ns, name, patch)
+        if kind == "FeatureFlag":
+            return await self.kube.json_patch_featureflag(ns, name, patch)
+        return await self.kube.json_patch_deployment(ns, name, patch)
+
+    async def _confirm_flag(self, change: Change, patched: Body) -> tuple[bool, str]:
+        """Evaluate the flag as applications do (OpenFeature + flagd provider), before and after."""
+        plan: Plan = change.plan
+        check = plan.confirm
+        assert check is not None
+        source = change.objects.sources.get((plan.kind, plan.name))
+        docs = [flags.flagd_document(obj, check) for obj in (source or {}, patched)]
+        before, after = [await asyncio.to_thread(flageval.evaluate, doc, check.flag) for doc in docs]
+        ok = after.error is None and after.variant == check.variant
+        return ok, f"OpenFeature evaluation of {check.flag}: {before.describe()} -> {after.describe()}"
+
+    async def write_incident(
+        self,
+        incident: Body,
+        deployment: Body | None,
+        written: dict[str, Any] | None,
+        before: IncidentStatus | None,
+        after: IncidentStatus,
+    ) -> None:
+        patch = merge_patch(written or {}, dump(after))
+        if not patch:
+            return
+        meta = incident["metadata"]
+        updated = await self.kube.patch_status("incidents", meta["namespace"], meta["name"], patch)
+        await asyncio.gather(
+            *(
+                self._quietly(
+                    self.kube.post_event(obj, e.type, e.reason, e.message, c.parse_iso(e.at)), f"post event {e.reason}"
+                )
+                for e in lc.new_entries(before if before and before.phase else None, after)
+                for obj in (updated, deployment)
+                if obj is not None
+            )
+        )
+
+    async def _quietly(self, call: Any, what: str) -> None:
+        try:
+            await call
+        except Exception as exc:  # an Event is a copy of the timeline; cleanup is retried next cycle
+            log.warning("could not %s: %s", what, one_line(exc))
+
+    def observe(self, before: IncidentStatus | None, after: IncidentStatus, fresh: bool) -> None:
+        m = self.metrics
+        for record in after.actions[len(before.actions) if before else 0 :]:
+            m.actions.labels(step=record.step, action=record.action or record.step, result=record.result).inc()
+        began = after.started_at or after.detected_at
+        if not began:
+            return
+        start = c.parse_iso(began)
+        if fresh and after.detected_at:
+            m.time_to_detect.observe((c.parse_iso(after.detected_at) - start).total_seconds())
+        if after.mitigated_at and after.mitigated_at != (before.mitigated_at if before else None):
+            m.time_to_mitigate.observe((c.parse_iso(after.mitigated_at) - start).total_seconds())
+        if after.phase == "Resolved" and (before.phase if before else None) != "Resolved" and after.resolved_at:
+            m.time_to_resolve.observe((c.parse_iso(after.resolved_at) - start).total_seconds())
+
+
+def _parsed(written: dict[str, Any] | None) -> IncidentStatus | None:
+    if not written:
+        return None
+    try:
+        return IncidentStatus.model_validate(written)
+    except ValueError:
+        return None

@@ -1,0 +1,447 @@
+"""Decide: one pure function from a snapshot and `now` to everything the cycle will do.
+
+No I/O and no clock. Per target it says which Incident to open, which step to apply (with
+its guarded patch, ready to send), which status to write; every guardrail, marker and
+verification rule is applied here. Apply only carries the plan out and records outcomes
+through the same pure `lifecycle.record_*` functions.
+
+Rules kept here, each with its own test:
+- a step found applied by its marker (a crash between patch and record) is recorded as
+  done before anything else, healthy or not, so it counts for cooldown and budget;
+- cooldown and budget read the Deployment's own action ledger, shared by every policy
+  and by people, and the ledger entry travels with the change;
+- a skipped step falls through to the next in the same cycle; anything else waits;
+- one change per target per cycle, planned on the objects read this cycle, guarded by
+  their resourceVersion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..actions import rollback
+from ..actions.base import Context, Done, Objects, Plan, Skip, SourceKey, find_marker
+from ..actions.steps import kind_of
+from ..decide import conditions as c
+from ..decide import health as h
+from ..decide import ledger
+from ..decide import lifecycle as lc
+from ..models.common import API_VERSION, parse_duration
+from ..models.incident import ActionRecord, IncidentSpec, IncidentStatus
+from ..models.policy import MAX_TARGETS_IN_STATUS, MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
+from .snapshot import DETECTION, PAUSED, POLICY_LABEL, TARGET_LABEL, Snapshot, TargetView
+
+Body = dict[str, Any]
+HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
+FROM_MARKER = "applied before a restart; confirmed from the marker on the changed object"
+
+
+@dataclass(frozen=True)
+class Change:
+    """A step to carry out: the guarded patch of the changed object, and the ledger entry."""
+
+    act: lc.Act
+    plan: Plan
+    patch: list[Body]  # the plan's patch, plus the ledger entry when the object is the Deployment
+    ledger_patch: list[Body] | None  # the ledger entry on the Deployment, written first otherwise
+    objects: Objects
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    name: str
+    deployment: Body | None  # None: a manual Incident's target does not exist
+    target: TargetStatus  # what the policy status will say about this target
+    incident_name: str | None = None
+    create: Body | None = None  # a new Incident to create (its first status in an annotation)
+    incident: Body | None = None  # the existing open Incident
+    written: dict[str, Any] | None = None  # its status on the server (None: never written)
+    status: IncidentStatus | None = None  # the status after this cycle's decisions
+    change: Change | None = None
+    spec: IncidentSpec | None = None
+
+
+@dataclass(frozen=True)
+class CyclePlan:
+    snapshot: Snapshot
+    targets: tuple[TargetPlan, ...]
+    now: datetime
+
+
+def incident_name(target: str, policy: str, now: datetime) -> str:
+    """Unique per (target, policy, second): two policies opening at once never collide."""
+    suffix = f"-{now:%Y%m%d-%H%M%S}-{hashlib.sha1(policy.encode()).hexdigest()[:4]}"
+    return target[: 253 - len(suffix)].rstrip("-.") + suffix
+
+
+def label_value(name: str) -> str:
+    """A Deployment name as a label value (at most 63 characters; long names keep a hash)."""
+    if len(name) <= 63:
+        return name
+    return f"{name[:54].rstrip('-.')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def decide(snap: Snapshot, now: datetime) -> CyclePlan:
+    if snap.spec is None:
+        return CyclePlan(snap, (), now)
+    return CyclePlan(snap, tuple(decide_target(snap, snap.spec, view, now) for view in snap.targets), now)
+
+
+def _revision(view: TargetView, snap: Snapshot, now: datetime) -> tuple[int | None, datetime | None]:
+    """The current revision and when it became current, frozen at first sight.
+
+    Frozen because the ReplicaSet's own timestamps move when it is merely scaled
+    (e.g. by an HPA), which would make an old revision look freshly rolled out.
+    """
+    try:
+        number = int((view.deployment["metadata"].get("annotations") or {})[rollback.REVISION])
+    except (KeyError, ValueError):
+        return None, None
+    prev = view.previous
+    if prev and prev.revision == number and prev.revision_since:
+        return number, c.parse_iso(prev.revision_since)
+    current = rollback.facts_from(view.deployment, list(snap.replicasets)).current
+    return number, min(now, current.rolled_out_at) if current else now
+
+
+def objects_for(deployment: Body, replicasets: Any, hpas: Any, sources: Mapping[SourceKey, Body | None]) -> Objects:
+    """The objects around one Deployment: its own ReplicaSets, the HPAs that scale it, the flag sources."""
+    uid, name = deployment["metadata"]["uid"], deployment["metadata"]["name"]
+    owned = tuple(
+        rs for rs in replicasets if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])
+    )
+    ref = ("Deployment", name)
+    scalers = tuple(
+        x for x in hpas if (x["spec"]["scaleTargetRef"].get("kind"), x["spec"]["scaleTargetRef"].get("name")) == ref
+    )
+    return Objects(deployment, owned, scalers, sources)
+
+
+def decide_target(snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, now: datetime) -> TargetPlan:
+    previous = view.previous
+    since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
+    gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
+    health = h.assess(spec.signals, view.readings, since, now, gate)
+    revision, revision_since = _revision(view, snap, now)
+    target = TargetStatus(
+        name=view.name,
+        verdicts={s.name: s.verdict.value for s in health.signals},
+        breaching_since={s.name: c.now_iso(s.breaching_since) for s in health.signals if s.breaching_since},
+        revision=revision,
+        revision_since=c.now_iso(revision_since) if revision_since else None,
+        error=view.error,
+    )
+    if view.error:  # keep the clocks and the incident it had; decide nothing for it
+        return TargetPlan(
+            view.name, view.deployment, target.model_copy(update={"incident": previous and previous.incident})
+        )
+    objects = objects_for(view.deployment, snap.replicasets, snap.hpas, snap.sources)
+    if view.incident is not None:
+        name, ispec, status = view.incident.name, view.incident.spec, view.incident.status
+        plan = TargetPlan(
+            view.name,
+            view.deployment,
+            target,
+            name,
+            None,
+            view.incident.body,
+            view.incident.written,
+            status,
+            None,
+            ispec,
+        )
+    elif health.state is h.State.BREACHING:
+        plan = _open(snap, spec, view, objects, health, now, target)
+        name, ispec, status = plan.incident_name, plan.spec, plan.status
+    else:
+        return TargetPlan(view.name, view.deployment, target)
+    assert name is not None and ispec is not None and status is not None
+    status = recover_markers(status, objects, name, len(spec.mitigation.steps), now)
+    status = lc.track_health(status, health, now)
+    guard = guardrails(snap, spec, view.deployment, now)
+    ctx = Context(
+        incident=name,
+        index=0,
+        now=now,
+        detected_revision=status.revision,
+        rollout_window=parse_duration(spec.mitigation.rollout_window),
+        revision_since=revision_since,
+    )
+    status, change = advance(status, ispec, spec, health, guard, objects, ctx, f"{snap.namespace}/{name}")
+    open_now = status.phase != "Resolved"
+    return replace(
+        plan, status=status, change=change, target=target.model_copy(update={"incident": name if open_now else None})
+    )
+
+
+def guardrails(snap: Snapshot, spec: MitigationPolicySpec, deployment: Body, now: datetime) -> lc.Guardrails:
+    annotations = deployment["metadata"].get("annotations") or {}
+    paused = "policy is paused" if snap.paused else None
+    if annotations.get(PAUSED) == "true":
+        paused = "Deployment is annotated hemostat.dev/paused"
+    return lc.Guardrails(
+        dry_run=spec.guardrails.dry_run or snap.settings.global_dry_run,
+        paused=paused,
+        cooldown=parse_duration(spec.guardrails.cooldown),
+        max_actions_per_hour=spec.guardrails.max_actions_per_hour,
+        recent_actions=ledger.times(annotations),
+    )
+
+
+def recover_markers(
+    status: IncidentStatus, objects: Objects, incident: str, steps: int, now: datetime
+) -> IncidentStatus:
+    """Record steps whose marker shows they were applied but whose record was lost (a crash)."""
+    recorded = {a.index for a in status.actions}
+    for index in [*range(status.next_step, steps), lc.MANUAL_STEP]:
+        done = None if index in recorded else find_marker(objects, incident, index)
+        if done is not None:
+            status = lc.record_action(status, from_marker(done, index), lc.ACTION_REASONS[done.action], now)
+    return status
+
+
+def from_marker(done: Done, index: int) -> ActionRecord:
+    step = {"scaleToZero": "rollback", "scaleUpHpa": "scaleUp"}.get(done.action, done.action)
+    return ActionRecord(
+        step=step,
+        action=done.action,
+        index=index,
+        result="Succeeded",
+        from_=done.from_,
+        to=done.to,
+        message=FROM_MARKER,
+        at=done.at,
+    )
+
+
+def advance(
+    status: IncidentStatus,
+    ispec: IncidentSpec,
+    spec: MitigationPolicySpec,
+    health: h.Health,
+    guard: lc.Guardrails,
+    objects: Objects,
+    ctx: Context,
+    by: str,
+) -> tuple[IncidentStatus, Change | None]:
+    """Walk the ladder: skipped steps fall through; anything else ends this cycle's moves."""
+    for _ in range(len(spec.mitigation.steps) + 1):
+        move = lc.next_move(status, ispec.resolve, spec, health, guard, ctx.now)
+        if isinstance(move, lc.Wait):
+            return (lc.record_note(status, move.note, ctx.now) if move.note else status), None
+        if isinstance(move, lc.Resolve):
+            return lc.record_resolved(status, move.message, ctx.now, by_person=move.by_person), None
+        if isinstance(move, lc.Escalate):
+            return lc.record_escalated(status, move.message, ctx.now), None
+        status, change = take(status, move, objects, Context(**{**ctx.__dict__, "index": move.index}), by)
+        if change is not None or status.phase == "Monitoring":
+            return status, change
+    return status, None
+
+
+def take(
+    status: IncidentStatus, move: lc.Act, objects: Objects, ctx: Context, by: str
+) -> tuple[IncidentStatus, Change | None]:
+    """Plan one step: record a skip, a dry run or a step already done, or return the change to apply."""
+    kind = move.step.kind
+    at = c.now_iso(ctx.now)
+    planned = kind_of(move.step).plan(objects, move.step.config, ctx)
+    if isinstance(planned, Done):
+        return lc.record_action(
+            status, from_marker(planned, move.index), lc.ACTION_REASONS[planned.action], ctx.now
+        ), None
+    if isinstance(planned, Skip):
+        record = ActionRecord(step=kind, index=move.index, result="Skipped", message=planned.reason, at=at)
+        return lc.record_action(status, record, c.MITIGATION_SKIPPED, ctx.now), None
+    if move.dry_run:
+        record = ActionRecord(
+            step=kind,
+            action=planned.action,
+            index=move.index,
+            result="DryRun",
+            from_=planned.from_,
+            to=planned.to,
+            message=f"dry run: would {planned.action}; nothing changed",
+            at=at,
+        )
+        return lc.record_action(status, record, c.DRY_RUN, ctx.now), None
+    return status, change_for(move, planned, objects, ledger.Entry(ctx.now, by, planned.action))
+
+
+def change_for(move: lc.Act, planned: Plan, objects: Objects, entry: ledger.Entry) -> Change:
+    annotations = objects.deployment["metadata"].get("annotations") or {}
+    value = ledger.with_entry(annotations, entry)
+    if planned.kind == "Deployment":
+        # Every Deployment plan leaves an annotations map (its marker); the entry follows it.
+        op = {"op": "add", "path": f"/metadata/annotations/{_escape(ledger.LEDGER)}", "value": value}
+        return Change(move, planned, [*planned.patch, op], None, objects)
+    guard = {
+        "op": "test",
+        "path": "/metadata/resourceVersion",
+        "value": objects.deployment["metadata"]["resourceVersion"],
+    }
+    if annotations:
+        op = {"op": "add", "path": f"/metadata/annotations/{_escape(ledger.LEDGER)}", "value": value}
+    else:
+        op = {"op": "add", "path": "/metadata/annotations", "value": {ledger.LEDGER: value}}
+    return Change(move, planned, planned.patch, [guard, op], objects)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _open(
+    snap: Snapshot,
+    spec: MitigationPolicySpec,
+    view: TargetView,
+    objects: Objects,
+    health: h.Health,
+    now: datetime,
+    target: TargetStatus,
+) -> TargetPlan:
+    facts = rollback.facts_from(view.deployment, list(objects.replicasets))
+    revision = facts.current.number if facts.current else None
+    image = facts.current.image if facts.current else rollback.images(view.deployment["spec"]["template"])
+    severity = h.severity(spec.severity, health.by_name(), spec.default_severity)
+    summary = lc.breach_summary(health) + (f" at revision {revision}" if revision is not None else "")
+    name = incident_name(view.name, snap.name, now)
+    ispec = IncidentSpec(
+        severity=severity,
+        summary=summary[:1024],
+        target={"name": view.name},
+        policy_ref={"name": snap.name},
+        source="policy",
+        previous_incident=view.last_incident,
+    )
+    first = lc.open_status(health, dict(view.queries), revision, image, now)
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Incident",
+        "metadata": {
+            "name": name,
+            "namespace": snap.namespace,
+            "labels": {POLICY_LABEL: snap.name, TARGET_LABEL: label_value(view.name)},
+            # The first status travels with the Incident, created atomically: a crash before the
+            # first status write loses nothing (see snapshot.open_incident).
+            "annotations": {DETECTION: json.dumps(dump(first), sort_keys=True)},
+        },
+        "spec": ispec.model_dump(by_alias=True, exclude_none=True),
+    }
+    return TargetPlan(view.name, view.deployment, target, name, body, None, None, first, None, ispec)
+
+
+def dump(model: Any) -> dict[str, Any]:
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) -> MitigationPolicyStatus:
+    """The policy's new status from this cycle's per-target outcomes (errors included)."""
+    gen = snap.generation
+    new = snap.status.model_copy(deep=True)
+    new.observed_generation = gen
+    if snap.invalid is not None:
+        new.conditions = c.set_condition(new.conditions, "Valid", False, c.INVALID, snap.invalid, now, gen)
+        return new
+    new.conditions = c.set_condition(new.conditions, "Valid", True, c.VALID, "policy accepted", now, gen)
+    errors = [
+        f"{v.name}/{n}: {r.detail}" for v in snap.targets for n, r in v.readings.items() if r.kind.value == "Error"
+    ]
+    if errors:
+        message = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+        new.conditions = c.set_condition(new.conditions, "SignalsAvailable", False, c.SIGNALS_FAILED, message, now, gen)
+    else:
+        new.conditions = c.set_condition(
+            new.conditions, "SignalsAvailable", True, c.SIGNALS_OK, "all queries answered", now, gen
+        )
+    failing = [t for t in targets if t.error]
+    # Targets with state to keep come first, so a cap never drops a running breach clock or incident.
+    ordered = sorted(targets, key=lambda t: (not (t.breaching_since or t.incident or t.error), t.name))
+    if failing:
+        shown = "; ".join(f"{t.name}: {t.error}" for t in failing[:3])
+        more = f" (and {len(failing) - 3} more)" if len(failing) > 3 else ""
+        new.conditions = c.set_condition(
+            new.conditions,
+            "Degraded",
+            True,
+            c.TARGETS_FAILING,
+            f"{len(failing)} target(s) failing: {shown}{more}",
+            now,
+            gen,
+        )
+    elif len(targets) > MAX_TARGETS_IN_STATUS:
+        new.conditions = c.set_condition(
+            new.conditions,
+            "Degraded",
+            True,
+            c.TOO_MANY_TARGETS,
+            f"{len(targets)} targets match; status lists {MAX_TARGETS_IN_STATUS} (those with a breach or an incident "
+            "first) and the rest start their breach clocks afresh after a restart: split the policy",
+            now,
+            gen,
+        )
+    else:
+        new.conditions = c.set_condition(
+            new.conditions, "Degraded", False, c.ALL_TARGETS_OK, "every target evaluated", now, gen
+        )
+    new.targets = sorted(ordered[:MAX_TARGETS_IN_STATUS], key=lambda t: t.name)
+    new.matched_targets = len(targets)
+    new.open_incidents = sum(1 for t in targets if t.incident)
+    stale = not snap.status.last_evaluated or now - c.parse_iso(snap.status.last_evaluated) >= HEARTBEAT
+    if stale or _without_heartbeat(new) != _without_heartbeat(snap.status):
+        new.last_evaluated = c.now_iso(now)
+    return new
+
+
+def _without_heartbeat(status: MitigationPolicyStatus) -> dict[str, Any]:
+    data = dump(status)
+    data.pop("lastEvaluated", None)
+    return data
+
+
+# A person asking for a mitigation is the decision; these only stop repeats and accidents.
+MANUAL_COOLDOWN = timedelta(minutes=1)
+MANUAL_BUDGET = 6
+MANUAL_WINDOW = timedelta(days=3650)  # a person may roll back a revision of any age
+
+
+def decide_manual(
+    name: str,
+    created: datetime,
+    ispec: IncidentSpec,
+    status: IncidentStatus,
+    objects: Objects | None,
+    dry_run: bool,
+    by: str,
+    now: datetime,
+) -> tuple[IncidentStatus, Change | None]:
+    """An Incident a person declared: record it, run the requested step once, close it when told."""
+    if status.phase is None:
+        current = rollback.facts_from(objects.deployment, list(objects.replicasets)).current if objects else None
+        status = lc.declared_status(
+            ispec.summary, current.number if current else None, current.image if current else None, created, now
+        )
+    if objects is not None:
+        status = recover_markers(status, objects, name, 0, now)
+    annotations = objects.deployment["metadata"].get("annotations") or {} if objects else {}
+    guard = lc.Guardrails(
+        dry_run=dry_run,
+        paused="Deployment is annotated hemostat.dev/paused" if annotations.get(PAUSED) == "true" else None,
+        cooldown=MANUAL_COOLDOWN,
+        max_actions_per_hour=MANUAL_BUDGET,
+        recent_actions=ledger.times(annotations),
+    )
+    move = lc.manual_move(status, ispec, guard, objects is not None, now)
+    if isinstance(move, lc.Resolve):
+        return lc.record_resolved(status, move.message, now, by_person=True), None
+    if isinstance(move, lc.Wait):
+        return (lc.record_note(status, move.note, now) if move.note else status), None
+    if isinstance(move, lc.Act) and objects is not None:
+        ctx = Context(name, move.index, now, detected_revision=status.revision, rollout_window=MANUAL_WINDOW)
+        return take(status, move, objects, ctx, by)
+    return status, None

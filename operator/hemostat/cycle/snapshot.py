@@ -1,0 +1,148 @@
+"""The snapshot: one cycle's view of a policy's world, typed and immutable.
+
+Built by read.py, consumed by the pure plan.py. The parsing helpers here are where raw
+API objects become models; a problem confined to one target (an Incident whose status
+cannot be parsed, say) is recorded on that target's view and decided as such, never
+hiding the other targets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..actions.base import SourceKey
+from ..decide import conditions as c
+from ..models.incident import IncidentSpec, IncidentStatus
+from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
+from ..signals.base import TEMPLATE_VARIABLES, Reading, TemplateError, render_query
+
+Body = dict[str, Any]
+POLICY_LABEL = "hemostat.dev/policy"
+TARGET_LABEL = "hemostat.dev/target"
+DETECTION = "hemostat.dev/detection"  # an Incident's first status, saved atomically with it
+PAUSED = "hemostat.dev/paused"
+EXPIRED_PER_CYCLE = 20  # deletions of expired Incidents per cycle: cleanup never crowds out detection
+
+
+@dataclass(frozen=True)
+class Settings:
+    default_prometheus_url: str | None
+    global_dry_run: bool = False
+    incident_retention: timedelta | None = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    body: Body  # metadata for events and writes; never read for decisions
+    spec: IncidentSpec
+    status: IncidentStatus  # parsed; rebuilt from the detection annotation when never written
+    written: dict[str, Any]  # the status as the server holds it (for the merge patch)
+
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
+
+
+@dataclass(frozen=True)
+class TargetView:
+    name: str
+    deployment: Body
+    readings: Mapping[str, Reading]
+    queries: Mapping[str, str]
+    gate: Reading | None  # the minTraffic reading, when the policy has one
+    previous: TargetStatus | None
+    incident: OpenIncident | None
+    last_incident: str | None  # the newest Incident of this target, any phase
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    resource_version: str
+    spec: MitigationPolicySpec | None
+    invalid: str | None  # why the spec cannot be used; then there are no targets
+    status: MitigationPolicyStatus
+    written: dict[str, Any]  # the policy status as the server holds it
+    paused: bool
+    settings: Settings
+    targets: tuple[TargetView, ...] = ()
+    replicasets: tuple[Body, ...] = ()
+    hpas: tuple[Body, ...] = ()
+    sources: Mapping[SourceKey, Body | None] = field(default_factory=dict)
+    expired: tuple[str, ...] = ()  # Resolved Incidents past retention
+
+
+def known_status(body: Body) -> dict[str, Any]:
+    """Status as our models know it; foreign keys (e.g. kopf's) are left to their owners."""
+    return {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+
+
+def one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
+        )[:1024]
+    return str(exc)[:1024]
+
+
+def check_templates(spec: MitigationPolicySpec) -> None:
+    dummy = dict.fromkeys(TEMPLATE_VARIABLES, "x")
+    queries = [(f"spec.signals[{s.name}].prometheus.query", s.prometheus.query) for s in spec.signals]
+    if spec.min_traffic is not None:
+        queries.append(("spec.minTraffic.prometheus.query", spec.min_traffic.prometheus.query))
+    for where, query in queries:
+        try:
+            render_query(query, dummy)
+        except TemplateError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+
+def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | None, str | None]:
+    try:
+        spec = MitigationPolicySpec.model_validate(body.get("spec") or {})
+        check_templates(spec)
+    except ValidationError as exc:
+        return None, "; ".join(f"spec.{part}" for part in one_line(exc).split("; "))
+    except ValueError as exc:
+        return None, str(exc)
+    urls = [s.prometheus.url for s in spec.signals]
+    if spec.min_traffic is not None:
+        urls.append(spec.min_traffic.prometheus.url)
+    if not settings.default_prometheus_url and None in urls:
+        return None, "a query has no prometheus.url and the operator has no --prometheus-url"
+    return spec, None
+
+
+def open_incident(raw: Body) -> OpenIncident:
+    """Parse one open Incident; raises ValueError/ValidationError naming what is wrong."""
+    written = known_status(raw)
+    status = IncidentStatus.model_validate(written)
+    if status.phase is None:  # created, but the operator stopped before writing its status
+        saved = (raw["metadata"].get("annotations") or {}).get(DETECTION)
+        if saved:
+            status = IncidentStatus.model_validate(json.loads(saved))
+    return OpenIncident(body=raw, spec=IncidentSpec.model_validate(raw["spec"]), status=status, written=written)
+
+
+def is_open(raw: Body) -> bool:
+    return (raw.get("status") or {}).get("phase") != "Resolved"
+
+
+def is_expired(raw: Body, retention: timedelta | None, now: datetime) -> bool:
+    if retention is None or is_open(raw):
+        return False
+    try:
+        resolved = c.parse_iso((raw.get("status") or {}).get("resolvedAt") or "")
+    except ValueError:
+        return False
+    return now - resolved > retention
