@@ -38,6 +38,7 @@ from .snapshot import DETECTION, PAUSED, POLICY_LABEL, TARGET_LABEL, Snapshot, T
 
 Body = dict[str, Any]
 HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
+STATUS_BUDGET = 768 * 1024  # bytes of status.targets: the object stays well under etcd's 1.5 MiB
 FROM_MARKER = "applied before a restart; confirmed from the marker on the changed object"
 
 
@@ -360,42 +361,41 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
             new.conditions, "SignalsAvailable", True, c.SIGNALS_OK, "all queries answered", now, gen
         )
     failing = [t for t in targets if t.error]
-    # Targets with state to keep come first, so a cap never drops a running breach clock or incident.
-    ordered = sorted(targets, key=lambda t: (not (t.breaching_since or t.incident or t.error), t.name))
+    kept = _fit(targets)
     if failing:
         shown = "; ".join(f"{t.name}: {t.error}" for t in failing[:3])
         more = f" (and {len(failing) - 3} more)" if len(failing) > 3 else ""
-        new.conditions = c.set_condition(
-            new.conditions,
-            "Degraded",
-            True,
-            c.TARGETS_FAILING,
-            f"{len(failing)} target(s) failing: {shown}{more}",
-            now,
-            gen,
+        message = f"{len(failing)} target(s) failing: {shown}{more}"
+        new.conditions = c.set_condition(new.conditions, "Degraded", True, c.TARGETS_FAILING, message, now, gen)
+    elif len(kept) < len(targets):
+        message = (
+            f"{len(targets)} targets match; status lists {len(kept)} (those with a breach or an incident first) "
+            "and the others start their breach clocks afresh after a restart: split the policy"
         )
-    elif len(targets) > MAX_TARGETS_IN_STATUS:
-        new.conditions = c.set_condition(
-            new.conditions,
-            "Degraded",
-            True,
-            c.TOO_MANY_TARGETS,
-            f"{len(targets)} targets match; status lists {MAX_TARGETS_IN_STATUS} (those with a breach or an incident "
-            "first) and the rest start their breach clocks afresh after a restart: split the policy",
-            now,
-            gen,
-        )
+        new.conditions = c.set_condition(new.conditions, "Degraded", True, c.TOO_MANY_TARGETS, message, now, gen)
     else:
-        new.conditions = c.set_condition(
-            new.conditions, "Degraded", False, c.ALL_TARGETS_OK, "every target evaluated", now, gen
-        )
-    new.targets = sorted(ordered[:MAX_TARGETS_IN_STATUS], key=lambda t: t.name)
+        message = "every target evaluated"
+        new.conditions = c.set_condition(new.conditions, "Degraded", False, c.ALL_TARGETS_OK, message, now, gen)
+    new.targets = sorted(kept, key=lambda t: t.name)
     new.matched_targets = len(targets)
     new.open_incidents = sum(1 for t in targets if t.incident)
     stale = not snap.status.last_evaluated or now - c.parse_iso(snap.status.last_evaluated) >= HEARTBEAT
     if stale or _without_heartbeat(new) != _without_heartbeat(snap.status):
         new.last_evaluated = c.now_iso(now)
     return new
+
+
+def _fit(targets: list[TargetStatus]) -> list[TargetStatus]:
+    """The targets the status can hold: at most MAX_TARGETS_IN_STATUS and STATUS_BUDGET bytes,
+    those with state to keep (a breach clock, an incident, an error) first."""
+    ordered = sorted(targets, key=lambda t: (not (t.breaching_since or t.incident or t.error), t.name))
+    kept, size = [], 0
+    for t in ordered[:MAX_TARGETS_IN_STATUS]:
+        size += len(json.dumps(dump(t))) + 1
+        if size > STATUS_BUDGET:
+            break
+        kept.append(t)
+    return kept
 
 
 def _without_heartbeat(status: MitigationPolicyStatus) -> dict[str, Any]:

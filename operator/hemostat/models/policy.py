@@ -32,8 +32,8 @@ Threshold = Annotated[float, Field(ge=0)]
 Interval = bounded_duration("1s", "1h")
 UpToADay = bounded_duration(None, "24h")
 UpToAWeek = bounded_duration(None, "168h")
-# Targets listed in a policy's status: ~1 KiB each with every field set, so the object stays
-# well under etcd's 1.5 MiB. Past this the policy says so (condition Degraded, TooManyTargets).
+# Targets listed in a policy's status (also bounded in bytes by the cycle, see plan.STATUS_BUDGET).
+# Past either limit the policy says so (condition Degraded, reason TooManyTargets).
 MAX_TARGETS_IN_STATUS = 1000
 
 
