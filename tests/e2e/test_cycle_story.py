@@ -148,3 +148,49 @@ def test_detection_does_not_depend_on_a_stale_cached_policy(story) -> None:
     s.cycle("web", 31, body=stale)
     assert s.incidents("web"), "a breach that lasted its `for` was never confirmed"
     assert s.image("web") == "app:v1"
+
+
+def test_resolved_incidents_past_retention_are_deleted_and_open_ones_kept(story) -> None:
+    from datetime import timedelta
+
+    s = story(incident_retention=timedelta(days=30))
+    s.deploy("web", "app:v1")
+    s.cluster.apply(scripted_policy("web", "web"), s.ns)
+    for name, phase, resolved in (("old", "Resolved", 31), ("recent", "Resolved", 1), ("ongoing", "Monitoring", None)):
+        s.cluster.apply(
+            {
+                "apiVersion": "hemostat.dev/v1alpha1",
+                "kind": "Incident",
+                "metadata": {"name": name, "labels": {"hemostat.dev/policy": "web", "hemostat.dev/target": "web"}},
+                "spec": {"severity": "SEV3", "summary": "x", "target": {"name": "other"}, "source": "policy"},
+            },
+            s.ns,
+        )
+        status = {"phase": phase}
+        if resolved:
+            status["resolvedAt"] = (s.t0 - timedelta(days=resolved)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        s.cluster.kubectl(
+            "patch",
+            "incident",
+            name,
+            "-n",
+            s.ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+    s.readings[("web", "err")] = GOOD
+    s.cycle("web", 0)
+    assert sorted(i["metadata"]["name"] for i in s.incidents()) == ["ongoing", "recent"]
+
+
+def test_a_query_with_an_unknown_placeholder_makes_the_policy_invalid(story) -> None:
+    s = story()
+    policy = scripted_policy("web", "web")
+    policy["spec"]["signals"][0]["prometheus"]["query"] = 'x{pod=~"{{ deployment }}-{{ pod_template_hash }}-.*"}'
+    s.cluster.apply(policy, s.ns)
+    s.cycle("web", 0)
+    valid = {c["type"]: c for c in s.policy("web")["status"]["conditions"]}["Valid"]
+    assert valid["status"] == "False"
+    assert "spec.signals[err].prometheus.query: unknown placeholder {{ pod_template_hash }}" in valid["message"]

@@ -74,3 +74,11 @@ def test_paused_deployment_holds_the_request(testenv: Cluster, namespace: str, o
         "requested scaleUp held: actions paused: Deployment is annotated hemostat.dev/paused"
     )
     assert testenv.get("deployment", "vault", namespace)["spec"]["replicas"] == 2
+
+    # The hold ends: the request is carried out without anyone touching the Incident again.
+    testenv.kubectl("annotate", "deployment", "vault", "-n", namespace, "hemostat.dev/paused-")
+    wait_for(
+        "the held request to run", lambda: testenv.get("deployment", "vault", namespace)["spec"]["replicas"] == 4, 60
+    )
+    st = status(testenv, namespace, "support-2")
+    assert [(a["step"], a["result"]) for a in st["actions"]] == [("scaleUp", "Succeeded")]

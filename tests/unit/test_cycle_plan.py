@@ -353,3 +353,13 @@ def test_last_evaluated_moves_only_with_a_change_or_the_heartbeat() -> None:
     assert second == first  # nothing to write
     third = p.policy_status(later, [only(p.decide(later, NOW + p.HEARTBEAT)).target], NOW + p.HEARTBEAT)
     assert third.last_evaluated == iso(NOW + p.HEARTBEAT)
+
+
+def test_an_invalid_policy_is_reported_once_and_decides_nothing() -> None:
+    snap = Snapshot(**{**snapshot(view(0.5)).__dict__, "spec": None, "invalid": "spec.interval: must be at most 1h"})
+    assert p.decide(snap, NOW).targets == ()
+    status = p.policy_status(snap, [], NOW)
+    valid = c.get_condition(status.conditions, "Valid")
+    assert (valid.status, valid.message) == ("False", "spec.interval: must be at most 1h")
+    again = p.policy_status(Snapshot(**{**snap.__dict__, "status": status}), [], NOW + timedelta(minutes=5))
+    assert again == status  # nothing new to write: no status churn, no log line per cycle

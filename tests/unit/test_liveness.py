@@ -21,3 +21,17 @@ def test_no_evaluation_for_too_long_is_dead() -> None:
 def test_a_slow_policy_is_not_a_stall() -> None:
     assert stalled([3600], seconds_since_cycle=3000, limit=300) is None
     assert stalled([3600], seconds_since_cycle=3 * 3600 + 1, limit=300) is not None
+
+
+def test_a_watch_that_delivers_our_writes_is_alive() -> None:
+    from hemostat.handlers import watch_stale
+
+    assert watch_stale([], seconds_now=10_000) is None
+    assert watch_stale([9_900.0], seconds_now=10_000, limit=180) is None
+
+
+def test_a_status_write_never_seen_back_means_the_watch_is_dead() -> None:
+    from hemostat.handlers import watch_stale
+
+    reason = watch_stale([9_700.0, 9_950.0], seconds_now=10_000, limit=180)
+    assert reason == "the policy watch has not delivered a status write made 300s ago"
