@@ -15,6 +15,14 @@ ERROR_RATIO = (
 )
 
 
+# The batched form of ERROR_RATIO: one query for every target of the policy, one series each.
+# `or ... * 0` keeps a Deployment without errors in the answer (0, not a missing series).
+_BY = "sum by (namespace, deployment)"
+_ALL = 'rate(http_requests_total{namespace="{{ namespace }}",deployment=~"{{ deployments }}"}[5s])'
+_ERRORS = 'rate(http_requests_total{namespace="{{ namespace }}",deployment=~"{{ deployments }}",code="500"}[5s])'
+BATCHED_ERROR_RATIO = f"({_BY} ({_ERRORS}) or {_BY} ({_ALL}) * 0) / {_BY} ({_ALL})"
+
+
 def policy(
     app: str,
     *,

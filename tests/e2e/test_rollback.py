@@ -17,6 +17,7 @@ from conftest import Cluster, wait_for
 from kubernetes import client
 from kubernetes import config as kube_config
 from scenarios import (
+    BATCHED_ERROR_RATIO,
     app,
     condition,
     deployment_state,
@@ -185,3 +186,30 @@ def test_canary_is_scaled_to_zero(testenv: Cluster, namespace: str, simulator, o
     assert inc["status"]["lastMitigation"] == "scaleToZero"
     assert testenv.get("deployment", "shop-canary", namespace)["spec"]["replicas"] == 0
     assert testenv.get("deployment", "shop", namespace)["spec"]["replicas"] == 3  # stable untouched
+
+
+def test_a_batched_policy_reads_every_target_with_one_query_and_rolls_back_the_bad_one(
+    testenv: Cluster, namespace: str, simulator, operators
+) -> None:
+    operators.start(namespace)
+    for name in ("pay", "ship", "mail"):
+        testenv.apply(app(name, f"registry.local/{name}:v1", labels={"tier": "shop"}), namespace)
+        wait_ready(testenv, namespace, name)
+    body = policy("shop")
+    body["spec"]["target"]["selector"] = {"matchLabels": {"tier": "shop"}}
+    body["spec"]["signals"][0]["prometheus"] = {"query": BATCHED_ERROR_RATIO, "batch": {}}
+    testenv.apply(body, namespace)
+
+    def all_healthy() -> bool:
+        targets = testenv.get("mitigationpolicy", "shop", namespace).get("status", {}).get("targets", [])
+        return len(targets) == 3 and all(t["verdicts"] == {"error-rate": "Healthy"} for t in targets)
+
+    wait_for("three healthy verdicts from one batched query", all_healthy, timeout=60)
+    rollout(testenv, namespace, "ship", "registry.local/ship:v2", error_rate=0.5)
+    inc = wait_phase(testenv, namespace, "Resolved", timeout=120)
+    assert inc["spec"]["target"]["name"] == "ship"
+    assert deployment_state(testenv, namespace, "ship") == ("3", "registry.local/ship:v1")
+    for other in ("pay", "mail"):
+        assert deployment_state(testenv, namespace, other) == ("1", f"registry.local/{other}:v1")
+    (evidence,) = inc["status"]["evidence"]
+    assert 'deployment=~"mail|pay|ship"' in evidence["query"]  # the round's targets, one query

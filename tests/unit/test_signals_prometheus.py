@@ -53,9 +53,15 @@ def prom() -> Iterator[FakePrometheus]:
     fake = FakePrometheus(url=f"http://127.0.0.1:{server.server_address[1]}")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+        def do_POST(self) -> None:
+            # Prometheus takes the same parameters form-encoded in a POST body.
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode())
+            self.do_GET(form)
+
+        def do_GET(self, form: dict[str, list[str]] | None = None) -> None:
             parts = urlsplit(self.path)
-            params = parse_qs(parts.query)
+            params = {**parse_qs(parts.query), **(form or {})}
             fake.requests.append((parts.path, params))
             if parts.path.endswith("/-/ready"):
                 canned = Canned(status=fake.ready_status, body="ready", content_type="text/plain")
@@ -320,3 +326,39 @@ def test_reading_invariants() -> None:
     assert Reading.error("timeout", "t", query="q") == Reading(
         ReadingKind.ERROR, detail="t", error_type="timeout", query="q"
     )
+
+
+def read_all(base_url: str, query: str) -> Any:
+    async def go() -> Any:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await PrometheusProvider(base_url, client).read_all(query)
+
+    return asyncio.run(go())
+
+
+def test_a_batched_query_returns_every_series_with_its_labels(prom: FakePrometheus) -> None:
+    prom.responses["batch"] = vector(
+        ({"namespace": "shop", "deployment": "cart"}, "0.5"),
+        ({"namespace": "shop", "deployment": "web"}, "NaN"),
+    )
+    got = read_all(prom.url, "batch")
+    assert [(dict(s.labels), s.reading.kind, s.reading.value) for s in got] == [
+        ({"namespace": "shop", "deployment": "cart"}, ReadingKind.VALUE, 0.5),
+        ({"namespace": "shop", "deployment": "web"}, ReadingKind.NO_DATA, None),
+    ]
+    (_, params), *_ = prom.requests
+    assert params["query"] == ["batch"]
+
+
+def test_a_failed_batched_query_is_one_error(prom: FakePrometheus) -> None:
+    prom.responses["bad"] = Canned(
+        status=422, body=json.dumps({"status": "error", "errorType": "execution", "error": "x"})
+    )
+    got = read_all(prom.url, "bad")
+    assert isinstance(got, Reading) and got.kind is ReadingKind.ERROR and got.error_type == "api"
+
+
+def test_a_batched_query_that_returns_a_scalar_is_an_error(prom: FakePrometheus) -> None:
+    prom.responses["scalar"] = success("scalar", [1700000000, "1"])
+    got = read_all(prom.url, "scalar")
+    assert isinstance(got, Reading) and got.error_type == "bad_response"

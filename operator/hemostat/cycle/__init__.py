@@ -24,7 +24,7 @@ from ..metrics import Metrics
 from ..models.common import parse_duration
 from ..models.incident import IncidentSpec
 from ..models.policy import MitigationPolicyStatus, MitigationStep, TargetStatus
-from ..signals.base import Reading, SignalProvider
+from ..signals.base import Reading, Series, SignalProvider
 from . import plan as planner
 from . import read as reader
 from . import snapshot
@@ -67,21 +67,27 @@ class Evaluator:
         self._failures: dict[str, str] = {}
 
     async def read_signal(self, url: str | None, query: str) -> Reading:
+        return await self._timed(url, query, batched=False)
+
+    async def read_series(self, url: str | None, query: str) -> list[Series] | Reading:
+        return await self._timed(url, query, batched=True)
+
+    async def _timed(self, url: str | None, query: str, batched: bool) -> Any:
         provider: SignalProvider = self.provider_for(url or self.settings.default_prometheus_url or "")
-        async with self._queries:
+        async with self._queries:  # a process-wide cap: a large policy makes slower rounds, not timeouts
             started = time.monotonic()
-            reading = await provider.read(query)
+            answer = await (provider.read_all(query) if batched else provider.read(query))
         self.metrics.query_duration.labels(provider="prometheus").observe(time.monotonic() - started)
-        if reading.error_type:
-            self.metrics.query_errors.labels(provider="prometheus", error_type=reading.error_type).inc()
-        return reading
+        if isinstance(answer, Reading) and answer.error_type:
+            self.metrics.query_errors.labels(provider="prometheus", error_type=answer.error_type).inc()
+        return answer
 
     async def evaluate(self, cached: dict[str, Any], now: datetime) -> Report:
         """One cycle of the policy `cached` names; `cached` (kopf's copy) is used for its name only."""
         ns, name = cached["metadata"]["namespace"], cached["metadata"]["name"]
         started = time.monotonic()
         try:
-            snap = await reader.read(self.kube, ns, name, self.settings, self.read_signal, now)
+            snap = await reader.read(self.kube, ns, name, self.settings, self, now)
             if snap is None:
                 return Report(interval=30.0, exists=False)
             interval = parse_duration(snap.spec.interval).total_seconds() if snap.spec else 30.0

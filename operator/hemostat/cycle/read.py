@@ -9,16 +9,16 @@ every signal reading.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Protocol
 
 from pydantic import ValidationError
 
 from ..actions import steps
 from ..kube import Kube, selector_string
-from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
-from ..signals.base import Reading, render_query
+from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, TargetStatus
+from ..signals.base import Reading, Series, render_query, split, targets_regex
 from .snapshot import (
     EXPIRED_PER_CYCLE,
     PAUSED,
@@ -35,7 +35,46 @@ from .snapshot import (
     parse_spec,
 )
 
-Reader = Callable[[str | None, str], Awaitable[Reading]]  # (url, query) -> reading
+GATE = "minTraffic"  # the key of the traffic gate among a target's readings
+
+
+class Reader(Protocol):
+    async def read_signal(self, url: str | None, query: str) -> Reading: ...
+
+    async def read_series(self, url: str | None, query: str) -> list[Series] | Reading: ...
+
+
+Readings = dict[str, dict[str, tuple[str, Reading]]]  # target -> key -> (query, reading)
+
+
+async def read_signals(
+    spec: MitigationPolicySpec, namespace: str, policy: str, targets: list[str], reader: Reader
+) -> Readings:
+    """Every reading of the round: a batched query once for all targets, the others per target."""
+    wanted = [(s.name, s.prometheus) for s in spec.signals]
+    if spec.min_traffic is not None:
+        wanted.append((GATE, spec.min_traffic.prometheus))
+    out: Readings = {t: {} for t in targets}
+
+    async def batched(key: str, pq: PrometheusQuery) -> None:
+        assert pq.batch is not None
+        variables = {"namespace": namespace, "policy": policy, "signal": key, "deployments": targets_regex(targets)}
+        query = render_query(pq.query, variables)
+        answer = await reader.read_series(pq.url, query)
+        b = pq.batch
+        for target, reading in split(answer, targets, namespace, b.deployment_label, b.namespace_label, query).items():
+            out[target][key] = (query, reading)
+
+    async def one(key: str, pq: PrometheusQuery, target: str) -> None:
+        variables = {"namespace": namespace, "deployment": target, "policy": policy, "signal": key}
+        query = render_query(pq.query, variables)
+        out[target][key] = (query, await reader.read_signal(pq.url, query))
+
+    await asyncio.gather(
+        *(batched(k, pq) for k, pq in wanted if pq.batch is not None and targets),
+        *(one(k, pq, t) for k, pq in wanted if pq.batch is None for t in targets),
+    )
+    return out
 
 
 async def read(
@@ -78,9 +117,10 @@ async def read(
         *(source(kube, namespace, kind, obj) for kind, obj in wanted),
     )
     previous = {t.name: t for t in status.targets}
-    views = await asyncio.gather(
-        *(_view(d, spec, name, incidents, previous.get(d["metadata"]["name"]), settings, reader) for d in deployments)
-    )
+    readings = await read_signals(spec, namespace, name, [d["metadata"]["name"] for d in deployments], reader)
+    views = [
+        _view(d, incidents, previous.get(d["metadata"]["name"]), readings[d["metadata"]["name"]]) for d in deployments
+    ]
     expired = tuple(i["metadata"]["name"] for i in incidents if is_expired(i, settings.incident_retention, now))
     return replace(
         base,
@@ -102,31 +142,14 @@ async def source(kube: Kube, namespace: str, kind: str, name: str) -> Body | Non
     return await kube.get_configmap(namespace, name)
 
 
-async def _view(
+def _view(
     deployment: Body,
-    spec: MitigationPolicySpec,
-    policy: str,
     incidents: list[Body],
     previous: TargetStatus | None,
-    settings: Settings,
-    reader: Reader,
+    readings: dict[str, tuple[str, Reading]],
 ) -> TargetView:
-    dname, ns = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
-    variables = {"namespace": ns, "deployment": dname, "policy": policy}
-    queries = {s.name: render_query(s.prometheus.query, {**variables, "signal": s.name}) for s in spec.signals}
-    urls = {s.name: s.prometheus.url or settings.default_prometheus_url for s in spec.signals}
-    gate_query = None
-    if spec.min_traffic is not None:
-        gate_query = render_query(spec.min_traffic.prometheus.query, {**variables, "signal": "minTraffic"})
-    readings = await asyncio.gather(
-        *(reader(urls[n], q) for n, q in queries.items()),
-        *(
-            [reader(spec.min_traffic.prometheus.url or settings.default_prometheus_url, gate_query)]
-            if gate_query
-            else []
-        ),
-    )
-    gate = readings[-1] if gate_query else None
+    dname = deployment["metadata"]["name"]
+    signals = {k: v for k, v in readings.items() if k != GATE}
     mine = [i for i in incidents if i["spec"]["target"]["name"] == dname]
     newest = max(mine, key=lambda i: i["metadata"]["creationTimestamp"], default=None)
     open_ = sorted((i for i in mine if is_open(i)), key=lambda i: i["metadata"]["creationTimestamp"])
@@ -139,9 +162,9 @@ async def _view(
     return TargetView(
         name=dname,
         deployment={"apiVersion": "apps/v1", "kind": "Deployment", **deployment},
-        readings=dict(zip(queries, readings[: len(queries)], strict=True)),
-        queries=queries,
-        gate=gate,
+        readings={k: r for k, (_, r) in signals.items()},
+        queries={k: q for k, (q, _) in signals.items()},
+        gate=readings[GATE][1] if GATE in readings else None,
         previous=previous,
         incident=incident,
         last_incident=newest["metadata"]["name"] if newest else None,

@@ -20,7 +20,7 @@ from ..actions.base import SourceKey
 from ..decide import conditions as c
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
-from ..signals.base import TEMPLATE_VARIABLES, Reading, TemplateError, render_query
+from ..signals.base import BATCH_VARIABLES, TEMPLATE_VARIABLES, Reading, TemplateError, render_query
 
 Body = dict[str, Any]
 POLICY_LABEL = "hemostat.dev/policy"
@@ -96,15 +96,16 @@ def one_line(exc: Exception) -> str:
 
 
 def check_templates(spec: MitigationPolicySpec) -> None:
-    dummy = dict.fromkeys(TEMPLATE_VARIABLES, "x")
-    queries = [(f"spec.signals[{s.name}].prometheus.query", s.prometheus.query) for s in spec.signals]
+    queries = [(f"spec.signals[{s.name}].prometheus.query", s.prometheus) for s in spec.signals]
     if spec.min_traffic is not None:
-        queries.append(("spec.minTraffic.prometheus.query", spec.min_traffic.prometheus.query))
-    for where, query in queries:
+        queries.append(("spec.minTraffic.prometheus.query", spec.min_traffic.prometheus))
+    for where, pq in queries:
+        known = BATCH_VARIABLES if pq.batch is not None else TEMPLATE_VARIABLES
         try:
-            render_query(query, dummy)
+            render_query(pq.query, dict.fromkeys(known, "x"))
         except TemplateError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+            form = " (a batch query runs once for all targets)" if pq.batch is not None else ""
+            raise ValueError(f"{where}: {exc}{form}") from None
 
 
 def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | None, str | None]:

@@ -48,12 +48,31 @@ def _exactly_one(model: Model, fields: tuple[str, ...]) -> None:
         raise ValueError(f"exactly one of {wire} must be set")
 
 
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)]
+
+
+class Batch(Model):
+    """One query answers for every target: one series per Deployment, told apart by these labels."""
+
+    deployment_label: LabelName = Field("deployment", description="Label holding the Deployment's name.")
+    namespace_label: LabelName | None = Field(
+        "namespace", description="Label holding its namespace; series of other namespaces are ignored."
+    )
+
+
 class PrometheusQuery(Model):
-    """An instant query; {{ namespace }}, {{ deployment }}, {{ policy }}, {{ signal }} are substituted."""
+    """An instant query; {{ namespace }}, {{ deployment }}, {{ policy }}, {{ signal }} are substituted.
+
+    With `batch`, the query runs once per round for all targets and `{{ deployment }}` is not
+    available; `{{ deployments }}` is a regex matching exactly the round's targets.
+    """
 
     query: Annotated[str, Field(min_length=1, max_length=4096)]
     url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)] | None = Field(
         None, description="Prometheus base URL for this signal; defaults to the operator's --prometheus-url."
+    )
+    batch: Batch | None = Field(
+        None, description="Run once for all targets and split the answer by label (the scalable form)."
     )
 
 

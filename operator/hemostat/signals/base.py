@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 TEMPLATE_VARIABLES: frozenset[str] = frozenset({"namespace", "deployment", "policy", "signal"})
+# A batched query runs once for all targets: no single deployment, but a regex of all of them.
+BATCH_VARIABLES: frozenset[str] = frozenset({"namespace", "deployments", "policy", "signal"})
 
 # Only `{{ name }}` with a valid name is a placeholder; any other brace, such as a
 # PromQL label matcher `{job="x"}`, is plain text and must reach Prometheus as written.
@@ -68,10 +70,80 @@ class Reading:
         return cls(ReadingKind.ERROR, detail=detail, error_type=error_type, query=query)
 
 
+@dataclass(frozen=True)
+class Series:
+    """One series of a batched answer: its labels and what it read."""
+
+    labels: Mapping[str, str]
+    reading: Reading
+
+
 class SignalProvider(Protocol):
     async def read(self, query: str) -> Reading:
         """Read `query` now; I/O problems come back as ERROR readings, never as exceptions."""
         ...
+
+    async def read_all(self, query: str) -> list[Series] | Reading:
+        """Read every series of `query` now; an ERROR reading when the query failed as a whole."""
+        ...
+
+
+def targets_regex(names: list[str]) -> str:
+    """A regex matching exactly these names, escaped for a PromQL double-quoted string.
+
+    Deployment names need no escaping but dots: `\\.` in PromQL is the regex `\.`. No names
+    gives a regex that matches nothing."""
+    return "|".join(n.replace(".", "\\\\.") for n in sorted(names)) or "$^"
+
+
+def split(
+    answer: list[Series] | Reading,
+    targets: list[str],
+    namespace: str,
+    deployment_label: str,
+    namespace_label: str | None,
+    query: str,
+) -> dict[str, Reading]:
+    """Pure: a batched answer as one reading per target, keeping the four verdicts honest.
+
+    A failed query, or a series that cannot be attributed (no Deployment label), is an ERROR for
+    every target: nothing is known. Two series for one target are an ERROR for that target. A
+    target without a series is NO_DATA. Series of Deployments outside the round are ignored.
+    """
+    if isinstance(answer, Reading):
+        return dict.fromkeys(targets, answer)
+    labels = [x for x in (namespace_label, deployment_label) if x]
+    unlabelled = [s for s in answer if any(x not in s.labels for x in labels)]
+    if unlabelled:
+        missing = next(x for x in labels if x not in unlabelled[0].labels)
+        error = Reading.error(
+            "ambiguous",
+            f"batched query returned {len(unlabelled)} series without the label {missing!r}; "
+            f"group it by ({', '.join(labels)})",
+            query=query,
+        )
+        return dict.fromkeys(targets, error)
+    wanted = set(targets)
+    found: dict[str, list[Reading]] = {}
+    for s in answer:
+        if namespace_label and s.labels[namespace_label] != namespace:
+            continue
+        name = s.labels[deployment_label]
+        if name in wanted:
+            found.setdefault(name, []).append(s.reading)
+    out = {}
+    for name in targets:
+        readings = found.get(name, [])
+        if not readings:
+            out[name] = Reading.no_data(
+                f"no series with {deployment_label}={name!r} in the batched answer", query=query
+            )
+        elif len(readings) > 1:
+            detail = f"batched query returned {len(readings)} series for {deployment_label}={name!r}, expected one"
+            out[name] = Reading.error("ambiguous", detail, query=query)
+        else:
+            out[name] = readings[0]
+    return out
 
 
 class TemplateError(ValueError):

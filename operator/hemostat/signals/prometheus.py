@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .base import Reading
+from .base import Reading, Series
 
 _MAX_SERIES_SHOWN = 3
 _MAX_BODY_SHOWN = 200
@@ -28,17 +28,36 @@ class PrometheusProvider:
         self._client_timeout = timeout + min(1.0, timeout / 2)
 
     async def read(self, query: str) -> Reading:
+        response = await self._query(query)
+        if isinstance(response, Reading):
+            return response
+        body = _checked(response, query)
+        if isinstance(body, Reading):
+            return body
+        return _guarded(lambda: _from_data(body, query), query)
+
+    async def read_all(self, query: str) -> list[Series] | Reading:
+        """Every series of the answer (a batched signal); an ERROR reading when the query failed."""
+        response = await self._query(query)
+        if isinstance(response, Reading):
+            return response
+        body = _checked(response, query)
+        if isinstance(body, Reading):
+            return body
+        return _guarded(lambda: _all_series(body, query), query)
+
+    async def _query(self, query: str) -> httpx.Response | Reading:
+        # POST: a batched query naming thousands of Deployments is longer than a URL may be.
         url = f"{self._base}/api/v1/query"
-        params = {"query": query, "timeout": _prometheus_duration(self._timeout)}
+        form = {"query": query, "timeout": _prometheus_duration(self._timeout)}
         try:
-            response = await self._client.get(url, params=params, timeout=self._client_timeout)
+            return await self._client.post(url, data=form, timeout=self._client_timeout)
         except httpx.TimeoutException:
             return Reading.error("timeout", f"timeout after {self._timeout}s", query=query)
         except httpx.TransportError as exc:
             return Reading.error("unreachable", f"cannot reach {url}: {_describe(exc)}", query=query)
         except httpx.InvalidURL as exc:
             return Reading.error("unreachable", f"invalid Prometheus URL {url!r}: {exc}", query=query)
-        return _interpret(response, query)
 
     async def ready(self) -> bool:
         try:
@@ -59,7 +78,8 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _interpret(response: httpx.Response, query: str) -> Reading:
+def _checked(response: httpx.Response, query: str) -> dict[str, Any] | Reading:
+    """The decoded body of a successful answer, or the ERROR reading that explains the failure."""
     code = response.status_code
     try:
         body: Any = json.loads(response.content)
@@ -73,10 +93,30 @@ def _interpret(response: httpx.Response, query: str) -> Reading:
         return Reading.error("http", f"HTTP {code}: {_snippet(response.text)}", query=query)
     if not isinstance(body, dict):
         return Reading.error("bad_response", f"response is not a JSON object: {_snippet(response.text)}", query=query)
+    return body
+
+
+def _guarded(parse: Any, query: str) -> Any:
     try:
-        return _from_data(body, query)
+        return parse()
     except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         return Reading.error("bad_response", f"unexpected response shape: {exc!r}", query=query)
+
+
+def _all_series(body: dict[str, Any], query: str) -> list[Series] | Reading:
+    if body.get("status") != "success":
+        raise ValueError(f"status {body.get('status')!r}")
+    data = body["data"]
+    if data["resultType"] != "vector":
+        detail = f"batched query returned a {data['resultType']}, expected a vector with one series per Deployment"
+        return Reading.error("bad_response", detail, query=query)
+    notes = _notes(body)
+    out = []
+    for sample in data["result"]:
+        if "value" not in sample:
+            raise ValueError("sample has no float value (native histogram?)")
+        out.append(Series(dict(sample.get("metric") or {}), _from_sample(sample["value"], notes, query)))
+    return out
 
 
 def _from_data(body: dict[str, Any], query: str) -> Reading:
