@@ -41,7 +41,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [patch]
 - apiGroups: [hemostat.dev]
   resources: [incidents]
-  verbs: [list, watch, create, patch]  # manual incidents: kopf watches them and keeps its progress
+  verbs: [get, list, watch, create, patch, delete]  # kopf watches manual ones; read fresh; Resolved ones expire
 - apiGroups: [hemostat.dev]
   resources: [incidents/status]
   verbs: [patch]
