@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import kopf
 
+from .actions.rollback import REVISION
 from .cycle import Evaluator, Settings
 from .kube import Kube
 from .leader import LeaderElector
@@ -78,6 +79,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.leader_task = asyncio.create_task(memo.leader.run(memo.leader_stop))
     # shared: per-object memos are shallow copies
     memo.heartbeat = {"last_cycle": time.monotonic(), "intervals": {}, "unseen": {}}
+    memo.wakers = {}  # namespace -> {policy uid: Event}: a new revision wakes its namespace's loops
+    memo.revisions = {}  # (namespace, Deployment) -> the revision last seen
     log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
         config.prometheus_url,
@@ -108,12 +111,43 @@ async def evaluate_policy(stopped: kopf.DaemonStopped, body: kopf.Body, memo: ko
     finally:
         memo.heartbeat["intervals"].pop(uid, None)
         memo.heartbeat["unseen"].pop(uid, None)
+        memo.wakers.get(body["metadata"]["namespace"], {}).pop(uid, None)
+
+
+async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until the next cycle is due, the daemon stops, or a new revision wakes the loop."""
+    waiters = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        wake.clear()
+
+
+@kopf.on.event("apps", "v1", "deployments")
+def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A Deployment's new revision wakes the policy loops of its namespace at once (the fast lane:
+    they then evaluate every rolloutWatch.interval for rolloutWatch.window). Reads nothing, writes nothing."""
+    obj = event["object"]
+    meta = obj["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if event["type"] == "DELETED":
+        memo.revisions.pop(key, None)
+        return
+    revision = (meta.get("annotations") or {}).get(REVISION)
+    if memo.revisions.get(key) == revision:
+        return
+    memo.revisions[key] = revision
+    for waker in memo.wakers.get(meta["namespace"], {}).values():
+        waker.set()
 
 
 async def _evaluate_forever(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo) -> None:
     evaluator: Evaluator = memo.evaluator
     beat, uid = memo.heartbeat, body["metadata"]["uid"]
     beat["intervals"][uid] = DEFAULT_INTERVAL  # counted before the first cycle: one that never ends is a stall
+    wake = memo.wakers.setdefault(body["metadata"]["namespace"], {}).setdefault(uid, asyncio.Event())
     while not stopped:
         if memo.leader is not None and not memo.leader.is_leader:
             await stopped.wait(1.0)  # a standby watches, but never acts
@@ -129,7 +163,7 @@ async def _evaluate_forever(stopped: kopf.DaemonStopped, body: kopf.Body, memo: 
         if report.written is not None and uid not in beat["unseen"]:
             beat["unseen"][uid] = (seen, time.monotonic())
         elapsed = time.monotonic() - started
-        await stopped.wait(max(0.0, report.interval - elapsed))
+        await _sleep(stopped, wake, max(0.0, report.interval - elapsed))
         pending = beat["unseen"].get(uid)
         if pending is not None and body["metadata"]["resourceVersion"] != pending[0]:
             beat["unseen"].pop(uid, None)  # the watch delivered a newer version

@@ -51,7 +51,7 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         ("hemostat.dev", "mitigationpolicies/status"): {"patch"},
         ("hemostat.dev", "incidents"): {"get", "list", "watch", "create", "patch", "delete"},
         ("hemostat.dev", "incidents/status"): {"patch"},
-        ("apps", "deployments"): {"get", "list", "patch"},
+        ("apps", "deployments"): {"get", "list", "watch", "patch"},
         ("apps", "replicasets"): {"list"},
         ("autoscaling", "horizontalpodautoscalers"): {"list", "patch"},
         ("", "events"): {"create"},

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from conftest import Cluster, wait_for
 from kubernetes import client
@@ -213,3 +213,30 @@ def test_a_batched_policy_reads_every_target_with_one_query_and_rolls_back_the_b
         assert deployment_state(testenv, namespace, other) == ("1", f"registry.local/{other}:v1")
     (evidence,) = inc["status"]["evidence"]
     assert 'deployment=~"mail|pay|ship"' in evidence["query"]  # the round's targets, one query
+
+
+def test_a_bad_rollout_is_caught_by_the_rollout_watch_not_the_interval(
+    testenv: Cluster, namespace: str, simulator, operators
+) -> None:
+    # An hour between regular evaluations: only the rollout watch (woken by the new revision,
+    # then every second for its window) can catch this rollout in time.
+    operators.start(namespace)
+    testenv.apply(app("slow", "registry.local/slow:v1"), namespace)
+    wait_ready(testenv, namespace, "slow")
+    body = policy("slow", for_="0s")
+    body["spec"]["interval"] = "1h"
+    body["spec"]["mitigation"]["rolloutWatch"] = {"window": "5s", "interval": "1s"}
+    testenv.apply(body, namespace)
+    wait_for("a healthy verdict", lambda: target_verdict(testenv, namespace, "slow", "slow") == "Healthy", timeout=60)
+
+    def window_over() -> bool:  # the loop is now asleep for its hour
+        (target,) = testenv.get("mitigationpolicy", "slow", namespace)["status"]["targets"]
+        return datetime.now(UTC) - _iso(target["revisionSince"]) > timedelta(seconds=6)
+
+    wait_for("the rollout window of v1 to pass", window_over, timeout=60)
+    rollout(testenv, namespace, "slow", "registry.local/slow:v2", error_rate=0.5)
+    wait_for(
+        "the rollback",
+        lambda: deployment_state(testenv, namespace, "slow") == ("3", "registry.local/slow:v1"),
+        timeout=60,
+    )

@@ -47,7 +47,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, patch]           # rollback / canary abort; never create or delete
+  verbs: [get, list, watch, patch]    # rollback / canary abort; a new revision wakes its policies; never create or delete
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [list]                       # revision history

@@ -21,7 +21,6 @@ from ..actions.steps import sources as step_sources
 from ..decide import conditions as c
 from ..kube import Kube, merge_patch
 from ..metrics import Metrics
-from ..models.common import parse_duration
 from ..models.incident import IncidentSpec
 from ..models.policy import MitigationPolicyStatus, MitigationStep, TargetStatus
 from ..signals.base import Reading, Series, SignalProvider
@@ -36,6 +35,7 @@ __all__ = ["Evaluator", "Report", "Settings"]
 
 log = logging.getLogger("hemostat.cycle")
 MAX_QUERIES_IN_FLIGHT = 20  # Prometheus' own default query concurrency
+RETRY = 30.0  # seconds before a cycle that could not run is tried again
 
 
 @dataclass(frozen=True)
@@ -89,21 +89,21 @@ class Evaluator:
         try:
             snap = await reader.read(self.kube, ns, name, self.settings, self, now)
             if snap is None:
-                return Report(interval=30.0, exists=False)
-            interval = parse_duration(snap.spec.interval).total_seconds() if snap.spec else 30.0
+                return Report(interval=RETRY, exists=False)
             if snap.spec is not None and self.notifier is not None:
                 self.notifier.settings[f"{ns}/{name}"] = snap.spec.notify
-            acted, written = await self.applier.apply(planner.decide(snap, now))
+            plan = planner.decide(snap, now)
+            acted, written = await self.applier.apply(plan)
         except Exception as exc:  # a cycle that cannot run says why on the policy, once
             await self._failed(ns, name, exc, now)
-            return Report(interval=30.0)
+            return Report(interval=RETRY)
         self._failures.pop(f"{ns}/{name}", None)
         took = time.monotonic() - started
         self.metrics.cycle_duration.labels(acted=str(acted).lower()).observe(took)
         self.metrics.last_cycle.set_to_current_time()
         if acted:
             log.info("policy %s/%s: cycle with an action took %.3fs", ns, name, took)
-        return Report(interval=interval, acted=acted, written=written)
+        return Report(interval=plan.next_in, acted=acted, written=written)
 
     async def _failed(self, ns: str, name: str, exc: Exception, now: datetime) -> None:
         key, message = f"{ns}/{name}", f"evaluation failed: {one_line(exc)}"

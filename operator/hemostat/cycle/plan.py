@@ -38,6 +38,7 @@ from .snapshot import DETECTION, PAUSED, POLICY_LABEL, TARGET_LABEL, Snapshot, T
 
 Body = dict[str, Any]
 HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
+INVALID_RETRY = timedelta(seconds=30)  # an invalid policy is checked again this often
 STATUS_BUDGET = 768 * 1024  # bytes of status.targets: the object stays well under etcd's 1.5 MiB
 FROM_MARKER = "applied before a restart; confirmed from the marker on the changed object"
 
@@ -72,6 +73,19 @@ class CyclePlan:
     snapshot: Snapshot
     targets: tuple[TargetPlan, ...]
     now: datetime
+
+    @property
+    def next_in(self) -> float:
+        """Seconds to the next cycle: the rollout-watch interval while a target is in its window."""
+        spec = self.snapshot.spec
+        if spec is None:
+            return INVALID_RETRY.total_seconds()
+        watch = spec.mitigation.rollout_watch
+        window = parse_duration(watch.window)
+        fresh = any(
+            t.target.revision_since and self.now - c.parse_iso(t.target.revision_since) < window for t in self.targets
+        )
+        return parse_duration(watch.interval if fresh else spec.interval).total_seconds()
 
 
 def incident_name(target: str, policy: str, now: datetime) -> str:

@@ -215,8 +215,17 @@ class MitigationStep(Model):
         return config
 
 
+class RolloutWatch(Model):
+    """After each rollout a target is evaluated every `interval` for `window`, besides the regular interval:
+    a bad rollout is the moment that matters, so detection waits for Prometheus (and `for`), not the clock."""
+
+    window: bounded_duration(None, "1h") = Field("2m", description="How long after a new revision (0s: off).")
+    interval: bounded_duration("500ms", "1m") = Field("1s", description="How often during that window.")
+
+
 class Mitigation(Model):
     steps: Annotated[list[MitigationStep], Field(max_length=10)] = []
+    rollout_watch: RolloutWatch = RolloutWatch()
     verify_for: UpToADay = Field("2m", description="Healthy this long after a step means mitigated.")
     rollout_window: UpToAWeek = Field("1h", description="Only roll back revisions younger than this.")
 

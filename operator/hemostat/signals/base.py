@@ -91,7 +91,7 @@ class SignalProvider(Protocol):
 def targets_regex(names: list[str]) -> str:
     """A regex matching exactly these names, escaped for a PromQL double-quoted string.
 
-    Deployment names need no escaping but dots: `\\.` in PromQL is the regex `\.`. No names
+    Deployment names need no escaping but dots: `\\.` in PromQL is the regex `\\.`. No names
     gives a regex that matches nothing."""
     return "|".join(n.replace(".", "\\\\.") for n in sorted(names)) or "$^"
 
