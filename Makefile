@@ -75,6 +75,7 @@ kind-down: ## delete the kind cluster
 clean: testenv-down ## remove the venv and local state
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-bench: $(STAMP) testenv-up ## latency of detect/rollback/resolve (table + bench/results/*.json); SOAK_MINUTES=30 make bench adds a soak
+bench: $(STAMP) testenv-up ## latency of detect/rollback/resolve, the rollout-watch fast lane (tables + bench/results/*.json); SOAK_MINUTES=30 adds a soak
 	$(BIN)/python bench/run.py latency --runs $${BENCH_RUNS:-10}
+	$(BIN)/python bench/run.py fastlane --runs $${FASTLANE_RUNS:-5}
 	@if [ -n "$${SOAK_MINUTES:-}" ]; then $(BIN)/python bench/run.py soak --minutes $$SOAK_MINUTES; fi

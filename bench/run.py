@@ -1,6 +1,7 @@
 """Benchmarks (not tests): detection/rollback/resolution latency, and a soak for memory.
 
     python bench/run.py latency [--runs N]     repeat the bad-rollout scenario N times
+    python bench/run.py fastlane [--runs N]    bad pods Ready -> rollback (interval 10s, for 0s), rollout watch on/off
     python bench/run.py soak [--minutes M]     hundreds of Deployments under policies; operator RSS over time
 
 Needs the local control plane (`make testenv-up`); starts its own simulator and
@@ -115,11 +116,14 @@ class Bench:
         for_: str,
         verify_for: str | None = None,
         cooldown: str | None = None,
+        rollout_watch: dict[str, str] | None = None,
     ) -> None:
         """A rollback policy on the error ratio; unset options keep the API's defaults."""
         mitigation: dict[str, Any] = {"steps": [{"rollback": {}}]}
         if verify_for:
             mitigation["verifyFor"] = verify_for
+        if rollout_watch is not None:
+            mitigation["rolloutWatch"] = rollout_watch
         spec: dict[str, Any] = {
             "target": {"selector": selector},
             "interval": interval,
@@ -148,7 +152,13 @@ def wait(what: str, probe, timeout: float = 120.0) -> float:
     raise SystemExit(f"bench: timed out waiting for {what}")
 
 
-def latency(runs: int) -> dict[str, Any]:
+def latency(
+    runs: int,
+    interval_s: float = INTERVAL_S,
+    for_s: float = FOR_S,
+    rollout_watch: dict[str, str] | None = None,
+    kind: str = "latency",
+) -> dict[str, Any]:
     b = Bench()
     b.start(
         "simulator",
@@ -186,10 +196,11 @@ def latency(runs: int) -> dict[str, Any]:
                 ns,
                 name,
                 {"matchLabels": {"app": name}},
-                interval=f"{INTERVAL_S:g}s",
-                for_=f"{FOR_S:g}s",
+                interval=f"{interval_s:g}s",
+                for_=f"{for_s:g}s",
                 verify_for=f"{VERIFY_S:g}s",
                 cooldown="1s",
+                rollout_watch=rollout_watch,
             )
             wait("traffic visible", lambda: b.ratio(ns, name) == 0.0)
             time.sleep(2)  # let the operator judge it healthy at least once
@@ -232,7 +243,7 @@ def latency(runs: int) -> dict[str, Any]:
                 "ready_to_patch_s": t_patch - t_ready,
                 "ready_to_resolved_s": t_resolved - t_ready,
                 "prometheus_sees_breach_s": t_visible - t_ready,
-                "detect_overhead_s": t_incident - t_visible - FOR_S,
+                "detect_overhead_s": t_incident - t_visible - for_s,
                 "incident_to_patch_s": t_patch - t_incident,
                 "prometheus_sees_recovery_s": t_healthy - t_patch,
                 "resolve_overhead_s": t_resolved - t_healthy - VERIFY_S,
@@ -274,21 +285,44 @@ def latency(runs: int) -> dict[str, Any]:
         "runs": rows,
         "summary": summary,
         "settings": {
-            "for_s": FOR_S,
-            "interval_s": INTERVAL_S,
+            "for_s": for_s,
+            "interval_s": interval_s,
+            "rollout_watch": rollout_watch,
             "verify_for_s": VERIFY_S,
             "rate_window": WINDOW,
             "scrape_interval_s": 1.0,
             "poll_s": POLL,
         },
     }
-    _write("latency", result)
+    _write(kind, result)
     print(
-        f"\n{'measure':32} {'p50':>7} {'p95':>7} {'max':>7}   (seconds; for={FOR_S:g}s interval={INTERVAL_S:g}s "
-        f"verifyFor={VERIFY_S:g}s scrape=1s rate[{WINDOW}])"
+        f"\n{'measure':32} {'p50':>7} {'p95':>7} {'max':>7}   (seconds; for={for_s:g}s interval={interval_s:g}s "
+        f"verifyFor={VERIFY_S:g}s scrape=1s rate[{WINDOW}] rolloutWatch={rollout_watch})"
     )
     for k, v in summary.items():
         print(f"{k:32} {v['p50']:7.2f} {v['p95']:7.2f} {v['max']:7.2f}")
+    return result
+
+
+def fastlane(runs: int) -> dict[str, Any]:
+    """The same bad rollout at interval 10s and for 0s, with the rollout watch on and off, in one run."""
+    on = latency(runs, 10.0, 0.0, {"window": "2m", "interval": "1s"}, kind="fastlane-on")
+    off = latency(runs, 10.0, 0.0, {"window": "0s"}, kind="fastlane-off")
+    key = "ready_to_patch_s"
+    result = {
+        "kind": "fastlane",
+        "at": datetime.now(UTC).isoformat(),
+        "runs": runs,
+        "watch_on": on["summary"][key],
+        "watch_off": off["summary"][key],
+        "ratio_p50": off["summary"][key]["p50"] / on["summary"][key]["p50"],
+    }
+    _write("fastlane", result)
+    print(f"\nbad pods Ready -> rollback patch, interval 10s, for 0s, {runs} runs each (seconds)")
+    print(f"{'rollout watch':16} {'p50':>7} {'p95':>7} {'max':>7}")
+    for label, row in (("on (1s for 2m)", result["watch_on"]), ("off", result["watch_off"])):
+        print(f"{label:16} {row['p50']:7.2f} {row['p95']:7.2f} {row['max']:7.2f}")
+    print(f"p50 ratio off/on: {result['ratio_p50']:.1f}x")
     return result
 
 
@@ -392,6 +426,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     lat = sub.add_parser("latency")
     lat.add_argument("--runs", type=int, default=10)
+    fast = sub.add_parser("fastlane")
+    fast.add_argument("--runs", type=int, default=5)
     sk = sub.add_parser("soak")
     sk.add_argument("--minutes", type=float, default=30)
     sk.add_argument("--namespaces", type=int, default=10)
@@ -400,6 +436,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.cmd == "latency":
         latency(args.runs)
+    elif args.cmd == "fastlane":
+        fastlane(args.runs)
     else:
         soak(args.minutes, args.namespaces, args.per_namespace, args.policies_per_namespace)
 
