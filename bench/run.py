@@ -3,6 +3,7 @@
     python bench/run.py latency [--runs N]     repeat the bad-rollout scenario N times
     python bench/run.py fastlane [--runs N]    bad pods Ready -> rollback (interval 10s, for 0s), rollout watch on/off
     python bench/run.py soak [--minutes M]     hundreds of Deployments under policies; operator RSS over time
+    python bench/run.py scale [--deployments N] N Deployments, batched signals: round time, queries and API calls
 
 Needs the local control plane (`make testenv-up`); starts its own simulator and
 operator. Writes JSON to bench/results/ and prints a table. Latencies are
@@ -87,11 +88,19 @@ class Bench:
     def namespace(self, ns: str) -> None:
         self.core.create_namespace({"metadata": {"name": ns}})
 
-    def deployment(self, ns: str, name: str, replicas: int = 2, error_rate: float = 0.0, image: str = "v1") -> None:
+    def deployment(
+        self,
+        ns: str,
+        name: str,
+        replicas: int = 2,
+        error_rate: float = 0.0,
+        image: str = "v1",
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.apps.create_namespaced_deployment(
             ns,
             {
-                "metadata": {"name": name, "labels": {"app": name}},
+                "metadata": {"name": name, "labels": {"app": name, **(labels or {})}},
                 "spec": {
                     "replicas": replicas,
                     "selector": {"matchLabels": {"app": name}},
@@ -415,6 +424,182 @@ def soak(minutes: float, namespaces: int, per_namespace: int, policies_per_names
     return result
 
 
+BATCH_SELECT = 'namespace="{{ namespace }}",deployment=~"{{ deployments }}"'
+BATCH_BY = "sum by (namespace, deployment)"
+BATCHED_SIGNALS = [
+    {
+        "name": "error-rate",
+        "prometheus": {
+            "batch": {},
+            "query": f'({BATCH_BY} (rate(http_requests_total{{{BATCH_SELECT},code="500"}}[{WINDOW}])) '
+            f"or {BATCH_BY} (rate(http_requests_total{{{BATCH_SELECT}}}[{WINDOW}])) * 0) "
+            f"/ {BATCH_BY} (rate(http_requests_total{{{BATCH_SELECT}}}[{WINDOW}]))",
+        },
+        "breachWhen": {"above": THRESHOLD},
+        "for": "30s",
+    },
+    {
+        "name": "traffic",
+        "prometheus": {"batch": {}, "query": f"{BATCH_BY} (rate(http_requests_total{{{BATCH_SELECT}}}[{WINDOW}]))"},
+        "breachWhen": {"below": 0.1},
+        "for": "30s",
+    },
+]
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """A Prometheus text exposition as {series: value} (enough for counters and histograms)."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def _apiserver_requests(b: Bench) -> dict[str, float]:
+    raw = subprocess.run(
+        ["kubectl", "get", "--raw", "/metrics"], env=b.env, capture_output=True, text=True, check=True
+    ).stdout
+    by_verb: dict[str, float] = {}
+    for line in raw.splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="' in line:
+            labels, _, value = line.rpartition(" ")
+            verb = labels.split('verb="', 1)[1].split('"', 1)[0]
+            by_verb[verb] = by_verb.get(verb, 0.0) + float(value)
+    return by_verb
+
+
+def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
+    """N Deployments (one replica each) under `policies` policies with two batched signals, interval 10s."""
+    b = Bench()
+    ns = f"scale-{datetime.now(UTC):%H%M%S}"
+    b.namespace(ns)
+    for i in range(deployments):
+        b.deployment(ns, f"svc-{i:05d}", replicas=1, labels={"group": f"g{i % policies}"})
+        if i and i % 500 == 0:
+            print(f"  created {i} Deployments", flush=True)
+    for p in range(policies):
+        body = {
+            "apiVersion": "hemostat.dev/v1alpha1",
+            "kind": "MitigationPolicy",
+            "metadata": {"name": f"group-{p}"},
+            "spec": {
+                "target": {"selector": {"matchLabels": {"group": f"g{p}"}}},
+                "interval": "10s",
+                "signals": BATCHED_SIGNALS,
+                "mitigation": {"steps": [{"rollback": {}}], "rolloutWatch": {"window": "0s"}},
+            },
+        }
+        b.custom.create_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", body)
+    b.start(
+        "scale-simulator",
+        "-m",
+        "hemostat.sim",
+        "--targets-file",
+        f"{b.env['HEMOSTAT_PROMETHEUS_TARGETS']}/scale-sim.json",
+        "--resync",
+        "5",
+        "--tick",
+        "1",
+    )
+    port = 18000 + os.getpid() % 1000
+    op = b.start(
+        "scale-operator",
+        "-m",
+        "hemostat",
+        "run",
+        "--standalone",
+        "--health-port",
+        "0",
+        "--metrics-port",
+        str(port),
+        "-n",
+        ns,
+    )
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    try:
+
+        def evaluated() -> bool:
+            items = b.custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies")
+            return all((i.get("status") or {}).get("matchedTargets") for i in items["items"])
+
+        wait("every policy evaluated once", evaluated, timeout=600)
+        first, api_first = _scrape(metrics), _apiserver_requests(b)
+        time.sleep(minutes * 60)
+        last, api_last = _scrape(metrics), _apiserver_requests(b)
+        rss = _rss_kib(op.pid) / 1024
+        cpu = _cpu_seconds(op.pid)
+    finally:
+        b.core.delete_namespace(ns)
+        time.sleep(10)
+        b.stop_all()
+
+    def delta(prefix: str) -> float:
+        return sum(v for k, v in last.items() if k.startswith(prefix)) - sum(
+            v for k, v in first.items() if k.startswith(prefix)
+        )
+
+    rounds = delta("hemostat_evaluation_duration_seconds_count")
+    buckets = sorted(
+        (float(k.split('le="')[1].split('"')[0]), last[k] - first.get(k, 0.0))
+        for k in last
+        if k.startswith("hemostat_evaluation_duration_seconds_bucket")
+    )
+    merged: dict[float, float] = {}
+    for le, count in buckets:
+        merged[le] = merged.get(le, 0.0) + count
+
+    def quantile(q: float) -> float:
+        for le, count in sorted(merged.items()):
+            if count >= q * rounds:
+                return le
+        return float("inf")
+
+    result = {
+        "kind": "scale",
+        "at": datetime.now(UTC).isoformat(),
+        "deployments": deployments,
+        "policies": policies,
+        "interval_s": 10,
+        "minutes": minutes,
+        "rounds": rounds,
+        "round_mean_s": delta("hemostat_evaluation_duration_seconds_sum") / rounds if rounds else None,
+        "round_p50_le_s": quantile(0.5),
+        "round_p95_le_s": quantile(0.95),
+        "queries_per_round": delta("hemostat_signal_query_duration_seconds_count") / rounds if rounds else None,
+        "api_requests_per_round": {
+            v: round((api_last.get(v, 0) - api_first.get(v, 0)) / rounds, 2) for v in sorted(api_last) if rounds
+        },
+        "operator_rss_mib": round(rss, 1),
+        "operator_cpu_s": cpu,
+    }
+    _write("scale", result)
+    print(
+        f"\nscale: {deployments} Deployments under {policies} policies, 2 batched signals, interval 10s, "
+        f"{minutes:g} min"
+    )
+    for key in (
+        "rounds",
+        "round_mean_s",
+        "round_p50_le_s",
+        "round_p95_le_s",
+        "queries_per_round",
+        "api_requests_per_round",
+        "operator_rss_mib",
+        "operator_cpu_s",
+    ):
+        print(f"  {key:24} {result[key]}")
+    return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
 def _write(kind: str, result: dict[str, Any]) -> None:
     path = RESULTS / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(result, indent=2))
@@ -428,6 +613,10 @@ def main() -> None:
     lat.add_argument("--runs", type=int, default=10)
     fast = sub.add_parser("fastlane")
     fast.add_argument("--runs", type=int, default=5)
+    sc = sub.add_parser("scale")
+    sc.add_argument("--deployments", type=int, default=1000)
+    sc.add_argument("--policies", type=int, default=1)
+    sc.add_argument("--minutes", type=float, default=2)
     sk = sub.add_parser("soak")
     sk.add_argument("--minutes", type=float, default=30)
     sk.add_argument("--namespaces", type=int, default=10)
@@ -438,6 +627,8 @@ def main() -> None:
         latency(args.runs)
     elif args.cmd == "fastlane":
         fastlane(args.runs)
+    elif args.cmd == "scale":
+        scale(args.deployments, args.policies, args.minutes)
     else:
         soak(args.minutes, args.namespaces, args.per_namespace, args.policies_per_namespace)
 

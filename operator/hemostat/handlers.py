@@ -24,7 +24,8 @@ import httpx
 import kopf
 
 from .actions.rollback import REVISION
-from .cycle import Evaluator, Settings
+from .cycle import Evaluator, Settings, world
+from .cycle.snapshot import POLICY_LABEL
 from .kube import Kube
 from .leader import LeaderElector
 from .metrics import Metrics
@@ -80,6 +81,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # shared: per-object memos are shallow copies
     memo.heartbeat = {"last_cycle": time.monotonic(), "intervals": {}, "unseen": {}}
     memo.wakers = {}  # namespace -> {policy uid: Event}: a new revision wakes its namespace's loops
+    memo.remembered = {}  # Incidents created but maybe not in the cache yet (see cycle/world.py)
     memo.revisions = {}  # (namespace, Deployment) -> the revision last seen
     log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
@@ -103,11 +105,48 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
+# Watch caches for the read phase: a steady-state cycle makes no LIST call (kopf fills
+# these before any handler runs, and keeps them current from its watches).
+@kopf.index("apps", "v1", "deployments")
+def deployment_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {namespace: world.trim_deployment(body)}
+
+
+@kopf.index("apps", "v1", "replicasets")
+def replicaset_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {namespace: world.trim_replicaset(body)}
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+def hpa_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {namespace: world.trim_hpa(body)}
+
+
+@kopf.index(GROUP, VERSION, "incidents", labels={POLICY_LABEL: kopf.PRESENT})
+def incident_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[POLICY_LABEL]): world.trim_incident(body)}
+
+
 @kopf.daemon(GROUP, VERSION, "mitigationpolicies", cancellation_timeout=10.0)
-async def evaluate_policy(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def evaluate_policy(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    deployment_index: kopf.Index,
+    replicaset_index: kopf.Index,
+    hpa_index: kopf.Index,
+    incident_index: kopf.Index,
+    **_: Any,
+) -> None:
     uid = body["metadata"]["uid"]
+    indices = {
+        "deployment_index": deployment_index,
+        "replicaset_index": replicaset_index,
+        "hpa_index": hpa_index,
+        "incident_index": incident_index,
+    }
     try:
-        await _evaluate_forever(stopped, body, memo)
+        await _evaluate_forever(stopped, body, memo, world.Cached(indices, memo.remembered))
     finally:
         memo.heartbeat["intervals"].pop(uid, None)
         memo.heartbeat["unseen"].pop(uid, None)
@@ -143,7 +182,7 @@ def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         waker.set()
 
 
-async def _evaluate_forever(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo) -> None:
+async def _evaluate_forever(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, cache: world.Cached) -> None:
     evaluator: Evaluator = memo.evaluator
     beat, uid = memo.heartbeat, body["metadata"]["uid"]
     beat["intervals"][uid] = DEFAULT_INTERVAL  # counted before the first cycle: one that never ends is a stall
@@ -154,7 +193,7 @@ async def _evaluate_forever(stopped: kopf.DaemonStopped, body: kopf.Body, memo: 
             continue
         started = time.monotonic()
         seen = body["metadata"]["resourceVersion"]  # kopf's live view, as its watch last delivered it
-        report = await evaluator.evaluate(_plain(body), now=datetime.now(UTC))
+        report = await evaluator.evaluate(_plain(body), now=datetime.now(UTC), world=cache)
         if not report.exists:
             await stopped.wait(1.0)  # deleted: kopf stops this daemon once its watch says so
             continue

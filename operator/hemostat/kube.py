@@ -88,6 +88,23 @@ def merge_patch(before: Any, after: Any) -> Any:
     return patch or None
 
 
+def matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
+    """Pure: whether `labels` satisfy the selector, as the API server evaluates it."""
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return False
+    for e in selector.match_expressions:
+        present = e.key in labels
+        if e.operator == "In" and not (present and labels[e.key] in e.values):
+            return False
+        if e.operator == "NotIn" and present and labels[e.key] in e.values:
+            return False
+        if e.operator == "Exists" and not present:
+            return False
+        if e.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None, *, timeout: float = 30.0, workers: int = 16) -> None:
         self.api = api_client or client.ApiClient()
@@ -199,16 +216,16 @@ class Kube:
             self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", body
         )
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Body) -> Body:
-        """Merge-patch status; `status` must be a merge_patch (explicit nulls clear fields)."""
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Body, resource_version: str | None = None
+    ) -> Body:
+        """Merge-patch status; `status` must be a merge_patch (explicit nulls clear fields).
+        With `resource_version`, the write applies only to that version of the object (else Conflict)."""
+        body: Body = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self._call(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            name,
-            {"status": status},
+            self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, plural, name, body
         )
 
     # Events: the timeline, posted on the Incident and on the Deployment

@@ -50,10 +50,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, patch]    # rollback / canary abort; a new revision wakes its policies; never create or delete
 - apiGroups: [apps]
   resources: [replicasets]
-  verbs: [list]                       # revision history
+  verbs: [list, watch]                # revision history (a watch cache)
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [list, patch]                # scale-up raises an HPA's minReplicas instead of fighting it
+  verbs: [list, watch, patch]         # scale-up raises an HPA's minReplicas instead of fighting it
 - apiGroups: [""]
   resources: [events]
   verbs: [create]                     # the incident timeline

@@ -19,7 +19,7 @@ import httpx
 from ..actions.base import Objects
 from ..actions.steps import sources as step_sources
 from ..decide import conditions as c
-from ..kube import Kube, merge_patch
+from ..kube import Conflict, Kube, merge_patch
 from ..metrics import Metrics
 from ..models.incident import IncidentSpec
 from ..models.policy import MitigationPolicyStatus, MitigationStep, TargetStatus
@@ -30,6 +30,7 @@ from . import snapshot
 from .apply import Applier
 from .notifier import Notifier
 from .snapshot import Settings, known_status, one_line
+from .world import Listed, World
 
 __all__ = ["Evaluator", "Report", "Settings"]
 
@@ -65,6 +66,7 @@ class Evaluator:
         self.applier = Applier(kube, self.metrics, self.notifier)
         self._queries = asyncio.Semaphore(MAX_QUERIES_IN_FLIGHT)
         self._failures: dict[str, str] = {}
+        self._manual_locks: dict[str, asyncio.Lock] = {}
 
     async def read_signal(self, url: str | None, query: str) -> Reading:
         return await self._timed(url, query, batched=False)
@@ -82,18 +84,20 @@ class Evaluator:
             self.metrics.query_errors.labels(provider="prometheus", error_type=answer.error_type).inc()
         return answer
 
-    async def evaluate(self, cached: dict[str, Any], now: datetime) -> Report:
-        """One cycle of the policy `cached` names; `cached` (kopf's copy) is used for its name only."""
+    async def evaluate(self, cached: dict[str, Any], now: datetime, world: World | None = None) -> Report:
+        """One cycle of the policy `cached` names; `cached` (kopf's copy) is used for its name only.
+        `world` gives the objects around it: watch caches in the operator, LISTs by default."""
         ns, name = cached["metadata"]["namespace"], cached["metadata"]["name"]
+        world = world or Listed(self.kube)
         started = time.monotonic()
         try:
-            snap = await reader.read(self.kube, ns, name, self.settings, self, now)
+            snap = await reader.read(self.kube, world, ns, name, self.settings, self, now)
             if snap is None:
                 return Report(interval=RETRY, exists=False)
             if snap.spec is not None and self.notifier is not None:
                 self.notifier.settings[f"{ns}/{name}"] = snap.spec.notify
             plan = planner.decide(snap, now)
-            acted, written = await self.applier.apply(plan)
+            acted, written = await self.applier.apply(plan, world)
         except Exception as exc:  # a cycle that cannot run says why on the policy, once
             await self._failed(ns, name, exc, now)
             return Report(interval=RETRY)
@@ -132,8 +136,23 @@ class Evaluator:
             log.debug("could not record the failure on policy %s: %s", key, again)
 
     async def handle_manual(self, cached: dict[str, Any], now: datetime) -> None:
-        """An Incident a person declared: read it fresh, decide, apply (one status write)."""
+        """An Incident a person declared: read it fresh, decide, apply (one status write).
+
+        kopf runs the change handlers and the retry timer of one Incident concurrently, so they take
+        turns here; a Conflict (the world moved between read and write) is re-read and re-decided."""
         ns, name = cached["metadata"]["namespace"], cached["metadata"]["name"]
+        lock = self._manual_locks.setdefault(f"{ns}/{name}", asyncio.Lock())
+        async with lock:
+            for attempt in range(3):
+                try:
+                    return await self._handle_manual(ns, name, now)
+                except Conflict:
+                    log.info(
+                        "incident %s/%s: the world changed while acting (attempt %d); re-reading", ns, name, attempt + 1
+                    )
+            raise RuntimeError(f"incident {ns}/{name}: still conflicting after 3 attempts")
+
+    async def _handle_manual(self, ns: str, name: str, now: datetime) -> None:
         raw = await self.kube.get_incident(ns, name)
         if raw is None:
             return
@@ -163,7 +182,7 @@ class Evaluator:
             change,
             ispec,
         )
-        await self.applier.target(tp, now)
+        await self.applier.target(tp, now, Listed(self.kube))
 
     async def _objects(self, ns: str, target: str, steps: list[MitigationStep]) -> Objects | None:
         deployment = await self.kube.find_deployment(ns, target)

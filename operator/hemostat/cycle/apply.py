@@ -28,6 +28,7 @@ from ..models.incident import ActionRecord, IncidentStatus
 from ..models.policy import TargetStatus
 from .plan import Change, CyclePlan, TargetPlan, dump, policy_status
 from .snapshot import one_line
+from .world import World
 
 log = logging.getLogger("hemostat.apply")
 Body = dict[str, Any]
@@ -38,10 +39,10 @@ class Applier:
         self.kube, self.metrics, self.notifier = kube, metrics, notifier
         self._reported: dict[str, str] = {}  # last error logged per target: log on change, not every cycle
 
-    async def apply(self, plan: CyclePlan) -> tuple[bool, str | None]:
+    async def apply(self, plan: CyclePlan, world: World) -> tuple[bool, str | None]:
         """Carry out the plan; returns (acted, resourceVersion of the policy status written)."""
         snap = plan.snapshot
-        results = await asyncio.gather(*(self._isolated(tp, plan.now) for tp in plan.targets))
+        results = await asyncio.gather(*(self._isolated(tp, plan.now, world) for tp in plan.targets))
         targets = [r[0] for r in results]
         for name in snap.expired:
             await self._quietly(self.kube.delete_incident(snap.namespace, name), f"delete expired incident {name}")
@@ -49,15 +50,20 @@ class Applier:
         patch = merge_patch(snap.written, dump(new))
         written = None
         if patch:
-            out = await self.kube.patch_status("mitigationpolicies", snap.namespace, snap.name, patch)
-            written = out["metadata"]["resourceVersion"]
+            try:
+                out = await self.kube.patch_status(
+                    "mitigationpolicies", snap.namespace, snap.name, patch, snap.resource_version
+                )
+                written = out["metadata"]["resourceVersion"]
+            except Conflict:  # the policy changed since this cycle read it: the next cycle re-reads
+                log.info("policy %s/%s changed during the cycle; status written next cycle", snap.namespace, snap.name)
         self.metrics.open_incidents.labels(namespace=snap.namespace, policy=snap.name).set(new.open_incidents)
         return any(r[1] for r in results), written
 
-    async def _isolated(self, tp: TargetPlan, now: datetime) -> tuple[TargetStatus, bool]:
-        key = f"{tp.deployment['metadata']['namespace']}/{tp.name}"
+    async def _isolated(self, tp: TargetPlan, now: datetime, world: World) -> tuple[TargetStatus, bool]:
+        key = f"{tp.deployment['metadata']['namespace']}/{tp.name}" if tp.deployment else tp.name
         try:
-            status, acted = await self.target(tp, now)
+            status, acted = await self.target(tp, now, world)
         except Conflict as exc:  # someone changed the object meanwhile: re-read and re-plan next cycle
             log.info("%s changed while acting (%s); re-planning next cycle", key, exc)
             return tp.target, False
@@ -74,12 +80,13 @@ class Applier:
             self._reported.pop(key, None)
         return status, acted
 
-    async def target(self, tp: TargetPlan, now: datetime) -> tuple[TargetStatus, bool]:
+    async def target(self, tp: TargetPlan, now: datetime, world: World) -> tuple[TargetStatus, bool]:
         if tp.status is None:
             return tp.target, False
         incident, written = tp.incident, tp.written
         if tp.create is not None:
             incident, written = await self._create(tp)
+            world.created(incident)
         assert incident is not None
         status = tp.status
         acted = False
@@ -164,7 +171,11 @@ class Applier:
         if not patch:
             return
         meta = incident["metadata"]
-        updated = await self.kube.patch_status("incidents", meta["namespace"], meta["name"], patch)
+        # Guarded by the version the decision was based on: a stale copy (a lagging cache) is a
+        # Conflict, re-read next cycle, never a status written over a newer one.
+        updated = await self.kube.patch_status(
+            "incidents", meta["namespace"], meta["name"], patch, meta["resourceVersion"]
+        )
         await asyncio.gather(
             *(
                 self._quietly(

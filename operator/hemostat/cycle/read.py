@@ -1,9 +1,10 @@
 """Read: the only I/O before the decision; builds the Snapshot.
 
 Everything the decision needs is read here, once, at the start of the cycle: the policy
-as the API server has it now (never kopf's cached copy, which a dead watch would freeze),
-its targets and their ReplicaSets, the objects its steps change, its open Incidents and
-every signal reading.
+as the API server has it now (one GET: never kopf's cached copy, which a dead watch would
+freeze), its targets, their ReplicaSets and HPAs and its Incidents from the World (watch
+caches in the operator, see world.py), the flag sources its steps change (GETs), and every
+signal reading.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from ..actions import steps
-from ..kube import Kube, selector_string
+from ..kube import Kube
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, TargetStatus
 from ..signals.base import Reading, Series, render_query, split, targets_regex
 from .snapshot import (
     EXPIRED_PER_CYCLE,
     PAUSED,
-    POLICY_LABEL,
     Body,
     Settings,
     Snapshot,
@@ -34,6 +34,7 @@ from .snapshot import (
     open_incident,
     parse_spec,
 )
+from .world import World
 
 GATE = "minTraffic"  # the key of the traffic gate among a target's readings
 
@@ -78,7 +79,7 @@ async def read_signals(
 
 
 async def read(
-    kube: Kube, namespace: str, name: str, settings: Settings, reader: Reader, now: datetime
+    kube: Kube, world: World, namespace: str, name: str, settings: Settings, reader: Reader, now: datetime
 ) -> Snapshot | None:
     """The snapshot of policy namespace/name, or None when the policy no longer exists."""
     body = await kube.get_policy(namespace, name)
@@ -110,10 +111,10 @@ async def read(
     wanted = steps.sources(spec.mitigation.steps)
     needs_hpas = any(s.scale_up is not None for s in spec.mitigation.steps)
     deployments, replicasets, incidents, hpas, *found = await asyncio.gather(
-        kube.list_deployments(namespace, selector_string(spec.target.selector)),
-        kube.list_replicasets(namespace),
-        kube.list_incidents(namespace, f"{POLICY_LABEL}={name}"),
-        kube.list_hpas(namespace) if needs_hpas else _nothing(),
+        world.deployments(namespace, spec.target.selector),
+        world.replicasets(namespace),
+        world.incidents(namespace, name),
+        world.hpas(namespace) if needs_hpas else _nothing(),
         *(source(kube, namespace, kind, obj) for kind, obj in wanted),
     )
     previous = {t.name: t for t in status.targets}

@@ -1,0 +1,149 @@
+"""Where the read phase gets the objects around a policy: watch caches, or plain LISTs.
+
+`Cached` answers from kopf indices (watches of Deployments, ReplicaSets, Incidents and HPAs),
+so a steady-state round makes no LIST call: the scale path. `Listed` asks the API server,
+for callers without a running operator (the cycle tests, the CLI).
+
+A cache can lag a write by a moment. Every write the cycle makes is guarded (patches test
+generation and annotations, status writes carry the resourceVersion they were based on), so
+a stale copy can only cost one cycle, never a wrong write. The one gap a guard cannot close,
+an Incident this operator just created that the cache does not show yet, is closed by
+remembering it: without that, the next round would open a second Incident.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from ..kube import Kube, matches, selector_string
+from ..models.common import LabelSelector
+from .snapshot import POLICY_LABEL
+
+Body = dict[str, Any]
+REMEMBER_FOR = 120.0  # seconds an Incident we created is kept beside the cache
+
+
+class World(Protocol):
+    async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]: ...
+
+    async def replicasets(self, namespace: str) -> list[Body]: ...
+
+    async def incidents(self, namespace: str, policy: str) -> list[Body]: ...
+
+    async def hpas(self, namespace: str) -> list[Body]: ...
+
+    def created(self, incident: Body) -> None: ...
+
+
+class Listed:
+    """LIST calls, one per kind per round."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
+        return await self.kube.list_deployments(namespace, selector_string(selector))
+
+    async def replicasets(self, namespace: str) -> list[Body]:
+        return await self.kube.list_replicasets(namespace)
+
+    async def incidents(self, namespace: str, policy: str) -> list[Body]:
+        return await self.kube.list_incidents(namespace, f"{POLICY_LABEL}={policy}")
+
+    async def hpas(self, namespace: str) -> list[Body]:
+        return await self.kube.list_hpas(namespace)
+
+    def created(self, incident: Body) -> None:
+        pass  # a LIST sees it
+
+
+class Cached:
+    """kopf indices, keyed by namespace (Incidents by namespace and policy); values are trimmed copies."""
+
+    def __init__(self, indices: Mapping[str, Any], remembered: dict[tuple[str, str], tuple[float, Body]]) -> None:
+        self.indices = indices
+        self.remembered = remembered  # shared by every policy loop of the operator
+
+    def _values(self, index: str, key: Any) -> list[Body]:
+        store = self.indices[index].get(key)
+        return [dict(v) for v in store] if store is not None else []
+
+    async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
+        found = self._values("deployment_index", namespace)
+        return [d for d in found if matches(selector, d["metadata"].get("labels") or {})]
+
+    async def replicasets(self, namespace: str) -> list[Body]:
+        return self._values("replicaset_index", namespace)
+
+    async def hpas(self, namespace: str) -> list[Body]:
+        return self._values("hpa_index", namespace)
+
+    async def incidents(self, namespace: str, policy: str) -> list[Body]:
+        found = self._values("incident_index", (namespace, policy))
+        seen = {i["metadata"]["name"] for i in found}
+        now = time.monotonic()
+        for key, (at, body) in list(self.remembered.items()):
+            if now - at > REMEMBER_FOR:
+                del self.remembered[key]
+            elif key[0] == namespace and key[1] not in seen and body["metadata"]["labels"][POLICY_LABEL] == policy:
+                found.append(body)
+        return found
+
+    def created(self, incident: Body) -> None:
+        meta = incident["metadata"]
+        self.remembered[(meta["namespace"], meta["name"])] = (time.monotonic(), incident)
+
+
+# --- what the indices keep: only the fields the cycle reads --------------------------------------
+
+
+def _pick(source: Mapping[str, Any], keys: Iterable[str]) -> Body:
+    return {k: _plain(source[k]) for k in keys if k in source}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+_META = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "annotations", "creationTimestamp")
+
+
+def trim_deployment(body: Mapping[str, Any]) -> Body:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _pick(body["metadata"], _META),
+        "spec": _pick(body.get("spec") or {}, ("replicas", "selector", "template", "paused")),
+    }
+
+
+def trim_replicaset(body: Mapping[str, Any]) -> Body:
+    meta = _pick(body["metadata"], (*_META, "ownerReferences"))
+    # Only when each manager last wrote the object: what rollback uses to date a revision.
+    meta["managedFields"] = [
+        _pick(m, ("time", "subresource")) for m in body["metadata"].get("managedFields") or [] if m.get("time")
+    ]
+    return {"metadata": meta, "spec": _pick(body.get("spec") or {}, ("template",))}
+
+
+def trim_hpa(body: Mapping[str, Any]) -> Body:
+    return {
+        "metadata": _pick(body["metadata"], _META),
+        "spec": _pick(body.get("spec") or {}, ("scaleTargetRef", "minReplicas", "maxReplicas")),
+    }
+
+
+def trim_incident(body: Mapping[str, Any]) -> Body:
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": _pick(body["metadata"], _META),
+        "spec": _plain(body.get("spec") or {}),
+        "status": _plain(body.get("status") or {}),
+    }
