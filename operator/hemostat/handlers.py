@@ -43,7 +43,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hemostat.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="hemostat.dev")
     settings.persistence.finalizer = "hemostat.dev/finalizer"
-    settings.posting.enabled = False  # Events are the Incident timeline, posted by the engine
+    settings.posting.enabled = False  # Events are the Incident timeline, posted by the cycle
     # No cluster-wide scanning of CRDs and namespaces: the CRDs are installed before the
     # operator (the chart does it), and namespaces are named, so RBAC needs no cluster scope.
     settings.scanning.disabled = True
@@ -55,7 +55,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.connect_timeout = 10
     config = memo.config
     http = httpx.AsyncClient(trust_env=False)
-    kube = Kube()
+    metrics = Metrics()
+    kube = Kube(on_call=lambda method: metrics.kube_requests.labels(method=method).inc())
     providers: dict[str, PrometheusProvider] = {}
 
     def provider_for(url: str) -> PrometheusProvider:
@@ -64,7 +65,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         return providers[url]
 
     memo.http = http
-    metrics = Metrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
     settings_ = Settings(config.prometheus_url, config.dry_run, config.incident_retention)

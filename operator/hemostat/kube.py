@@ -15,6 +15,7 @@ import asyncio
 import base64
 import functools
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -106,7 +107,14 @@ def matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None, *, timeout: float = 30.0, workers: int = 16) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        *,
+        timeout: float = 30.0,
+        workers: int = 16,
+        on_call: Callable[[str], None] | None = None,
+    ) -> None:
         self.api = api_client or client.ApiClient()
         self.apps = client.AppsV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
@@ -114,9 +122,12 @@ class Kube:
         self.autoscaling = client.AutoscalingV2Api(self.api)
         self.timeout = timeout
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self.on_call = on_call  # counts each call by client method (the operator's metrics)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", (min(5.0, self.timeout), self.timeout))
+        if self.on_call is not None:
+            self.on_call(fn.__name__)
         call = functools.partial(fn, *args, **kwargs)
         try:
             result = await asyncio.get_running_loop().run_in_executor(self.pool, call)

@@ -48,6 +48,12 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.kube_requests = Counter(
+            "hemostat_kube_requests",
+            "Kubernetes API calls the cycle made, by client method (list_* are LISTs)",
+            ["method"],
+            registry=r,
+        )
         self.last_cycle = Gauge(
             "hemostat_last_evaluation_timestamp_seconds", "When any policy evaluation last completed", registry=r
         )

@@ -159,7 +159,7 @@ def test_outcome_carries_reading_and_threshold() -> None:
 
 
 def test_breach_clock_across_cycles() -> None:
-    """The caller persists breaching_since between cycles, as the engine does."""
+    """The caller persists breaching_since between cycles, as the cycle does."""
     sig = make_signal("err", for_="30s")
     t0 = NOW
     clock: dict[str, datetime] = {}

@@ -2,7 +2,7 @@
 
 Pure functions over (incident status, health, guardrails, now). `next_move` says
 what should happen this cycle; the `record_*` functions return the new status
-after the engine has made it happen, so every timeline entry is written after the
+after the cycle has made it happen, so every timeline entry is written after the
 fact, with the real values. A Resolved incident never moves again.
 """
 

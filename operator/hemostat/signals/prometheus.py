@@ -28,23 +28,24 @@ class PrometheusProvider:
         self._client_timeout = timeout + min(1.0, timeout / 2)
 
     async def read(self, query: str) -> Reading:
-        response = await self._query(query)
-        if isinstance(response, Reading):
-            return response
-        body = _checked(response, query)
-        if isinstance(body, Reading):
-            return body
-        return _guarded(lambda: _from_data(body, query), query)
+        return await self._answer(query, _from_data)
 
     async def read_all(self, query: str) -> list[Series] | Reading:
         """Every series of the answer (a batched signal); an ERROR reading when the query failed."""
+        return await self._answer(query, _all_series)
+
+    async def _answer(self, query: str, parse: Any) -> Any:
+        """Run the query; transport, HTTP, API and shape problems come back as ERROR readings."""
         response = await self._query(query)
         if isinstance(response, Reading):
             return response
         body = _checked(response, query)
         if isinstance(body, Reading):
             return body
-        return _guarded(lambda: _all_series(body, query), query)
+        try:
+            return parse(body, query)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            return Reading.error("bad_response", f"unexpected response shape: {exc!r}", query=query)
 
     async def _query(self, query: str) -> httpx.Response | Reading:
         # POST: a batched query naming thousands of Deployments is longer than a URL may be.
@@ -94,13 +95,6 @@ def _checked(response: httpx.Response, query: str) -> dict[str, Any] | Reading:
     if not isinstance(body, dict):
         return Reading.error("bad_response", f"response is not a JSON object: {_snippet(response.text)}", query=query)
     return body
-
-
-def _guarded(parse: Any, query: str) -> Any:
-    try:
-        return parse()
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-        return Reading.error("bad_response", f"unexpected response shape: {exc!r}", query=query)
 
 
 def _all_series(body: dict[str, Any], query: str) -> list[Series] | Reading:
