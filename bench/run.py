@@ -543,8 +543,16 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
         rss = _rss_kib(op.pid) / 1024
         cpu = _cpu_seconds(op.pid)
     finally:
-        b.core.delete_namespace(ns)
-        time.sleep(10)
+        b.core.delete_namespace(ns)  # while the operator runs, so it releases its finalizers
+        wait(
+            "the policies deleted",
+            lambda: (
+                not b.custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies")[
+                    "items"
+                ]
+            ),
+            timeout=300,
+        )
         b.stop_all()
 
     def delta(prefix: str) -> float:
