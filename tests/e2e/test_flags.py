@@ -45,7 +45,17 @@ SOURCES = {
 
 @pytest.fixture(scope="module")
 def featureflag_crd(testenv: Cluster) -> None:
-    testenv.kubectl("apply", "--server-side", "-f", str(ROOT / "tests" / "e2e" / "fixtures" / "featureflag-crd.yaml"))
+    # The OpenFeature Operator's own CRD (0.9.2, unmodified): the API server validates the kill-switch patch.
+    crd = (
+        ROOT
+        / "tests"
+        / "e2e"
+        / "fixtures"
+        / "crds"
+        / "open-feature-operator"
+        / "core.openfeature.dev_featureflags.yaml"
+    )
+    testenv.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     testenv.kubectl("wait", "--for=condition=Established", "crd/featureflags.core.openfeature.dev", "--timeout=60s")
 
 
