@@ -452,3 +452,22 @@ def test_cli_serves_metrics_and_cleans_up_on_sigterm(fake_api: FakeApi, tmp_path
     assert list(targets.parent.iterdir()) == []
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_exposition_is_rendered_once_per_tick_not_per_scrape(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hemostat.sim.metrics as m
+
+    renders = []
+    real = m.generate_latest
+    monkeypatch.setattr(m, "generate_latest", lambda r: renders.append(1) or real(r))
+    metrics = TrafficMetrics(registry)
+    sim = Simulator(Pods([ObservedPod(STABLE_A1, {RPS: "10"})]), metrics)
+    assert sim.refresh()
+    sim.tick(1.0)
+    render = m.exposition(registry, lambda: metrics.generation)
+    first, again = render(), render()
+    assert first == again and len(renders) == 1
+    sim.tick(1.0)
+    assert render() != first and len(renders) == 2

@@ -122,7 +122,9 @@ class App:
 
     def start(self) -> MetricsServer:
         """Bind, publish the targets file, start the loops; returns the bound server."""
-        self.server = start_metrics_server(self.registry, self.options.host, self.options.port)
+        self.server = start_metrics_server(
+            self.registry, self.options.host, self.options.port, generation=lambda: self.metrics.generation
+        )
         if self.options.targets_file is not None:
             write_targets_file(self.options.targets_file, self.server.target)
         for name, loop in (("sim-poller", self._poll_loop), ("sim-ticker", self._tick_loop)):

@@ -12,12 +12,14 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Metric, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Metric, generate_latest
 from prometheus_client.registry import Collector
 
 from .behaviour import Increment
@@ -52,6 +54,7 @@ class TrafficMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._lock = threading.Lock()
+        self.generation = 0  # bumped by each tick: a scrape between two ticks can reuse the last rendering
         families = CollectorRegistry()
         self.requests = Counter(
             "http_requests",  # exposed as http_requests_total
@@ -81,6 +84,7 @@ class TrafficMetrics:
                 histogram = self.duration.labels(*labels)
                 for _ in range(inc.observations):
                     histogram.observe(inc.latency_seconds)
+            self.generation += 1
 
 
 @dataclass
@@ -114,9 +118,48 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def exposition(registry: CollectorRegistry, generation: Callable[[], int] | None) -> Callable[[], bytes]:
+    """The text exposition, rendered at most once per `generation` (once per tick, not per scrape):
+    at thousands of Pods, rendering is what makes a scrape slow."""
+    lock = threading.Lock()
+    cache: dict[str, Any] = {"generation": None, "body": b""}
+
+    def render() -> bytes:
+        with lock:
+            current = generation() if generation is not None else None
+            if current is None or current != cache["generation"]:
+                cache["body"], cache["generation"] = generate_latest(registry), current
+            return cache["body"]
+
+    return render
+
+
+def start_metrics_server(
+    registry: CollectorRegistry, host: str, port: int, generation: Callable[[], int] | None = None
+) -> MetricsServer:
     """Serve the registry on host:port (0 = any free port); raises OSError if it cannot bind."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    render = exposition(registry, generation)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("PATH_INFO") not in ("/", "/metrics"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found"]
+        body = render()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+        return [body]
+
+    server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
     return MetricsServer(host, int(server.server_port), server, thread)
 
 
