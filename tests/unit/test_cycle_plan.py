@@ -101,7 +101,6 @@ def snapshot(*views: TargetView, spec: MitigationPolicySpec | None = None, **ext
     return Snapshot(
         namespace="shop",
         name=extra.pop("name", "errors"),
-        uid="policy-uid",
         generation=1,
         resource_version="1",
         spec=spec or policy(),

@@ -36,7 +36,6 @@ __all__ = ["Evaluator", "Report", "Settings"]
 
 log = logging.getLogger("hemostat.cycle")
 MAX_QUERIES_IN_FLIGHT = 20  # Prometheus' own default query concurrency
-RETRY = 30.0  # seconds before a cycle that could not run is tried again
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,6 @@ class Report:
     """What a cycle tells the loop that runs it."""
 
     interval: float  # seconds until the next cycle
-    acted: bool = False
     written: str | None = None  # resourceVersion of the status this cycle wrote (for watch liveness)
     exists: bool = True
 
@@ -93,21 +91,21 @@ class Evaluator:
         try:
             snap = await reader.read(self.kube, world, ns, name, self.settings, self, now)
             if snap is None:
-                return Report(interval=RETRY, exists=False)
+                return Report(interval=planner.RETRY, exists=False)
             if snap.spec is not None and self.notifier is not None:
                 self.notifier.settings[f"{ns}/{name}"] = snap.spec.notify
             plan = planner.decide(snap, now)
             acted, written = await self.applier.apply(plan, world)
         except Exception as exc:  # a cycle that cannot run says why on the policy, once
             await self._failed(ns, name, exc, now)
-            return Report(interval=RETRY)
+            return Report(interval=planner.RETRY)
         self._failures.pop(f"{ns}/{name}", None)
         took = time.monotonic() - started
         self.metrics.cycle_duration.labels(acted=str(acted).lower()).observe(took)
         self.metrics.last_cycle.set_to_current_time()
         if acted:
             log.info("policy %s/%s: cycle with an action took %.3fs", ns, name, took)
-        return Report(interval=plan.next_in, acted=acted, written=written)
+        return Report(interval=plan.next_in, written=written)
 
     async def _failed(self, ns: str, name: str, exc: Exception, now: datetime) -> None:
         key, message = f"{ns}/{name}", f"evaluation failed: {one_line(exc)}"
@@ -191,11 +189,7 @@ class Evaluator:
         wanted = step_sources(steps)
         replicasets, hpas, *found = await asyncio.gather(
             self.kube.list_replicasets(ns),
-            self.kube.list_hpas(ns) if any(s.scale_up for s in steps) else _nothing(),
+            self.kube.list_hpas(ns) if any(s.scale_up for s in steps) else reader.nothing(),
             *(reader.source(self.kube, ns, kind, obj) for kind, obj in wanted),
         )
         return planner.objects_for(deployment, replicasets, hpas, dict(zip(wanted, found, strict=True)))
-
-
-async def _nothing() -> list[dict[str, Any]]:
-    return []

@@ -38,7 +38,7 @@ from .snapshot import DETECTION, PAUSED, POLICY_LABEL, TARGET_LABEL, Snapshot, T
 
 Body = dict[str, Any]
 HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
-INVALID_RETRY = timedelta(seconds=30)  # an invalid policy is checked again this often
+RETRY = 30.0  # seconds before an invalid policy, or a cycle that could not run, is tried again
 STATUS_BUDGET = 768 * 1024  # bytes of status.targets: the object stays well under etcd's 1.5 MiB
 FROM_MARKER = "applied before a restart; confirmed from the marker on the changed object"
 
@@ -79,7 +79,7 @@ class CyclePlan:
         """Seconds to the next cycle: the rollout-watch interval while a target is in its window."""
         spec = self.snapshot.spec
         if spec is None:
-            return INVALID_RETRY.total_seconds()
+            return RETRY
         watch = spec.mitigation.rollout_watch
         window = parse_duration(watch.window)
         fresh = any(

@@ -95,7 +95,6 @@ async def read(
     base = Snapshot(
         namespace=namespace,
         name=name,
-        uid=meta["uid"],
         generation=meta.get("generation"),
         resource_version=meta["resourceVersion"],
         spec=spec,
@@ -114,7 +113,7 @@ async def read(
         world.deployments(namespace, spec.target.selector),
         world.replicasets(namespace),
         world.incidents(namespace, name),
-        world.hpas(namespace) if needs_hpas else _nothing(),
+        world.hpas(namespace) if needs_hpas else nothing(),
         *(source(kube, namespace, kind, obj) for kind, obj in wanted),
     )
     previous = {t.name: t for t in status.targets}
@@ -133,7 +132,7 @@ async def read(
     )
 
 
-async def _nothing() -> list[Body]:
+async def nothing() -> list[Body]:
     return []
 
 

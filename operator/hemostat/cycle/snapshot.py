@@ -66,7 +66,6 @@ class TargetView:
 class Snapshot:
     namespace: str
     name: str
-    uid: str
     generation: int | None
     resource_version: str
     spec: MitigationPolicySpec | None
