@@ -104,10 +104,32 @@ def label_value(name: str) -> str:
 def decide(snap: Snapshot, now: datetime) -> CyclePlan:
     if snap.spec is None:
         return CyclePlan(snap, (), now)
-    return CyclePlan(snap, tuple(decide_target(snap, snap.spec, view, now) for view in snap.targets), now)
+    around = Around.of(snap)
+    return CyclePlan(snap, tuple(decide_target(snap, snap.spec, view, now, around) for view in snap.targets), now)
 
 
-def _revision(view: TargetView, snap: Snapshot, now: datetime) -> tuple[int | None, datetime | None]:
+@dataclass(frozen=True)
+class Around:
+    """The namespace's ReplicaSets by owner and HPAs by target, grouped once per cycle (not once per target)."""
+
+    replicasets: Mapping[str, tuple[Body, ...]]
+    hpas: Mapping[str, tuple[Body, ...]]
+
+    @classmethod
+    def of(cls, snap: Snapshot) -> Around:
+        owned: dict[str, list[Body]] = {}
+        for rs in snap.replicasets:
+            for ref in rs["metadata"].get("ownerReferences") or []:
+                owned.setdefault(ref.get("uid", ""), []).append(rs)
+        scalers: dict[str, list[Body]] = {}
+        for hpa in snap.hpas:
+            ref = hpa["spec"]["scaleTargetRef"]
+            if ref.get("kind") == "Deployment":
+                scalers.setdefault(ref.get("name", ""), []).append(hpa)
+        return cls({k: tuple(v) for k, v in owned.items()}, {k: tuple(v) for k, v in scalers.items()})
+
+
+def _revision(view: TargetView, objects: Objects, now: datetime) -> tuple[int | None, datetime | None]:
     """The current revision and when it became current, frozen at first sight.
 
     Frozen because the ReplicaSet's own timestamps move when it is merely scaled
@@ -120,7 +142,7 @@ def _revision(view: TargetView, snap: Snapshot, now: datetime) -> tuple[int | No
     prev = view.previous
     if prev and prev.revision == number and prev.revision_since:
         return number, c.parse_iso(prev.revision_since)
-    current = rollback.facts_from(view.deployment, list(snap.replicasets)).current
+    current = rollback.facts_from(view.deployment, list(objects.replicasets)).current
     return number, min(now, current.rolled_out_at) if current else now
 
 
@@ -137,12 +159,19 @@ def objects_for(deployment: Body, replicasets: Any, hpas: Any, sources: Mapping[
     return Objects(deployment, owned, scalers, sources)
 
 
-def decide_target(snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, now: datetime) -> TargetPlan:
+def decide_target(
+    snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, now: datetime, around: Around | None = None
+) -> TargetPlan:
+    around = around or Around.of(snap)
+    meta = view.deployment["metadata"]
+    objects = Objects(
+        view.deployment, around.replicasets.get(meta["uid"], ()), around.hpas.get(meta["name"], ()), snap.sources
+    )
     previous = view.previous
     since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
     gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
     health = h.assess(spec.signals, view.readings, since, now, gate)
-    revision, revision_since = _revision(view, snap, now)
+    revision, revision_since = _revision(view, objects, now)
     target = TargetStatus(
         name=view.name,
         verdicts={s.name: s.verdict.value for s in health.signals},
@@ -155,7 +184,6 @@ def decide_target(snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, 
         return TargetPlan(
             view.name, view.deployment, target.model_copy(update={"incident": previous and previous.incident})
         )
-    objects = objects_for(view.deployment, snap.replicasets, snap.hpas, snap.sources)
     if view.incident is not None:
         name, ispec, status = view.incident.name, view.incident.spec, view.incident.status
         plan = TargetPlan(
