@@ -192,4 +192,4 @@ class Evaluator:
             self.kube.list_hpas(ns) if any(s.scale_up for s in steps) else reader.nothing(),
             *(reader.source(self.kube, ns, kind, obj) for kind, obj in wanted),
         )
-        return planner.objects_for(deployment, replicasets, hpas, dict(zip(wanted, found, strict=True)))
+        return planner.Around.of(replicasets, hpas).objects(deployment, dict(zip(wanted, found, strict=True)))

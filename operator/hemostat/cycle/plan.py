@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -104,7 +104,7 @@ def label_value(name: str) -> str:
 def decide(snap: Snapshot, now: datetime) -> CyclePlan:
     if snap.spec is None:
         return CyclePlan(snap, (), now)
-    around = Around.of(snap)
+    around = Around.of(snap.replicasets, snap.hpas)
     return CyclePlan(snap, tuple(decide_target(snap, snap.spec, view, now, around) for view in snap.targets), now)
 
 
@@ -116,17 +116,22 @@ class Around:
     hpas: Mapping[str, tuple[Body, ...]]
 
     @classmethod
-    def of(cls, snap: Snapshot) -> Around:
+    def of(cls, replicasets: Iterable[Body], hpas: Iterable[Body]) -> Around:
         owned: dict[str, list[Body]] = {}
-        for rs in snap.replicasets:
+        for rs in replicasets:
             for ref in rs["metadata"].get("ownerReferences") or []:
                 owned.setdefault(ref.get("uid", ""), []).append(rs)
         scalers: dict[str, list[Body]] = {}
-        for hpa in snap.hpas:
+        for hpa in hpas:
             ref = hpa["spec"]["scaleTargetRef"]
             if ref.get("kind") == "Deployment":
                 scalers.setdefault(ref.get("name", ""), []).append(hpa)
         return cls({k: tuple(v) for k, v in owned.items()}, {k: tuple(v) for k, v in scalers.items()})
+
+    def objects(self, deployment: Body, sources: Mapping[SourceKey, Body | None]) -> Objects:
+        """The objects around one Deployment: its own ReplicaSets, the HPAs that scale it, the flag sources."""
+        meta = deployment["metadata"]
+        return Objects(deployment, self.replicasets.get(meta["uid"], ()), self.hpas.get(meta["name"], ()), sources)
 
 
 def _revision(view: TargetView, objects: Objects, now: datetime) -> tuple[int | None, datetime | None]:
@@ -146,27 +151,11 @@ def _revision(view: TargetView, objects: Objects, now: datetime) -> tuple[int | 
     return number, min(now, current.rolled_out_at) if current else now
 
 
-def objects_for(deployment: Body, replicasets: Any, hpas: Any, sources: Mapping[SourceKey, Body | None]) -> Objects:
-    """The objects around one Deployment: its own ReplicaSets, the HPAs that scale it, the flag sources."""
-    uid, name = deployment["metadata"]["uid"], deployment["metadata"]["name"]
-    owned = tuple(
-        rs for rs in replicasets if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])
-    )
-    ref = ("Deployment", name)
-    scalers = tuple(
-        x for x in hpas if (x["spec"]["scaleTargetRef"].get("kind"), x["spec"]["scaleTargetRef"].get("name")) == ref
-    )
-    return Objects(deployment, owned, scalers, sources)
-
-
 def decide_target(
     snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, now: datetime, around: Around | None = None
 ) -> TargetPlan:
-    around = around or Around.of(snap)
-    meta = view.deployment["metadata"]
-    objects = Objects(
-        view.deployment, around.replicasets.get(meta["uid"], ()), around.hpas.get(meta["name"], ()), snap.sources
-    )
+    around = around or Around.of(snap.replicasets, snap.hpas)
+    objects = around.objects(view.deployment, snap.sources)
     previous = view.previous
     since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
     gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
