@@ -73,6 +73,16 @@ class Bench:
         self.procs.append(proc)
         return proc
 
+    def simulator(self, name: str, targets_file: str, *args: str) -> subprocess.Popen:
+        """The traffic simulator, registered with Prometheus through its own file_sd entry."""
+        targets = f"{self.env['HEMOSTAT_PROMETHEUS_TARGETS']}/{targets_file}"
+        return self.start(name, "-m", "hemostat.sim", "--targets-file", targets, *args)
+
+    def operator(self, name: str, namespaces: list[str], metrics_port: int = 0) -> subprocess.Popen:
+        """A standalone operator watching `namespaces`, its health endpoint off; logs to bench/results/<name>.log."""
+        args = ["run", "--standalone", "--health-port", "0", "--metrics-port", str(metrics_port), "-n", *namespaces]
+        return self.start(name, "-m", "hemostat", *args)
+
     def stop_all(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -169,31 +179,9 @@ def latency(
     kind: str = "latency",
 ) -> dict[str, Any]:
     b = Bench()
-    b.start(
-        "simulator",
-        "-m",
-        "hemostat.sim",
-        "--targets-file",
-        f"{b.env['HEMOSTAT_PROMETHEUS_TARGETS']}/bench-sim.json",
-        "--tick",
-        "0.1",
-        "--resync",
-        "0.25",
-    )
+    b.simulator("simulator", "bench-sim.json", "--tick", "0.1", "--resync", "0.25")
     stamp = datetime.now(UTC).strftime("%H%M%S")
-    b.start(
-        "operator",
-        "-m",
-        "hemostat",
-        "run",
-        "--standalone",
-        "--health-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "-n",
-        *[f"bench-{stamp}-{i}" for i in range(runs)],
-    )
+    b.operator("operator", [f"bench-{stamp}-{i}" for i in range(runs)])
     rows = []
     try:
         for i in range(runs):
@@ -351,15 +339,7 @@ def soak(minutes: float, namespaces: int, per_namespace: int, policies_per_names
     b = Bench()
     stamp = datetime.now(UTC).strftime("%H%M%S")
     names = [f"soak-{stamp}-{i}" for i in range(namespaces)]
-    b.start(
-        "soak-simulator",
-        "-m",
-        "hemostat.sim",
-        "--targets-file",
-        f"{b.env['HEMOSTAT_PROMETHEUS_TARGETS']}/soak-sim.json",
-        "--resync",
-        "2",
-    )
+    b.simulator("soak-simulator", "soak-sim.json", "--resync", "2")
     for ns in names:
         b.namespace(ns)
         for j in range(per_namespace):
@@ -371,19 +351,7 @@ def soak(minutes: float, namespaces: int, per_namespace: int, policies_per_names
             b.policy(ns, f"group-{p}", selector, interval="10s", for_="30s")
     total = namespaces * per_namespace
     print(f"soak: {total} Deployments, {namespaces * policies_per_namespace} policies; operator starting", flush=True)
-    op = b.start(
-        "soak-operator",
-        "-m",
-        "hemostat",
-        "run",
-        "--standalone",
-        "--health-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "-n",
-        *names,
-    )
+    op = b.operator("soak-operator", names)
     samples = []
     start = time.monotonic()
     try:
@@ -503,31 +471,9 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
             },
         }
         b.custom.create_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", body)
-    b.start(
-        "scale-simulator",
-        "-m",
-        "hemostat.sim",
-        "--targets-file",
-        f"{b.env['HEMOSTAT_PROMETHEUS_TARGETS']}/scale-sim.json",
-        "--resync",
-        "5",
-        "--tick",
-        "1",
-    )
+    b.simulator("scale-simulator", "scale-sim.json", "--resync", "5", "--tick", "1")
     port = 18000 + os.getpid() % 1000
-    op = b.start(
-        "scale-operator",
-        "-m",
-        "hemostat",
-        "run",
-        "--standalone",
-        "--health-port",
-        "0",
-        "--metrics-port",
-        str(port),
-        "-n",
-        ns,
-    )
+    op = b.operator("scale-operator", [ns], metrics_port=port)
     metrics = f"http://127.0.0.1:{port}/metrics"
     try:
 
