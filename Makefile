@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench kind-up kind-down clean
+.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench image kind-up kind-down clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ test: $(STAMP) testenv-up ## everything: lint, unit and end-to-end tests
 
 demo: $(STAMP) testenv-deps ## watch an automatic rollback on the local control plane
 	hack/demo.sh
+
+image: ## build the operator image (docker, else podman; IMAGE=localhost/hemostat:dev) and print its size
+	hack/image.sh
 
 kind-up: ## create a kind cluster for users with Docker (writes .kind/kubeconfig)
 	@command -v kind >/dev/null || { echo "kind is not installed: https://kind.sigs.k8s.io" >&2; exit 1; }
