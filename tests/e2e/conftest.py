@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from processes import Proc, prom_value, python_module
+from container import IMAGE, ChartPod, ContainerProc, container_command, readable_kubeconfig, render_pod
+from processes import Proc, free_port, prom_value, python_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,12 +131,16 @@ def simulator(testenv: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 class Operators:
-    """Starts `hemostat run` processes for one test; stops them and shows logs at the end."""
+    """Starts operators for one test, as host processes or as the image; stops them and shows logs at the end."""
 
-    def __init__(self, testenv: Cluster, log_dir: Path) -> None:
+    def __init__(self, testenv: Cluster, log_dir: Path, image_env: dict[str, str] | None = None) -> None:
         self.testenv, self.log_dir, self.procs = testenv, log_dir, []
+        self.image_env = image_env  # set: run the image with the chart's pod settings
+        self._pod: ChartPod | None = None
 
     def start(self, namespace: str, *extra: str, env: dict[str, str] | None = None, name: str = "operator") -> Proc:
+        if self.image_env is not None:
+            return self._start_image(namespace, list(extra), env or {}, name)
         args = [*python_module("hemostat"), "run", "-n", namespace, "--health-port", "0", "--metrics-port", "0", *extra]
         if "--priority" not in extra:
             args.append("--standalone")
@@ -142,13 +148,73 @@ class Operators:
         self.procs.append(proc)
         return proc
 
+    def _start_image(self, namespace: str, extra: list[str], env: dict[str, str], name: str) -> Proc:
+        assert self.image_env is not None
+        if self._pod is None:
+            self._pod = render_pod(self.testenv.env, f"prometheusUrl={self.testenv.prometheus_url}")
+        health = free_port()
+        # host network here, so: loopback only, and ports of its own (the chart's would collide)
+        ports = ["--bind-address=127.0.0.1", f"--health-port={health}", f"--metrics-port={free_port()}"]
+        source = env.pop("KUBECONFIG", self.testenv.kubeconfig)
+        kubeconfig = readable_kubeconfig(source, self.log_dir / f"kube-{len(self.procs)}")
+        container, cmd = container_command(self._pod, namespace, [*ports, *extra], env, kubeconfig)
+        proc = ContainerProc(f"{name}-{len(self.procs)}", cmd, self.image_env, self.log_dir, container).start()
+        self.procs.append(proc)
+        # what the kubelet's probes ask
+        wait_for("/healthz of the operator's container", lambda: healthy(health) or not proc.alive(), 60)
+        assert proc.alive(), f"the operator's container exited:\n{proc.log()}"
+        return proc
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log()}" for p in self.procs)
 
 
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _image_wanted() -> bool:
+    if os.environ.get("HEMOSTAT_E2E_IMAGE") == "0":
+        if os.environ.get("CI"):
+            raise pytest.UsageError("HEMOSTAT_E2E_IMAGE=0 is for fast local runs; CI always tests the image")
+        return False
+    return True
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # tests marked `image` run twice: with the operator as a host process and as the image
+    if metafunc.definition.get_closest_marker("image") and "operators" in metafunc.fixturenames:
+        metafunc.parametrize("operator_mode", ["process", "image"] if _image_wanted() else ["process"])
+
+
 @pytest.fixture
-def operators(testenv: Cluster, crds: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Operators]:
-    ops = Operators(testenv, tmp_path)
+def operator_mode() -> str:
+    return "process"
+
+
+@pytest.fixture(scope="session")
+def operator_image() -> dict[str, str]:
+    """Build the image once per session (hack/image.sh); the environment podman needs to run it."""
+    env = {**os.environ, "IMAGE": IMAGE}
+    proc = subprocess.run([str(ROOT / "hack" / "image.sh")], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"building the image failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
+    print(proc.stderr.strip().splitlines()[-1])
+    cache = Path(os.environ.get("HEMOSTAT_CACHE", Path.home() / ".cache" / "hemostat"))
+    conf = cache / "image" / "containers.conf"
+    return {**os.environ, **({"CONTAINERS_CONF": str(conf)} if conf.exists() else {})}
+
+
+@pytest.fixture
+def operators(
+    testenv: Cluster, crds: None, tmp_path: Path, request: pytest.FixtureRequest, operator_mode: str
+) -> Iterator[Operators]:
+    image_env = request.getfixturevalue("operator_image") if operator_mode == "image" else None
+    ops = Operators(testenv, tmp_path, image_env)
     yield ops
     for p in ops.procs:
         p.stop()

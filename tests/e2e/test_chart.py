@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, Cluster, wait_for
+from container import kube_version
 from processes import free_port, prom_value
 from scenarios import app, deployment_state, policy, rollout, target_verdict, wait_phase, wait_ready
 
 CHART = ROOT / "charts" / "hemostat"
-KUBE_VERSION = re.search(r"K8S_VERSION=v(\S+)", (ROOT / "hack" / "versions.env").read_text()).group(1)
+KUBE_VERSION = kube_version()
 
 
 def helm(testenv: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -145,6 +146,7 @@ def installed(testenv: Cluster, crds: None, namespace: str):
     testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
 
 
+@pytest.mark.image
 def test_operator_works_with_exactly_the_charts_permissions(
     testenv: Cluster, namespace: str, simulator, installed, operators, tmp_path: Path
 ) -> None:
@@ -192,7 +194,7 @@ def test_operator_works_with_exactly_the_charts_permissions(
     try:
         operators.start(
             namespace,
-            *("--kubeconfig", str(kubeconfig), "--metrics-port", str(port)),
+            *("--metrics-port", str(port)),
             *("--leader-election", "--lease-namespace", system, "--lease-name", account),
             env={"KUBECONFIG": str(kubeconfig)},
         )

@@ -67,6 +67,7 @@ def stored_flag(testenv: Cluster, ns: str, kind: str) -> tuple[dict, dict]:
     return ff["spec"]["flagSpec"]["flags"]["new-pricing"], ff["metadata"]["annotations"]
 
 
+@pytest.mark.image
 @pytest.mark.parametrize("kind", list(SOURCES))
 def test_flag_errors_are_stopped_by_the_kill_switch(
     testenv: Cluster, namespace: str, simulator, operators, featureflag_crd: None, kind: str

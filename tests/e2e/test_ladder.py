@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import Cluster, deployment, wait_for
 from scenarios import condition, policy, wait_phase
 
@@ -30,6 +31,7 @@ def reasons(inc: dict) -> list[str]:
     return [e["reason"] for e in inc["status"]["timeline"]]
 
 
+@pytest.mark.image
 def test_overload_skips_rollback_then_scales_up_and_latency_recovers(
     testenv: Cluster, namespace: str, simulator, operators
 ) -> None:

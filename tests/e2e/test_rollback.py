@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from conftest import Cluster, wait_for
 from kubernetes import client
 from kubernetes import config as kube_config
@@ -42,6 +43,7 @@ def _healthy_baseline(testenv: Cluster, ns: str, name: str, operators, **policy_
     wait_for("a healthy verdict", lambda: target_verdict(testenv, ns, name, name) == "Healthy", timeout=60)
 
 
+@pytest.mark.image
 def test_bad_rollout_is_rolled_back_and_resolved(testenv: Cluster, namespace: str, simulator, operators) -> None:
     operators.start(namespace)
     _healthy_baseline(testenv, namespace, "checkout", operators)
