@@ -24,6 +24,8 @@ def _run(args: argparse.Namespace) -> int:
     from .config import OperatorConfig, load_kube_config
     from .runner import run_operator
 
+    if args.metrics_port and args.metrics_port == args.health_port:
+        raise UserError(f"--metrics-port and --health-port are both {args.metrics_port}: give each its own port")
     load_kube_config(args.kubeconfig)
     retention = _retention(args.incident_retention)
     config = OperatorConfig(
@@ -41,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         lease_name=args.lease_name,
         lease_duration=args.lease_duration,
     )
-    run_operator(config, log_level=args.log_level)
+    run_operator(config, log_level=args.log_level, log_format=args.log_format)
     return 0
 
 
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-name", default="hemostat", help="name of the Lease (default: hemostat)")
     run.add_argument("--lease-duration", type=float, default=15.0, help="seconds before a silent leader is replaced")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--log-format", default="plain", choices=["plain", "json"], help="plain lines, or one JSON object per line"
+    )
     run.set_defaults(func=_run)
 
     inc = sub.add_parser("incident", help="acknowledge, annotate or resolve an Incident")

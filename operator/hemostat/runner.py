@@ -10,11 +10,21 @@ import kopf
 from .config import OperatorConfig
 
 
-def run_operator(config: OperatorConfig, log_level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", fmt: str = "plain") -> None:
+    """Plain lines for people, or one JSON object per line (kopf's formatter) for log pipelines."""
+    if fmt == "json":
+        # kopf's JSON formatter; records about an object carry its reference under "object"
+        kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per query would drown the log
+
+
+def run_operator(config: OperatorConfig, log_level: str = "INFO", log_format: str = "plain") -> None:
     from . import handlers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per query would drown the log
+    configure_logging(log_level, log_format)
     liveness = f"http://{config.bind_address}:{config.health_port}/healthz" if config.health_port else None
     asyncio.run(
         kopf.operator(
