@@ -14,6 +14,6 @@ OUT=${1:-$ROOT/manifests/install.yaml}
   echo "apiVersion: v1"
   echo "kind: Namespace"
   echo "metadata: {name: hemostat-system}"
-  "$HELM" template hemostat "$ROOT/charts/hemostat" --namespace hemostat-system --include-crds \
+  "$HELM" template hemostat "$ROOT/charts/hemostat" --namespace hemostat-system \
     --kube-version "${K8S_VERSION#v}"
 } > "$OUT"

@@ -199,8 +199,8 @@ def write(out_dir: Path) -> list[Path]:
     return written
 
 
-# The Helm chart installs its own copy; both are generated, and both are drift-tested.
-OUTPUT_DIRS = (Path("crds"), Path("charts/hemostat/crds"))
+# The Helm chart renders its own copy (templates/crds.yaml); both are generated and drift-tested.
+OUTPUT_DIRS = (Path("crds"), Path("charts/hemostat/files/crds"))
 
 if __name__ == "__main__":
     import sys

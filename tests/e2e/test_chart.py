@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -117,6 +118,76 @@ def test_values_schema_rejects_bad_values(testenv: Cluster, value: str, fragment
     assert proc.returncode != 0 and fragment in proc.stderr
 
 
+def test_day_two_values_reach_the_pod(testenv: Cluster) -> None:
+    docs = render(
+        testenv,
+        "extraArgs={--incident-retention=7d}",
+        "extraEnv[0].name=HTTPS_PROXY",
+        "extraEnv[0].value=http://proxy:3128",
+        "extraVolumes[0].name=ca",
+        "extraVolumes[0].configMap.name=corp-ca",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumeMounts[0].mountPath=/etc/corp-ca",
+        "podLabels.team=sre",
+        "podAnnotations.owner=sre",
+        "priorityClassName=system-cluster-critical",
+        "nodeSelector.pool=system",
+        "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Exists",
+        "topologySpreadConstraints[0].maxSkew=1",
+        "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "logFormat=json",
+    )
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["args"][-1] == "--incident-retention=7d" and "--log-format=json" in container["args"]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+    assert container["volumeMounts"] == [{"name": "ca", "mountPath": "/etc/corp-ca"}]
+    assert pod["spec"]["volumes"] == [{"name": "ca", "configMap": {"name": "corp-ca"}}]
+    assert pod["metadata"]["labels"]["team"] == "sre" and pod["metadata"]["annotations"] == {"owner": "sre"}
+    assert pod["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert pod["spec"]["nodeSelector"] == {"pool": "system"}
+    assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert pod["spec"]["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    # the Service selects by the fixed selector labels, never by podLabels
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "hemostat",
+        "app.kubernetes.io/instance": "hemostat",
+    }
+
+
+def test_updates_keep_a_replica_and_drains_keep_one_when_there_are_several(testenv: Cluster) -> None:
+    (dep,) = [d for d in render(testenv) if d["kind"] == "Deployment"]
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert not [d for d in render(testenv) if d["kind"] == "PodDisruptionBudget"], "one replica: a PDB blocks drains"
+    (pdb,) = [d for d in render(testenv, "replicaCount=2") if d["kind"] == "PodDisruptionBudget"]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_metrics_and_health_ports_cannot_collide(testenv: Cluster) -> None:
+    args = ["template", "hemostat", str(CHART), "--kube-version", KUBE_VERSION]
+    proc = helm(testenv, *args, "--set", "metrics.port=9000", "--set", "health.port=9000", check=False)
+    assert proc.returncode != 0 and "metrics.port and health.port are both 9000" in proc.stderr
+
+
+def test_the_chart_works_as_a_subchart_with_global_values(testenv: Cluster, tmp_path: Path) -> None:
+    parent = tmp_path / "platform"
+    (parent / "charts").mkdir(parents=True)
+    shutil.copytree(CHART, parent / "charts" / "hemostat")
+    (parent / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\ndependencies:\n- {name: hemostat, version: 0.1.0}\n"
+    )
+    (parent / "values.yaml").write_text(
+        "global: {imageRegistry: registry.corp, labels: {team: platform}}\nhemostat: {logFormat: json}\n"
+    )
+    out = helm(testenv, "template", "platform", str(parent), "--kube-version", KUBE_VERSION).stdout
+    (dep,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"]
+    assert "--log-format=json" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 def test_plain_manifests_are_rendered_from_the_chart(tmp_path: Path, testenv: Cluster) -> None:
     out = tmp_path / "install.yaml"
     subprocess.run([str(ROOT / "hack" / "render-manifests.sh"), str(out)], check=True, env=testenv.env)
@@ -140,6 +211,8 @@ def installed(testenv: Cluster, crds: None, namespace: str):
         "90s",
         "--set",
         f"watchNamespaces={{{namespace}}}",
+        "--set",
+        "crds.install=false",  # the session's CRDs are not this release's; the upgrade test hands them over
     )
     yield release, system
     helm(testenv, "uninstall", release, "-n", system, check=False)

@@ -10,7 +10,7 @@ from hemostat.crdgen import crds, render
 ROOT = Path(__file__).parents[2]
 
 
-@pytest.mark.parametrize("directory", ["crds", "charts/hemostat/crds"])
+@pytest.mark.parametrize("directory", ["crds", "charts/hemostat/files/crds"])
 def test_crd_files_match_the_models(directory: str) -> None:
     generated = crds()
     on_disk = {p.name for p in (ROOT / directory).glob("*.yaml")}
