@@ -188,6 +188,54 @@ def test_the_chart_works_as_a_subchart_with_global_values(testenv: Cluster, tmp_
     assert "--log-format=json" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def _keeps_probe_field(testenv: Cluster, namespace: str) -> bool:
+    """Does the API server serve Incident spec.upgradeProbe, or prune it as unknown?"""
+    incident = {
+        "apiVersion": "hemostat.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "probe", "namespace": namespace},
+        "spec": {"severity": "SEV3", "summary": "probe", "target": {"name": "x"}, "upgradeProbe": "v2"},
+    }
+    create = ["create", "--dry-run=server", "--validate=ignore", "-o", "json", "-f", "-"]  # prune, do not refuse
+    out = testenv.kubectl(*create, input=json.dumps(incident)).stdout
+    return json.loads(out)["spec"].get("upgradeProbe") == "v2"
+
+
+def test_helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them(
+    testenv: Cluster, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    release, system = f"crd-{namespace[-8:]}", f"crd-{namespace[-8:]}-system"
+    names = ["incidents.hemostat.dev", "mitigationpolicies.hemostat.dev"]
+    chart = tmp_path / "hemostat"
+    shutil.copytree(CHART, chart)
+    common = ["-n", system, "--set", f"watchNamespaces={{{namespace}}}"]
+    try:
+        # the session created the CRDs; hand them to this release as Helm adopts objects
+        for name in names:
+            testenv.kubectl("annotate", "--overwrite", "crd", name, f"meta.helm.sh/release-name={release}")
+            testenv.kubectl("annotate", "--overwrite", "crd", name, f"meta.helm.sh/release-namespace={system}")
+            testenv.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
+        helm(testenv, "install", release, str(chart), "--create-namespace", *common)
+        assert not _keeps_probe_field(testenv, namespace), "the field must be unknown before the upgrade"
+
+        # the next chart version adds a field to the Incident CRD
+        path = chart / "files" / "crds" / "hemostat.dev_incidents.yaml"
+        crd = yaml.safe_load(path.read_text())
+        spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        spec["properties"]["upgradeProbe"] = {"type": "string"}
+        path.write_text(yaml.safe_dump(crd))
+        helm(testenv, "upgrade", release, str(chart), *common)
+        wait_for("the new field served", lambda: _keeps_probe_field(testenv, namespace), 30)
+
+        helm(testenv, "uninstall", release, "-n", system)
+        for name in names:
+            assert testenv.get("crd", name)["metadata"]["name"] == name, "uninstall must keep the CRDs"
+    finally:
+        # back to the session's CRDs exactly (replace drops the added field and Helm's ownership)
+        testenv.kubectl("replace", "-f", str(ROOT / "crds"))
+        testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
+
+
 def test_plain_manifests_are_rendered_from_the_chart(tmp_path: Path, testenv: Cluster) -> None:
     out = tmp_path / "install.yaml"
     subprocess.run([str(ROOT / "hack" / "render-manifests.sh"), str(out)], check=True, env=testenv.env)
