@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import ROOT, Cluster, wait_for
 from container import kube_version
-from processes import free_port, prom_value
+from processes import free_port, prom_query, prom_value
 from scenarios import app, deployment_state, policy, rollout, target_verdict, wait_phase, wait_ready
 
 CHART = ROOT / "charts" / "hemostat"
@@ -236,6 +236,38 @@ def test_helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them(
         testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
 
 
+MONITORING = CHART / "files" / "monitoring"
+
+
+def dashboard_queries(job: str) -> list[tuple[str, str]]:
+    """The dashboard's queries, with Grafana's variables as a user's dashboard would fill them."""
+    dashboard = json.loads((MONITORING / "hemostat-dashboard.json").read_text())
+    fill = {"$job": job, "$__rate_interval": "1m", "$__range": "1h"}
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for var, value in fill.items():
+                expr = expr.replace(var, value)
+            assert "$" not in expr, f"unfilled variable in {expr}"
+            queries.append((panel["title"], expr))
+    return queries
+
+
+def test_alert_rules_pass_promtool_and_their_unit_tests(testenv: Cluster, tmp_path: Path) -> None:
+    rules = MONITORING / "hemostat-rules.yaml"
+    subprocess.run(["promtool", "check", "rules", str(rules)], check=True, capture_output=True)
+    tests = ROOT / "tests" / "monitoring" / "hemostat-rules.test.yaml"
+    proc = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the PrometheusRule the chart renders carries the same groups
+    (rule,) = [d for d in render(testenv, "monitoring.prometheusRule.enabled=true") if d["kind"] == "PrometheusRule"]
+    assert rule["spec"] == yaml.safe_load(rules.read_text())
+    (cm,) = [d for d in render(testenv, "monitoring.grafanaDashboard.enabled=true") if d["kind"] == "ConfigMap"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["hemostat.json"]) == json.loads((MONITORING / "hemostat-dashboard.json").read_text())
+
+
 def test_plain_manifests_are_rendered_from_the_chart(tmp_path: Path, testenv: Cluster) -> None:
     out = tmp_path / "install.yaml"
     subprocess.run([str(ROOT / "hack" / "render-manifests.sh"), str(out)], check=True, env=testenv.env)
@@ -349,6 +381,9 @@ def test_operator_works_with_exactly_the_charts_permissions(
             lambda: testenv.get("deployment", "orders", namespace)["spec"]["replicas"] == 4,
             60,
         )
+        # every panel of the shipped dashboard shows data from this operator
+        for title, expr in dashboard_queries(job="hemostat-operator"):
+            wait_for(f"data for the panel {title!r}: {expr}", lambda e=expr: prom_query(testenv.prometheus_url, e), 30)
     finally:
         target.unlink(missing_ok=True)
     # "Forbidden" is how both kopf and the kubernetes client report a 403
