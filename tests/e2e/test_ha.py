@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 from conftest import Cluster, wait_for
+from processes import free_port
 from scenarios import app, deployment_state, incidents, policy, rollout, target_verdict, wait_ready
 
 
@@ -43,3 +45,27 @@ def test_only_the_leader_acts_and_a_standby_takes_over(testenv: Cluster, namespa
     second = max(_resolved(testenv, namespace), key=lambda i: i["metadata"]["creationTimestamp"])
     assert second["spec"]["previousIncident"] == first["metadata"]["name"]
     assert second["status"]["actions"][0]["from"] == "revision 4 (registry.local/pay:v3)"
+
+
+def test_a_rolling_update_hands_the_lease_over_on_sigterm(testenv: Cluster, namespace: str, operators) -> None:
+    # the chart's RollingUpdate (maxUnavailable 0): the new pod starts as a standby and must be
+    # Ready as one; the old leader, stopped with SIGTERM, releases the Lease instead of letting
+    # it run out (60 s here, twice the time this test waits)
+    ports = [free_port(), free_port()]
+    ha = ("--leader-election", "--lease-namespace", namespace, "--lease-duration", "60")
+    old = operators.start(namespace, *ha, "--health-port", str(ports[0]), name="old")
+    wait_for("the old pod leads", lambda: _holder(testenv, namespace).endswith(f"-{old.popen.pid}"), 30)
+    new = operators.start(namespace, *ha, "--health-port", str(ports[1]), name="new")
+    wait_for("the new pod Ready as a standby", lambda: _healthz(ports[1]) == 200, 30)
+    assert _holder(testenv, namespace).endswith(f"-{old.popen.pid}")
+
+    old.stop()  # SIGTERM, as the kubelet sends it
+    wait_for("the new pod leads", lambda: _holder(testenv, namespace).endswith(f"-{new.popen.pid}"), 30)
+
+
+def _healthz(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status
+    except OSError:
+        return None
