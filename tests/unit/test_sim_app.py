@@ -18,13 +18,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hemostat.sim.app import App, Options, Simulator
-from hemostat.sim.behaviour import ERROR_RATE, LATENCY_MS, RPS, ObservedPod, PodRef
+from hemostat.sim.behaviour import ERROR_RATE, LATENCY_MS, RPS, Increment, ObservedPod, PodRef
 from hemostat.sim.cluster import ClusterError, ClusterPodSource, load_api_client, observed_pods
-from hemostat.sim.metrics import MetricsServer, TrafficMetrics, start_metrics_server
+from hemostat.sim.metrics import LATENCY_BUCKETS, MetricsServer, TrafficMetrics, start_metrics_server
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -79,13 +79,13 @@ class Pods:
 
 
 @pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
+def metrics() -> TrafficMetrics:
+    return TrafficMetrics()
 
 
 @pytest.fixture
-def server(registry: CollectorRegistry) -> Iterator[MetricsServer]:
-    srv = start_metrics_server(registry, "127.0.0.1", 0)
+def server(metrics: TrafficMetrics) -> Iterator[MetricsServer]:
+    srv = start_metrics_server(metrics.exposition, "127.0.0.1", 0)
     yield srv
     srv.stop()
 
@@ -101,7 +101,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 # --- deterministic ticks through the real exporter ---------------------------------
 
 
-def test_scrape_shows_exact_counters_per_hash(registry: CollectorRegistry, server: MetricsServer) -> None:
+def test_scrape_shows_exact_counters_per_hash(metrics: TrafficMetrics, server: MetricsServer) -> None:
     pods = Pods(
         [
             ObservedPod(STABLE_A1, {RPS: "10", LATENCY_MS: "20"}),
@@ -109,7 +109,7 @@ def test_scrape_shows_exact_counters_per_hash(registry: CollectorRegistry, serve
             ObservedPod(CANARY_B1, {RPS: "4", ERROR_RATE: "0.25", LATENCY_MS: "300"}),
         ]
     )
-    sim = Simulator(pods, TrafficMetrics(registry))
+    sim = Simulator(pods, metrics)
     assert sim.refresh()
     for _ in range(3):
         sim.tick(0.5)
@@ -138,9 +138,9 @@ def test_scrape_shows_exact_counters_per_hash(registry: CollectorRegistry, serve
         assert not keys & {"job", "instance", "pod"}, name
 
 
-def test_pods_that_leave_stop_growing_but_stay_exported(registry: CollectorRegistry, server: MetricsServer) -> None:
+def test_pods_that_leave_stop_growing_but_stay_exported(metrics: TrafficMetrics, server: MetricsServer) -> None:
     pods = Pods([ObservedPod(STABLE_A1), ObservedPod(CANARY_B1, {ERROR_RATE: "1"})])
-    sim = Simulator(pods, TrafficMetrics(registry))
+    sim = Simulator(pods, metrics)
     sim.refresh()
     sim.tick(1.0)
     before = scrape(server.url)
@@ -157,10 +157,10 @@ def test_pods_that_leave_stop_growing_but_stay_exported(registry: CollectorRegis
 
 
 def test_source_errors_keep_the_last_pod_set(
-    registry: CollectorRegistry, server: MetricsServer, caplog: pytest.LogCaptureFixture
+    metrics: TrafficMetrics, server: MetricsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     pods = Pods([ObservedPod(STABLE_A1, {RPS: "2"})])
-    sim = Simulator(pods, TrafficMetrics(registry))
+    sim = Simulator(pods, metrics)
     assert sim.refresh()
     pods.error = ClusterError("listing pods failed: connection refused")
     with caplog.at_level(logging.WARNING, logger="hemostat.sim"):
@@ -179,11 +179,9 @@ def test_source_errors_keep_the_last_pod_set(
     assert requests_total(scrape(server.url), STABLE_A1, "200") == pytest.approx(2.0)
 
 
-def test_bad_annotation_warns_once_per_pod_per_value(
-    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_bad_annotation_warns_once_per_pod_per_value(metrics: TrafficMetrics, caplog: pytest.LogCaptureFixture) -> None:
     pods = Pods([ObservedPod(STABLE_A1, {ERROR_RATE: "high"}), ObservedPod(STABLE_A2, {ERROR_RATE: "high"})])
-    sim = Simulator(pods, TrafficMetrics(registry))
+    sim = Simulator(pods, metrics)
     sim.refresh()
     with caplog.at_level(logging.WARNING, logger="hemostat.sim"):
         for _ in range(5):
@@ -454,20 +452,53 @@ def test_cli_serves_metrics_and_cleans_up_on_sigterm(fake_api: FakeApi, tmp_path
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_the_exposition_is_rendered_once_per_tick_not_per_scrape(
-    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import hemostat.sim.metrics as m
-
-    renders = []
-    real = m.generate_latest
-    monkeypatch.setattr(m, "generate_latest", lambda r: renders.append(1) or real(r))
-    metrics = TrafficMetrics(registry)
+def test_the_exposition_is_rendered_once_per_tick_not_per_scrape(metrics: TrafficMetrics) -> None:
     sim = Simulator(Pods([ObservedPod(STABLE_A1, {RPS: "10"})]), metrics)
     assert sim.refresh()
     sim.tick(1.0)
-    render = m.exposition(registry, lambda: metrics.generation)
-    first, again = render(), render()
-    assert first == again and len(renders) == 1
+    first, again = metrics.exposition(), metrics.exposition()
+    assert first == again and metrics.renders == 1
     sim.tick(1.0)
-    assert render() != first and len(renders) == 2
+    assert metrics.exposition() != first and metrics.renders == 2
+
+
+def test_the_hand_written_exposition_says_what_prometheus_client_says(metrics: TrafficMetrics) -> None:
+    """Same increments into prometheus_client's own Counter and Histogram: the same samples."""
+    registry = CollectorRegistry()
+    requests = Counter(
+        "http_requests", "r", ["namespace", "deployment", "pod_template_hash", "code"], registry=registry
+    )
+    duration = Histogram(
+        "http_request_duration_seconds",
+        "d",
+        ["namespace", "deployment", "pod_template_hash"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    odd = PodRef("shop", 'we"ird\\name', "h\nash", "p1")  # escaping, which Kubernetes names never need
+    increments = [
+        Increment(STABLE_A1, 9.5, 0.5, 10, 0.02),
+        Increment(CANARY_B1, 3.0, 1.0, 4, 0.3),
+        Increment(odd, 1.0, 0.0, 0, 0.0),
+        Increment(CANARY_B1, 3.0, 1.0, 4, 10.0),
+    ]
+    for inc in increments:
+        key = (inc.ref.namespace, inc.ref.deployment, inc.ref.pod_template_hash)
+        requests.labels(*key, "200").inc(inc.ok)
+        requests.labels(*key, "500").inc(inc.error)
+        histogram = duration.labels(*key)  # exposed from the first tick, as the simulator does
+        for _ in range(inc.observations):
+            histogram.observe(inc.latency_seconds)
+    metrics.apply(increments)
+
+    def samples(text: str) -> dict:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    ours = samples(metrics.exposition().decode())
+    theirs = samples(generate_latest(registry).decode())
+    assert ours == pytest.approx(theirs) and len(ours) == 3 * (2 + len(LATENCY_BUCKETS) + 3)

@@ -21,8 +21,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from prometheus_client import CollectorRegistry
-
 from .behaviour import Effect, ObservedPod, PodRef, PodTraffic, accrue, capacity, resolve
 from .metrics import (
     MetricsServer,
@@ -113,8 +111,7 @@ class App:
 
     def __init__(self, source: PodSource, options: Options, initial: Sequence[ObservedPod] = ()) -> None:
         self.options = options
-        self.registry = CollectorRegistry()
-        self.metrics = TrafficMetrics(self.registry)
+        self.metrics = TrafficMetrics()
         self.simulator = Simulator(source, self.metrics, options.effects, initial)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -122,9 +119,7 @@ class App:
 
     def start(self) -> MetricsServer:
         """Bind, publish the targets file, start the loops; returns the bound server."""
-        self.server = start_metrics_server(
-            self.registry, self.options.host, self.options.port, generation=lambda: self.metrics.generation
-        )
+        self.server = start_metrics_server(self.metrics.exposition, self.options.host, self.options.port)
         if self.options.targets_file is not None:
             write_targets_file(self.options.targets_file, self.server.target)
         for name, loop in (("sim-poller", self._poll_loop), ("sim-ticker", self._tick_loop)):
