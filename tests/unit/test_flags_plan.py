@@ -18,9 +18,13 @@ TARGETED = {
 }
 
 
-def cm(flags: dict | None = None, annotations: dict | None = None, key: str = "flags.flagd.json") -> dict:
+def cm(
+    flags: dict | None = None, annotations: dict | None = None, key: str = "flags.flagd.json", opted_in: bool = True
+) -> dict:
     data = {key: json.dumps({"flags": flags if flags is not None else {"new-pricing": TARGETED}})}
-    return {"metadata": {"name": "flags", "resourceVersion": "9", "annotations": annotations or {}}, "data": data}
+    labels = {"hemostat.dev/flag-source": "true"} if opted_in else {"app": "pricing"}
+    meta = {"name": "flags", "resourceVersion": "9", "annotations": annotations or {}, "labels": labels}
+    return {"metadata": meta, "data": data}
 
 
 def do(configmap: dict, flag: str = "new-pricing", off: str | None = None):
@@ -111,3 +115,11 @@ def test_featureflag_resource_gets_the_same_kill_switch() -> None:
     assert json.loads(got.patch[3]["value"]) == {"new-pricing": TARGETED}
     missing = plan_featureflag(featureflag({}), step, incident="inc", index=0, now=NOW)
     assert missing == Skip("flag new-pricing is not defined in FeatureFlag shop-flags")
+
+
+def test_a_configmap_that_did_not_opt_in_is_never_changed() -> None:
+    got = do(cm(opted_in=False))
+    assert got == Skip(
+        "ConfigMap flags is not labelled hemostat.dev/flag-source=true: Hemostat changes only ConfigMaps "
+        "that opt in (kubectl label configmap flags hemostat.dev/flag-source=true)"
+    )
