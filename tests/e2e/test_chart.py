@@ -300,19 +300,14 @@ def installed(testenv: Cluster, crds: None, namespace: str):
 
 
 @pytest.mark.image
-def test_operator_works_with_exactly_the_charts_permissions(
-    testenv: Cluster, namespace: str, simulator, installed, operators, tmp_path: Path
-) -> None:
-    release, system = installed
-    account = f"{release}-hemostat"  # the chart's fullname
-    sa = f"system:serviceaccount:{system}:{account}"
+def token_kubeconfig(testenv: Cluster, account: str, system: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig that acts as the ServiceAccount, with a real token (not the admin certificate)."""
     token = testenv.kubectl("create", "token", account, "-n", system, "--duration=1h").stdout.strip()
     server = testenv.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
     ca = testenv.kubectl(
         "config", "view", "--minify", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority}"
     ).stdout
-    kubeconfig = tmp_path / "sa.kubeconfig"
-    kubeconfig.write_text(
+    path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
@@ -324,6 +319,49 @@ def test_operator_works_with_exactly_the_charts_permissions(
             }
         )
     )
+    return path
+
+
+def test_the_operator_may_change_only_configmaps_that_opted_in(
+    testenv: Cluster, namespace: str, installed, tmp_path: Path
+) -> None:
+    release, system = installed
+    kubeconfig = token_kubeconfig(testenv, f"{release}-hemostat", system, namespace, tmp_path / "sa.kubeconfig")
+    for name, labels in (("opted-in", {"hemostat.dev/flag-source": "true"}), ("other", {})):
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"a": "1"}}
+        testenv.apply(cm, namespace)
+    patch = ["patch", "configmap", "--type=merge", "-p", '{"data":{"a":"2"}}', "--kubeconfig", str(kubeconfig)]
+
+    def patch_as_operator(name: str) -> subprocess.CompletedProcess:
+        return testenv.kubectl(*patch[:2], name, *patch[2:], "-n", namespace, check=False)
+
+    # a new admission policy takes a moment to be enforced; ask without writing
+    dry = [*patch[:2], "other", *patch[2:], "-n", namespace, "--dry-run=server"]
+    wait_for("the admission policy enforced", lambda: testenv.kubectl(*dry, check=False).returncode != 0, 30)
+    # RBAC allows both (it cannot tell ConfigMaps apart); the admission policy does not
+    assert patch_as_operator("opted-in").returncode == 0
+    refused = patch_as_operator("other")
+    assert refused.returncode != 0
+    assert "hemostat-flag-sources: the operator may change only ConfigMaps labelled hemostat.dev/flag-source=true" in (
+        refused.stderr
+    )
+    assert f"{namespace}/other is not" in refused.stderr
+    assert testenv.get("configmap", "other", namespace)["data"] == {"a": "1"}
+    # nor may it take the label off, or put it on
+    label = ["label", "configmap", "--overwrite", "--kubeconfig", str(kubeconfig), "-n", namespace]
+    assert testenv.kubectl(*label, "opted-in", "hemostat.dev/flag-source-", check=False).returncode != 0
+    assert testenv.kubectl(*label, "other", "hemostat.dev/flag-source=true", check=False).returncode != 0
+    # a person is not the operator: the policy does not apply to them
+    assert testenv.kubectl("patch", "configmap", "other", "-n", namespace, *patch[2:5]).returncode == 0
+
+
+def test_operator_works_with_exactly_the_charts_permissions(
+    testenv: Cluster, namespace: str, simulator, installed, operators, tmp_path: Path
+) -> None:
+    release, system = installed
+    account = f"{release}-hemostat"  # the chart's fullname
+    sa = f"system:serviceaccount:{system}:{account}"
+    kubeconfig = token_kubeconfig(testenv, account, system, namespace, tmp_path / "sa.kubeconfig")
 
     def can(verb: str, resource: str, ns: str = namespace) -> bool:
         out = testenv.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={sa}", check=False).stdout.strip()

@@ -24,7 +24,7 @@ SOURCES = {
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": "flags"},
+            "metadata": {"name": "flags", "labels": {"hemostat.dev/flag-source": "true"}},  # the opt-in
             "data": {"flags.flagd.json": json.dumps({"flags": {"new-pricing": FLAG}})},
         },
         "flags/flags.flagd.json",

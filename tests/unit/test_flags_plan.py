@@ -75,7 +75,8 @@ def test_skips_say_why(configmap: dict, flag: str, reason: str) -> None:
 
 
 def test_not_flagd_json_is_skipped() -> None:
-    broken = {"metadata": {"name": "flags", "resourceVersion": "1"}, "data": {"flags.flagd.json": "not json"}}
+    broken = cm()
+    broken["data"]["flags.flagd.json"] = "not json"
     assert do(broken) == Skip(
         "ConfigMap flags key flags.flagd.json is not flagd flag JSON (no top-level 'flags' object)"
     )

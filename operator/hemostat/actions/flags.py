@@ -5,6 +5,10 @@ their own code (which may be "on"), and targeting rules override `defaultVariant
 real kill switch keeps the flag ENABLED, sets `defaultVariant` to the off variant and
 drops the targeting. The previous flag spec is kept in an annotation
 (`hemostat.dev/previous-flags`) so a person can restore it.
+
+RBAC cannot grant patch on some ConfigMaps and not others, so a ConfigMap is changed only
+if it carries FLAG_SOURCE_LABEL; the chart's admission policy holds the operator's own
+ServiceAccount to the same rule on the API server.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .base import (
 )
 
 PREVIOUS = "hemostat.dev/previous-flags"
+FLAG_SOURCE_LABEL = "hemostat.dev/flag-source"
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,17 @@ class Facts:
     guard: tuple[dict[str, Any], ...]
     data: dict[str, str]
     annotations: dict[str, str]
+    opted_in: bool
 
 
 def facts_from(configmap: dict[str, Any]) -> Facts:
     meta = configmap["metadata"]
     return Facts(
-        meta["name"], tuple(guard(meta)), dict(configmap.get("data") or {}), dict(meta.get("annotations") or {})
+        meta["name"],
+        tuple(guard(meta)),
+        dict(configmap.get("data") or {}),
+        dict(meta.get("annotations") or {}),
+        (meta.get("labels") or {}).get(FLAG_SOURCE_LABEL) == "true",
     )
 
 
@@ -92,6 +102,11 @@ def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now:
     done = read_marker(facts.annotations, incident, index)
     if done:
         return done
+    if not facts.opted_in:
+        return Skip(
+            f"ConfigMap {facts.name} is not labelled {FLAG_SOURCE_LABEL}=true: Hemostat changes only ConfigMaps "
+            f"that opt in (kubectl label configmap {facts.name} {FLAG_SOURCE_LABEL}=true)"
+        )
     where = f"ConfigMap {facts.name} key {ref.key}"
     if ref.key not in facts.data:
         return Skip(f"{where} does not exist")

@@ -141,7 +141,7 @@ class FeatureFlagRef(Model):
 
 
 class ConfigMapFlagRef(Model):
-    """A ConfigMap key holding flagd flag JSON, and a flag key in it."""
+    """A flag in flagd JSON under a ConfigMap key; the ConfigMap must be labelled hemostat.dev/flag-source=true."""
 
     name: ObjectName
     key: Annotated[str, Field(min_length=1, max_length=253)] = "flags.flagd.json"
