@@ -74,9 +74,22 @@ def test_secrets_are_readable_only_when_notifications_ask_for_it(testenv: Cluste
         ]
 
     assert secret_rules(render(testenv)) == []
-    assert secret_rules(render(testenv, "notifications.readSecrets=true")) == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+    watched = "watchNamespaces={shop,payments}"
+    assert (
+        secret_rules(render(testenv, watched, "notifications.readSecrets=true"))
+        == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}] * 2
+    )  # a Role in each watched namespace, nothing cluster-wide
+    args = [
+        "template",
+        "hemostat",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "notifications.readSecrets=true",
     ]
+    refused = helm(testenv, *args, check=False)
+    assert refused.returncode != 0 and "notifications.readSecrets needs watchNamespaces" in refused.stderr
 
 
 def test_watch_namespaces_gives_roles_not_a_cluster_role(testenv: Cluster) -> None:
