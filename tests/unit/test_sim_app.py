@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -414,7 +415,10 @@ def test_cli_serves_metrics_and_cleans_up_on_sigterm(fake_api: FakeApi, tmp_path
     cmd = [sys.executable, "-m", "hemostat.sim", "--kubeconfig", str(fake_api.kubeconfig(tmp_path))]
     cmd += ["--namespace", "shop", "--listen", "127.0.0.1:0", "--tick", "0.05", "--resync", "0.2"]
     cmd += ["--targets-file", str(targets)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scratch = tmp_path / "tmp"  # the simulator's own temporary files go here
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -448,6 +452,7 @@ def test_cli_serves_metrics_and_cleans_up_on_sigterm(fake_api: FakeApi, tmp_path
     assert "Traceback" not in stderr
     assert not targets.exists()
     assert list(targets.parent.iterdir()) == []
+    assert list(scratch.iterdir()) == [], "the simulator left temporary files behind"
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
