@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .behaviour import Effect, ObservedPod, PodRef, PodTraffic, accrue, capacity, resolve
 from .metrics import (
@@ -29,6 +29,9 @@ from .metrics import (
     start_metrics_server,
     write_targets_file,
 )
+
+if TYPE_CHECKING:
+    from .cluster import ClusterPodSource
 
 log = logging.getLogger("hemostat.sim")
 
@@ -230,7 +233,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         source = ClusterPodSource(api_client, args.namespace)
     except ClusterError as exc:
         return _fail(str(exc), err)
-    flag_effect = FlagEffect(flag_source_reader(api_client), Path(tempfile.mkdtemp(prefix="hemostat-sim-flags-")))
+    scratch = tempfile.TemporaryDirectory(prefix="hemostat-sim-flags-")  # removed on every way out
+    try:
+        return _serve(args, source, FlagEffect(flag_source_reader(api_client), Path(scratch.name)), out, err)
+    finally:
+        scratch.cleanup()
+
+
+def _serve(args: argparse.Namespace, source: ClusterPodSource, flag_effect: Effect, out: TextIO, err: TextIO) -> int:
+    from .cluster import ClusterError
+
     try:
         # The first listing doubles as the reachability (and RBAC) check.
         initial = source()
