@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from container import IMAGE, ChartPod, ContainerProc, container_command, readable_kubeconfig, render_pod
-from processes import Proc, free_port, prom_value, python_module
+from processes import Proc, free_port, healthz, prom_value, python_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,20 +160,12 @@ class Operators:
         proc = ContainerProc(f"{name}-{len(self.procs)}", cmd, self.image_env, self.log_dir, container).start()
         self.procs.append(proc)
         # what the kubelet's probes ask
-        wait_for("/healthz of the operator's container", lambda: healthy(health) or not proc.alive(), 60)
+        wait_for("/healthz of the operator's container", lambda: healthz(health) == 200 or not proc.alive(), 60)
         assert proc.alive(), f"the operator's container exited:\n{proc.log()}"
         return proc
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log()}" for p in self.procs)
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def _image_wanted() -> bool:
@@ -205,7 +196,7 @@ def operator_image() -> dict[str, str]:
         pytest.fail(f"building the image failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
     print(proc.stderr.strip().splitlines()[-1])
     cache = Path(os.environ.get("HEMOSTAT_CACHE", Path.home() / ".cache" / "hemostat"))
-    conf = cache / "image" / "containers.conf"
+    conf = cache / "image" / "containers.conf"  # what hack/image.sh set podman up with
     return {**os.environ, **({"CONTAINERS_CONF": str(conf)} if conf.exists() else {})}
 
 

@@ -9,6 +9,7 @@ the chart cannot grow a pod setting that the e2e suite silently ignores.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -21,6 +22,12 @@ from processes import Proc
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("HEMOSTAT_E2E_IMAGE_NAME", "localhost/hemostat:e2e")
+# hack/image.sh's choice: docker when its daemon answers, else podman
+ENGINE = (
+    "docker"
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    else "podman"
+)
 
 
 class Unsupported(AssertionError):
@@ -87,7 +94,7 @@ def _flags(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
             raise Unsupported(f"seccompProfile {profile}")  # RuntimeDefault is podman's default profile
     if csc.pop("readOnlyRootFilesystem", False):
         # podman's --read-only adds a writable /tmp by default; a pod has none unless mounted
-        flags += ["--read-only", "--read-only-tmpfs=false"]
+        flags += ["--read-only", *(["--read-only-tmpfs=false"] if ENGINE == "podman" else [])]
     if csc.pop("allowPrivilegeEscalation", True) is False:
         flags.append("--security-opt=no-new-privileges")
     caps = csc.pop("capabilities", {}) or {}
@@ -149,7 +156,7 @@ def readable_kubeconfig(kubeconfig: str, out: Path) -> Path:
 
 
 class ContainerProc(Proc):
-    """`podman run` in the foreground; signals go to the container, not to podman."""
+    """`podman run` (or `docker run`) in the foreground; signals go to the container, not to the client."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path, container: str) -> None:
         super().__init__(name, args, env, log_dir)
@@ -157,25 +164,25 @@ class ContainerProc(Proc):
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         if self.alive():
-            subprocess.run(["podman", "kill", f"--signal={sig}", self.container], env=self.env, capture_output=True)
+            subprocess.run([ENGINE, "kill", f"--signal={sig}", self.container], env=self.env, capture_output=True)
             assert self.popen is not None
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                subprocess.run(["podman", "rm", "-f", self.container], env=self.env, capture_output=True)
+                subprocess.run([ENGINE, "rm", "-f", self.container], env=self.env, capture_output=True)
                 self.popen.wait(10)
-        subprocess.run(["podman", "rm", "-f", "--ignore", self.container], env=self.env, capture_output=True)
+        subprocess.run([ENGINE, "rm", "-f", self.container], env=self.env, capture_output=True)  # gone: fine
 
 
 def container_command(
     pod: ChartPod, namespace: str, extra: list[str], env: dict[str, str], kubeconfig: Path
 ) -> tuple[str, list[str]]:
-    """The `podman run` command for one operator watching `namespace`."""
+    """The `run` command for one operator watching `namespace`."""
     name = f"hemostat-e2e-{uuid.uuid4().hex[:8]}"
     fields = {"{metadata.name}": name, "{metadata.namespace}": namespace}
     env = {**{k: fields.get(v, v) for k, v in pod.env.items()}, **env, "KUBECONFIG": f"{MOUNT}/config"}
     cmd = [
-        "podman",
+        ENGINE,
         "run",
         "--rm",
         f"--name={name}",

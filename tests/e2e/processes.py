@@ -79,6 +79,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def healthz(port: int) -> int | None:
+    """The status /healthz answers on 127.0.0.1:port with, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status
+    except OSError:
+        return None
+
+
 def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

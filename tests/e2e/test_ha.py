@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 
 from conftest import Cluster, wait_for
-from processes import free_port
+from processes import free_port, healthz
 from scenarios import app, deployment_state, incidents, policy, rollout, target_verdict, wait_ready
 
 
@@ -56,16 +55,8 @@ def test_a_rolling_update_hands_the_lease_over_on_sigterm(testenv: Cluster, name
     old = operators.start(namespace, *ha, "--health-port", str(ports[0]), name="old")
     wait_for("the old pod leads", lambda: _holder(testenv, namespace).endswith(f"-{old.popen.pid}"), 30)
     new = operators.start(namespace, *ha, "--health-port", str(ports[1]), name="new")
-    wait_for("the new pod Ready as a standby", lambda: _healthz(ports[1]) == 200, 30)
+    wait_for("the new pod Ready as a standby", lambda: healthz(ports[1]) == 200, 30)
     assert _holder(testenv, namespace).endswith(f"-{old.popen.pid}")
 
     old.stop()  # SIGTERM, as the kubelet sends it
     wait_for("the new pod leads", lambda: _holder(testenv, namespace).endswith(f"-{new.popen.pid}"), 30)
-
-
-def _healthz(port: int) -> int | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return resp.status
-    except OSError:
-        return None
