@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from chart import CHART, helm
 from container import IMAGE, ChartPod, ContainerProc, container_command, readable_kubeconfig, render_pod
 from processes import Proc, free_port, healthz, prom_value, python_module
 
@@ -253,3 +254,29 @@ def deployment(name: str, image: str = "registry.local/app:v1", replicas: int = 
             **extra,
         },
     }
+
+
+@pytest.fixture
+def installed(testenv: Cluster, crds: None, namespace: str) -> Iterator[tuple[str, str]]:
+    """The chart installed in a namespace of its own, watching the test's: (release, its namespace)."""
+    release = f"hs-{namespace[-8:]}"
+    system = f"{release}-system"
+    helm(
+        testenv,
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        system,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "90s",
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+        "--set",
+        "crds.install=false",  # the session's CRDs are not this release's; the upgrade test hands them over
+    )
+    yield release, system
+    helm(testenv, "uninstall", release, "-n", system, check=False)
+    testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)

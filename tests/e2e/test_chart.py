@@ -14,20 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from chart import CHART, helm, token_kubeconfig
 from conftest import ROOT, Cluster, wait_for
 from container import kube_version
 from processes import free_port, prom_query, prom_value
 from scenarios import app, deployment_state, policy, rollout, target_verdict, wait_phase, wait_ready
 
-CHART = ROOT / "charts" / "hemostat"
 KUBE_VERSION = kube_version()
-
-
-def helm(testenv: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["helm", *args], capture_output=True, text=True, env=testenv.env, timeout=180)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr}")
-    return proc
 
 
 def render(testenv: Cluster, *sets: str) -> list[dict]:
@@ -287,54 +280,6 @@ def test_plain_manifests_are_rendered_from_the_chart(tmp_path: Path, testenv: Cl
     assert out.read_text() == (ROOT / "manifests" / "install.yaml").read_text(), "run `make manifests`"
 
 
-@pytest.fixture
-def installed(testenv: Cluster, crds: None, namespace: str):
-    release = f"hs-{namespace[-8:]}"
-    system = f"{release}-system"
-    helm(
-        testenv,
-        "install",
-        release,
-        str(CHART),
-        "-n",
-        system,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "90s",
-        "--set",
-        f"watchNamespaces={{{namespace}}}",
-        "--set",
-        "crds.install=false",  # the session's CRDs are not this release's; the upgrade test hands them over
-    )
-    yield release, system
-    helm(testenv, "uninstall", release, "-n", system, check=False)
-    testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
-
-
-@pytest.mark.image
-def token_kubeconfig(testenv: Cluster, account: str, system: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig that acts as the ServiceAccount, with a real token (not the admin certificate)."""
-    token = testenv.kubectl("create", "token", account, "-n", system, "--duration=1h").stdout.strip()
-    server = testenv.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
-    ca = testenv.kubectl(
-        "config", "view", "--minify", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority}"
-    ).stdout
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "sa",
-                "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": ca}}],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}],
-            }
-        )
-    )
-    return path
-
-
 def test_the_operator_may_change_only_configmaps_that_opted_in(
     testenv: Cluster, namespace: str, installed, tmp_path: Path
 ) -> None:
@@ -368,6 +313,7 @@ def test_the_operator_may_change_only_configmaps_that_opted_in(
     assert testenv.kubectl("patch", "configmap", "other", "-n", namespace, *patch[2:5]).returncode == 0
 
 
+@pytest.mark.image
 def test_operator_works_with_exactly_the_charts_permissions(
     testenv: Cluster, namespace: str, simulator, installed, operators, tmp_path: Path
 ) -> None:
