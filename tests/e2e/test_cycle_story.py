@@ -70,7 +70,13 @@ def test_one_target_that_fails_does_not_blind_the_policy_to_the_others(story) ->
                 "name": "corrupt-old",
                 "labels": {"hemostat.dev/policy": "shop", "hemostat.dev/target": "corrupt"},
             },
-            "spec": {"severity": "SEV3", "summary": "x", "target": {"name": "corrupt"}, "source": "policy"},
+            "spec": {
+                "severity": "SEV3",
+                "summary": "x",
+                "target": {"name": "corrupt"},
+                "source": "policy",
+                "policyRef": {"name": "shop"},  # as the operator opens them
+            },
         },
         s.ns,
     )
@@ -162,7 +168,13 @@ def test_resolved_incidents_past_retention_are_deleted_and_open_ones_kept(story)
                 "apiVersion": "hemostat.dev/v1alpha1",
                 "kind": "Incident",
                 "metadata": {"name": name, "labels": {"hemostat.dev/policy": "web", "hemostat.dev/target": "web"}},
-                "spec": {"severity": "SEV3", "summary": "x", "target": {"name": "other"}, "source": "policy"},
+                "spec": {
+                    "severity": "SEV3",
+                    "summary": "x",
+                    "target": {"name": "other"},
+                    "source": "policy",
+                    "policyRef": {"name": "web"},
+                },
             },
             s.ns,
         )

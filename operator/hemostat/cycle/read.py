@@ -27,6 +27,7 @@ from .snapshot import (
     Settings,
     Snapshot,
     TargetView,
+    adoptable,
     is_expired,
     is_open,
     known_status,
@@ -116,6 +117,7 @@ async def read(
         world.hpas(namespace) if needs_hpas else nothing(),
         *(source(kube, namespace, kind, obj) for kind, obj in wanted),
     )
+    incidents = [i for i in incidents if adoptable(i, name)]
     previous = {t.name: t for t in status.targets}
     readings = await read_signals(spec, namespace, name, [d["metadata"]["name"] for d in deployments], reader)
     views = [

@@ -134,6 +134,18 @@ def open_incident(raw: Body) -> OpenIncident:
     return OpenIncident(body=raw, spec=IncidentSpec.model_validate(raw["spec"]), status=status, written=written)
 
 
+def adoptable(raw: Body, policy: str) -> bool:
+    """An Incident this policy opened: its label, source: policy and policyRef all say so. Only the
+    operator may write those (the chart's admission policy), so a person's Incident never drives,
+    silences or spends the guardrails of a policy's cycle."""
+    spec = raw.get("spec") or {}
+    return (
+        (raw["metadata"].get("labels") or {}).get(POLICY_LABEL) == policy
+        and spec.get("source") == "policy"
+        and (spec.get("policyRef") or {}).get("name") == policy
+    )
+
+
 def is_open(raw: Body) -> bool:
     return (raw.get("status") or {}).get("phase") != "Resolved"
 
