@@ -37,7 +37,7 @@ def test_helm_lint(testenv: Cluster) -> None:
 
 def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
     docs = render(testenv)
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "hemostat"]
     grants = {
         (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
     }
@@ -87,7 +87,13 @@ def test_secrets_are_readable_only_when_notifications_ask_for_it(testenv: Cluste
 
 def test_watch_namespaces_gives_roles_not_a_cluster_role(testenv: Cluster) -> None:
     docs = render(testenv, "watchNamespaces={shop,payments}", "replicaCount=2")
-    assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs)
+    assert not any(d["kind"] == "ClusterRoleBinding" for d in docs)
+    # the only ClusterRoles left are the ones for people, aggregated into view / edit / admin
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"} == {
+        "hemostat-view",
+        "hemostat-responder",
+        "hemostat-admin",
+    }
     roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
     assert set(roles) == {"shop", "payments", "hemostat-system"}
     assert roles["shop"]["rules"] == roles["payments"]["rules"]
@@ -278,6 +284,36 @@ def test_plain_manifests_are_rendered_from_the_chart(tmp_path: Path, testenv: Cl
     out = tmp_path / "install.yaml"
     subprocess.run([str(ROOT / "hack" / "render-manifests.sh"), str(out)], check=True, env=testenv.env)
     assert out.read_text() == (ROOT / "manifests" / "install.yaml").read_text(), "run `make manifests`"
+
+
+def test_people_get_hemostat_rights_through_view_edit_and_admin(
+    testenv: Cluster, namespace: str, installed, tmp_path: Path
+) -> None:
+    for role in ("view", "edit", "admin"):
+        binding = f"{role}-binding"
+        testenv.kubectl(
+            "create", "rolebinding", binding, f"--clusterrole={role}", f"--user={role}-user", "-n", namespace
+        )
+
+    def can(user: str, verb: str, resource: str) -> bool:
+        resource, _, sub = resource.partition("/")
+        args = ["auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", f"--subresource={sub}"]
+        return testenv.kubectl(*args, check=False).stdout.strip() == "yes"
+
+    expected = {
+        ("view-user", "list", "incidents.hemostat.dev"): True,
+        ("view-user", "get", "mitigationpolicies.hemostat.dev"): True,
+        ("view-user", "create", "incidents.hemostat.dev"): False,
+        ("edit-user", "create", "incidents.hemostat.dev"): True,
+        ("edit-user", "patch", "incidents.hemostat.dev"): True,  # ack, notes, resolve
+        ("edit-user", "create", "mitigationpolicies.hemostat.dev"): False,
+        ("edit-user", "patch", "incidents.hemostat.dev/status"): False,
+        ("admin-user", "create", "mitigationpolicies.hemostat.dev"): True,
+        ("admin-user", "delete", "incidents.hemostat.dev"): True,
+        ("nobody", "list", "incidents.hemostat.dev"): False,
+    }
+    # the controller-manager aggregates the rules into the built-in roles a moment after install
+    wait_for("aggregated", lambda: {k: can(*k) for k in expected} == expected, 30)
 
 
 def test_the_operator_may_change_only_configmaps_that_opted_in(
