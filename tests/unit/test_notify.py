@@ -1,10 +1,14 @@
 """When an update is due, what it says, and how failures back off."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
 
 from hemostat.models.incident import IncidentSpec, IncidentStatus, NotificationState, TimelineEntry
 from hemostat.models.policy import Cadence
-from hemostat.notify import after_attempt, due, payload
+from hemostat.notify import after_attempt, deliver, due, payload
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 ISO = "%Y-%m-%dT%H:%M:%SZ"
@@ -60,3 +64,36 @@ def test_payloads() -> None:
         "text": ":white_check_mark: *SEV1* `shop/api-1` is *Resolved*: error-rate 0.6 > 0.05\n"
         "> 2026-11-23T14:03:00Z Recovered: all signals healthy for 2m"
     }
+
+
+def test_slack_text_cannot_ping_or_link_from_user_text() -> None:
+    # a person wrote the summary; Slack reads <!channel>, <@U…> and <url|text> as commands
+    spec = IncidentSpec.model_validate(
+        {"severity": "SEV2", "summary": "<!channel> pay now & <https://evil.example|see>", "target": {"name": "api"}}
+    )
+    status = IncidentStatus(
+        phase="Monitoring",
+        timeline=[TimelineEntry(at="2026-11-23T14:03:00Z", reason="NoteAdded", message="<@U123> look")],
+    )
+    text = payload("slack", "api-1", "shop", spec, status, "phase Monitoring")["text"]
+    assert "<" not in text and ">" not in text.replace("\n> ", "\n")
+    assert "&lt;!channel&gt; pay now &amp; &lt;https://evil.example|see&gt;" in text
+    assert "&lt;@U123&gt; look" in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1/services/SECRETTOKEN",
+        "http://[::1/SECRETTOKEN",
+        "http://127.0.0.1:99999/SECRETTOKEN",
+        "htp://hooks.example/SECRETTOKEN",
+    ],
+)
+def test_a_failed_delivery_is_an_error_that_never_shows_the_secret_url(url: str) -> None:
+    async def attempt() -> str | None:
+        async with httpx.AsyncClient() as client:
+            return await deliver(client, [(url, {})], timeout=2)
+
+    error = asyncio.run(attempt())
+    assert error and "SECRETTOKEN" not in error
