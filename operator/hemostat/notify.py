@@ -69,10 +69,15 @@ def payload(
     if fmt != "slack":
         return facts
     icon = {"Resolved": ":white_check_mark:", "Escalated": ":rotating_light:"}.get(status.phase or "", ":warning:")
-    line = f"{icon} *{spec.severity}* `{namespace}/{name}` is *{status.phase}*: {spec.summary}"
+    line = f"{icon} *{spec.severity}* `{namespace}/{name}` is *{status.phase}*: {slack_escape(spec.summary)}"
     if latest:
-        line += f"\n> {latest.at} {latest.reason}: {latest.message}"
+        line += f"\n> {latest.at} {latest.reason}: {slack_escape(latest.message)}"
     return {"text": line}
+
+
+def slack_escape(text: str) -> str:
+    """Slack reads <!channel>, <@user> and <url|label> in text as commands; people's text stays text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 async def deliver(
@@ -85,9 +90,21 @@ async def deliver(
             response = await client.post(url, json=body, timeout=timeout)
             if response.status_code >= 300:
                 errors.append(f"{_host(url)} answered HTTP {response.status_code}")
-        except httpx.HTTPError as exc:
-            errors.append(f"{_host(url)}: {exc.__class__.__name__} {exc}".strip())
+        except Exception as exc:  # a bad URL raises more than httpx.HTTPError
+            errors.append(f"{_host(url)}: {_describe(exc, url)}")
     return "; ".join(errors) or None
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    """The error without any part of the URL after the host: that part is the secret."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _describe(exc.exceptions[0], url)
+    text = str(exc)
+    rest = url.split("://", 1)[-1]
+    secret = rest[len(rest.split("/")[0].split("?")[0].split("#")[0]) :]  # path, query, fragment
+    if not secret or (secret not in text and url not in text):
+        return f"{exc.__class__.__name__} {text}".strip()
+    return exc.__class__.__name__
 
 
 def _host(url: str) -> str:

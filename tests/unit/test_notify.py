@@ -61,7 +61,7 @@ def test_payloads() -> None:
     assert body["latest"]["reason"] == "Recovered"
     slack = payload("slack", "api-1", "shop", spec, status, "phase Resolved")
     assert slack == {
-        "text": ":white_check_mark: *SEV1* `shop/api-1` is *Resolved*: error-rate 0.6 > 0.05\n"
+        "text": ":white_check_mark: *SEV1* `shop/api-1` is *Resolved*: error-rate 0.6 &gt; 0.05\n"
         "> 2026-11-23T14:03:00Z Recovered: all signals healthy for 2m"
     }
 
