@@ -216,12 +216,18 @@ def test_api_errors(prom: FakePrometheus, status: int, error_type: str, error: s
     assert reading.query == "q"
 
 
-def test_plain_text_503_is_an_http_error(prom: FakePrometheus) -> None:
-    prom.responses["q"] = Canned(status=503, body="Service Unavailable", content_type="text/plain")
+def test_plain_text_503_is_an_http_error_whose_body_is_never_shown(prom: FakePrometheus) -> None:
+    # whatever answers could be anything (a metadata service): its body never reaches a status
+    prom.responses["q"] = Canned(status=503, body="secret-ish answer", content_type="text/plain")
     reading = read(prom.url, "q")
     assert (reading.kind, reading.error_type) == (ReadingKind.ERROR, "http")
-    assert "HTTP 503" in reading.detail
-    assert "Service Unavailable" in reading.detail
+    assert reading.detail == "HTTP 503 (not a Prometheus API answer; body not shown)"
+
+
+def test_a_200_that_is_not_json_is_a_bad_response_whose_body_is_never_shown(prom: FakePrometheus) -> None:
+    prom.responses["q"] = Canned(body="ami-id\ninstance-id\n", content_type="text/plain")
+    reading = read(prom.url, "q")
+    assert reading.detail == "response is not a JSON object (body not shown)"
 
 
 def test_json_without_error_status_on_500_is_an_http_error(prom: FakePrometheus) -> None:
