@@ -22,10 +22,26 @@ EXIT_USAGE = 2
 
 def _run(args: argparse.Namespace) -> int:
     from .config import OperatorConfig, load_kube_config
+    from .outbound import client_auth
     from .runner import run_operator
+    from .signals.allowed import url_allowed
 
     if args.metrics_port and args.metrics_port == args.health_port:
         raise UserError(f"--metrics-port and --health-port are both {args.metrics_port}: give each its own port")
+    for url in args.allowed_prometheus_url or ():
+        if not url_allowed(url, [url]):
+            raise UserError(f"--allowed-prometheus-url {url!r}: use an http(s) URL without user, query or fragment")
+    auth = {
+        what: client_auth(
+            what,
+            getattr(args, f"{what}_ca_file"),
+            getattr(args, f"{what}_cert_file"),
+            getattr(args, f"{what}_key_file"),
+            getattr(args, f"{what}_bearer_token_file"),
+            getattr(args, f"{what}_header") or (),
+        )
+        for what in ("prometheus", "webhook")
+    }
     load_kube_config(args.kubeconfig)
     retention = _retention(args.incident_retention)
     config = OperatorConfig(
@@ -42,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
         lease_duration=args.lease_duration,
+        allowed_prometheus_urls=tuple(args.allowed_prometheus_url or ()),
+        prometheus_auth=auth["prometheus"],
+        webhook_auth=auth["webhook"],
     )
     run_operator(config, log_level=args.log_level, log_format=args.log_format)
     return 0
@@ -120,6 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("HEMOSTAT_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL"),
         help="default Prometheus base URL for signals (env HEMOSTAT_PROMETHEUS_URL or PROMETHEUS_URL)",
     )
+    run.add_argument(
+        "--allowed-prometheus-url",
+        action="append",
+        metavar="URL",
+        help="a Prometheus URL (and the paths under it) policies may name in prometheus.url, besides "
+        "--prometheus-url (repeatable; default: only --prometheus-url)",
+    )
+    for what, example in (("prometheus", "X-Scope-OrgID: team-a"), ("webhook", "X-Api-Key: ...")):
+        group = run.add_argument_group(f"TLS and auth for {what} requests")
+        group.add_argument(f"--{what}-ca-file", metavar="FILE", help="CA bundle to verify the server with")
+        group.add_argument(f"--{what}-cert-file", metavar="FILE", help="client certificate (PEM)")
+        group.add_argument(f"--{what}-key-file", metavar="FILE", help="client certificate's key (PEM)")
+        group.add_argument(
+            f"--{what}-bearer-token-file", metavar="FILE", help="bearer token, read for every request (rotation-safe)"
+        )
+        group.add_argument(
+            f"--{what}-header", action="append", metavar="'NAME: VALUE'", help=f"extra header, e.g. '{example}'"
+        )
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")

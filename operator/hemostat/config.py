@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from kubernetes import config as kube_config
 from kubernetes.config.config_exception import ConfigException
 
 from .errors import UserError
+from .outbound import ClientAuth
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class OperatorConfig:
     standalone: bool = False
     priority: int = 0
     incident_retention: timedelta | None = timedelta(days=30)
+    allowed_prometheus_urls: tuple[str, ...] = ()
+    prometheus_auth: ClientAuth = field(default_factory=ClientAuth)
+    webhook_auth: ClientAuth = field(default_factory=ClientAuth)
 
 
 def load_kube_config(path: str | None, in_cluster_ok: bool = True, context: str | None = None) -> None:

@@ -20,7 +20,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import kopf
 
 from .actions.rollback import REVISION
@@ -54,21 +53,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 150
     settings.watching.connect_timeout = 10
     config = memo.config
-    http = httpx.AsyncClient(trust_env=False)
+    prometheus_http = config.prometheus_auth.client()
+    webhook_http = config.webhook_auth.client()
     metrics = Metrics()
     kube = Kube(on_call=lambda method: metrics.kube_requests.labels(method=method).inc())
     providers: dict[str, PrometheusProvider] = {}
 
     def provider_for(url: str) -> PrometheusProvider:
         if url not in providers:
-            providers[url] = PrometheusProvider(url, http)
+            providers[url] = PrometheusProvider(url, prometheus_http)
         return providers[url]
 
-    memo.http = http
+    memo.http = (prometheus_http, webhook_http)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
-    settings_ = Settings(config.prometheus_url, config.dry_run, config.incident_retention)
-    memo.evaluator = Evaluator(kube, provider_for, settings_, metrics, http)
+    settings_ = Settings(
+        config.prometheus_url, config.dry_run, config.incident_retention, config.allowed_prometheus_urls
+    )
+    memo.evaluator = Evaluator(kube, provider_for, settings_, metrics, webhook_http)
     memo.leader = None
     if config.leader_election:
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -97,7 +99,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo.leader_stop.set()
         await memo.leader_task
         await asyncio.to_thread(memo.leader.release)
-    await memo.http.aclose()
+    for http in memo.http:
+        await http.aclose()
 
 
 @kopf.on.login()

@@ -58,7 +58,7 @@ def test_outage_blocks_action_and_recovery_resumes(
     testenv: Cluster, namespace: str, simulator, operators, private_prometheus
 ) -> None:
     url = private_prometheus["url"]
-    operators.start(namespace)
+    operators.start(namespace, "--allowed-prometheus-url", url)  # the policy names its own Prometheus
     testenv.apply(app("ledger", "registry.local/ledger:v1"), namespace)
     wait_ready(testenv, namespace, "ledger")
     testenv.apply(policy("ledger", prometheus_url=url), namespace)
@@ -91,3 +91,20 @@ def test_outage_blocks_action_and_recovery_resumes(
     assert deployment_state(testenv, namespace, "ledger") == ("3", "registry.local/ledger:v1")
     mp = testenv.get("mitigationpolicy", "ledger", namespace)
     assert condition(mp, "SignalsAvailable")["status"] == "True"
+
+
+def test_a_prometheus_url_outside_the_allow_list_makes_the_policy_invalid(
+    testenv: Cluster, namespace: str, operators
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    operators.start(namespace)  # allows only its own --prometheus-url
+    testenv.apply(app("ledger", "registry.local/ledger:v1"), namespace)
+    testenv.apply(policy("ledger", prometheus_url=url), namespace)
+
+    def invalid() -> dict | None:
+        c = condition(testenv.get("mitigationpolicy", "ledger", namespace), "Valid")
+        return c if c and c["status"] == "False" else None
+
+    valid = wait_for("Valid=False", invalid, 60)
+    assert f"spec.signals[0].prometheus.url {url} is not allowed" in valid["message"]
+    assert "--allowed-prometheus-url" in valid["message"]

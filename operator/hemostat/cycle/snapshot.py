@@ -20,6 +20,7 @@ from ..actions.base import SourceKey
 from ..decide import conditions as c
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
+from ..signals.allowed import url_allowed
 from ..signals.base import BATCH_VARIABLES, TEMPLATE_VARIABLES, Reading, TemplateError, render_query
 
 Body = dict[str, Any]
@@ -35,6 +36,13 @@ class Settings:
     default_prometheus_url: str | None
     global_dry_run: bool = False
     incident_retention: timedelta | None = timedelta(days=30)
+    # signals[].prometheus.url must be under one of these or the default URL (signals.allowed)
+    allowed_prometheus_urls: tuple[str, ...] = ()
+
+    @property
+    def prometheus_allow_list(self) -> tuple[str, ...]:
+        own = (self.default_prometheus_url,) if self.default_prometheus_url else ()
+        return tuple(dict.fromkeys(own + self.allowed_prometheus_urls))
 
 
 @dataclass(frozen=True)
@@ -115,11 +123,19 @@ def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | N
         return None, "; ".join(f"spec.{part}" for part in one_line(exc).split("; "))
     except ValueError as exc:
         return None, str(exc)
-    urls = [s.prometheus.url for s in spec.signals]
+    urls = {f"signals[{i}]": s.prometheus.url for i, s in enumerate(spec.signals)}
     if spec.min_traffic is not None:
-        urls.append(spec.min_traffic.prometheus.url)
-    if not settings.default_prometheus_url and None in urls:
+        urls["minTraffic"] = spec.min_traffic.prometheus.url
+    if not settings.default_prometheus_url and None in urls.values():
         return None, "a query has no prometheus.url and the operator has no --prometheus-url"
+    allowed = settings.prometheus_allow_list
+    for where, url in urls.items():
+        if url is not None and not url_allowed(url, allowed):
+            return None, (
+                f"spec.{where}.prometheus.url {url} is not allowed: this operator queries only "
+                f"{', '.join(allowed) or 'no URL'} (an admin adds URLs with --allowed-prometheus-url, "
+                "chart value prometheusAllowedUrls)"
+            )
     return spec, None
 
 

@@ -16,7 +16,6 @@ import httpx
 from .base import Reading, Series
 
 _MAX_SERIES_SHOWN = 3
-_MAX_BODY_SHOWN = 200
 
 
 class PrometheusProvider:
@@ -90,10 +89,11 @@ def _checked(response: httpx.Response, query: str) -> dict[str, Any] | Reading:
         # Prometheus explains failures (bad PromQL, query timeout, overload) in the body.
         detail = f"HTTP {code} {body.get('errorType', 'unknown')}: {body.get('error', '')}"
         return Reading.error("api", detail, query=query)
+    # Any other body is never shown: whatever answered may not be a Prometheus at all.
     if not response.is_success:
-        return Reading.error("http", f"HTTP {code}: {_snippet(response.text)}", query=query)
+        return Reading.error("http", f"HTTP {code} (not a Prometheus API answer; body not shown)", query=query)
     if not isinstance(body, dict):
-        return Reading.error("bad_response", f"response is not a JSON object: {_snippet(response.text)}", query=query)
+        return Reading.error("bad_response", "response is not a JSON object (body not shown)", query=query)
     return body
 
 
@@ -169,8 +169,3 @@ def _notes(body: dict[str, Any]) -> str:
 
 def _join(first: str, notes: str) -> str:
     return f"{first}; {notes}" if notes else first
-
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_BODY_SHOWN else text[:_MAX_BODY_SHOWN] + "..."

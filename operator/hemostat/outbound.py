@@ -1,0 +1,76 @@
+"""Requests the operator sends out (Prometheus, webhooks): where to, and with which credentials.
+
+Policy authors choose signals[].prometheus.url, so the operator queries only URLs an operator
+admin allowed (`signals.allowed.url_allowed`, pure). TLS and auth are operator-wide settings
+per destination kind (`ClientAuth`), applied by httpx itself: a CA bundle, a client certificate, a bearer token
+read from a file on every request (so rotated, projected tokens just work) and extra headers.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .errors import UserError
+
+
+class BearerTokenFile(httpx.Auth):
+    """`Authorization: Bearer <token>`, the token read from its file for every request."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.path.read_text().strip()}"
+        yield request
+
+
+@dataclass(frozen=True)
+class ClientAuth:
+    """TLS and credentials for one kind of destination; empty means plain httpx defaults."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    bearer_token_file: Path | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def client(self, **kwargs: object) -> httpx.AsyncClient:
+        """An httpx client that carries these settings on every request."""
+        verify: ssl.SSLContext | bool = True
+        if self.ca_file is not None or self.cert_file is not None:
+            verify = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file is not None:
+                verify.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        auth = BearerTokenFile(self.bearer_token_file) if self.bearer_token_file else None
+        return httpx.AsyncClient(verify=verify, auth=auth, headers=self.headers, trust_env=False, **kwargs)
+
+
+def client_auth(
+    what: str,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+    bearer_token_file: str | None,
+    headers: Sequence[str],
+) -> ClientAuth:
+    """ClientAuth from command-line values; a missing file or a malformed header is a UserError."""
+    files = {"ca-file": ca_file, "cert-file": cert_file, "key-file": key_file, "bearer-token-file": bearer_token_file}
+    for flag, value in files.items():
+        if value is not None and not Path(value).is_file():
+            raise UserError(f"--{what}-{flag} {value}: no such file")
+    if key_file and not cert_file:
+        raise UserError(f"--{what}-key-file needs --{what}-cert-file")
+    parsed = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise UserError(f"--{what}-header {header!r}: use 'Name: value', e.g. 'X-Scope-OrgID: team-a'")
+        parsed[name.strip()] = value.strip()
+    return ClientAuth(
+        *(Path(v) if v else None for v in (ca_file, cert_file, key_file, bearer_token_file)), headers=parsed
+    )

@@ -1,0 +1,45 @@
+"""Which Prometheus URLs a policy may send queries to (pure).
+
+Policy authors choose signals[].prometheus.url; an operator admin chooses which of those the
+operator really queries (`hemostat run --allowed-prometheus-url`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import SplitResult, unquote, urlsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _parts(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of a plain http(s) URL; None for anything else."""
+    try:
+        u: SplitResult = urlsplit(url.strip())
+        port = u.port or DEFAULT_PORTS.get(u.scheme.lower(), 0)
+    except ValueError:
+        return None
+    if u.scheme.lower() not in DEFAULT_PORTS or not u.hostname or "@" in u.netloc or u.query or u.fragment:
+        return None
+    path = unquote(u.path).rstrip("/")
+    if any(seg in (".", "..") for seg in path.split("/")):
+        return None
+    return u.scheme.lower(), u.hostname.lower(), port, path
+
+
+def url_allowed(url: str, allowed: Sequence[str]) -> bool:
+    """Pure: same scheme, host and port as an allowed URL, and its path at or under that URL's path.
+
+    No userinfo, query or fragment, no dot segments: `http://prom:9090@evil/` and
+    `http://prom:9090/api/../x` are refused, and `/api` allows `/api/v1` but not `/apiary`.
+    """
+    want = _parts(url)
+    if want is None:
+        return False
+    for entry in allowed:
+        base = _parts(entry)
+        if base is None or base[:3] != want[:3]:
+            continue
+        if want[3] == base[3] or want[3].startswith(base[3] + "/"):
+            return True
+    return False
