@@ -150,11 +150,13 @@ def test_day_two_values_reach_the_pod(testenv: Cluster) -> None:
         "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
         "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
         "logFormat=json",
+        "prometheusAllowedUrls={https://thanos.example/api/prom}",
     )
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
     pod = dep["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert container["args"][-1] == "--incident-retention=7d" and "--log-format=json" in container["args"]
+    assert "--allowed-prometheus-url=https://thanos.example/api/prom" in container["args"]
     assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
     assert container["volumeMounts"] == [{"name": "ca", "mountPath": "/etc/corp-ca"}]
     assert pod["spec"]["volumes"] == [{"name": "ca", "configMap": {"name": "corp-ca"}}]
