@@ -39,15 +39,19 @@ class ClientAuth:
     bearer_token_file: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
+    def verify(self) -> ssl.SSLContext | bool:
+        """The TLS context (or httpx's default); raises ssl.SSLError/OSError for unusable files."""
+        if self.ca_file is None and self.cert_file is None:
+            return True
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        return context
+
     def client(self, **kwargs: object) -> httpx.AsyncClient:
         """An httpx client that carries these settings on every request."""
-        verify: ssl.SSLContext | bool = True
-        if self.ca_file is not None or self.cert_file is not None:
-            verify = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-            if self.cert_file is not None:
-                verify.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         auth = BearerTokenFile(self.bearer_token_file) if self.bearer_token_file else None
-        return httpx.AsyncClient(verify=verify, auth=auth, headers=self.headers, trust_env=False, **kwargs)
+        return httpx.AsyncClient(verify=self.verify(), auth=auth, headers=self.headers, trust_env=False, **kwargs)
 
 
 def client_auth(
@@ -71,6 +75,11 @@ def client_auth(
         if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
             raise UserError(f"--{what}-header {header!r}: use 'Name: value', e.g. 'X-Scope-OrgID: team-a'")
         parsed[name.strip()] = value.strip()
-    return ClientAuth(
+    auth = ClientAuth(
         *(Path(v) if v else None for v in (ca_file, cert_file, key_file, bearer_token_file)), headers=parsed
     )
+    try:
+        auth.verify()  # unreadable PEM is a mistake to report now, not a crash at startup
+    except (ssl.SSLError, OSError) as exc:
+        raise UserError(f"--{what}-ca-file / --{what}-cert-file / --{what}-key-file: cannot load: {exc}") from None
+    return auth

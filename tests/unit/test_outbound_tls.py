@@ -170,3 +170,5 @@ def test_bad_settings_are_one_clear_line(tmp_path: Path) -> None:
     key.write_text("x")
     with pytest.raises(UserError, match="--prometheus-key-file needs --prometheus-cert-file"):
         client_auth("prometheus", None, None, str(key), None, [])
+    with pytest.raises(UserError, match="cannot load"):
+        client_auth("prometheus", str(key), None, None, None, [])  # not a PEM bundle
