@@ -206,3 +206,21 @@ def test_a_query_with_an_unknown_placeholder_makes_the_policy_invalid(story) -> 
     valid = {c["type"]: c for c in s.policy("web")["status"]["conditions"]}["Valid"]
     assert valid["status"] == "False"
     assert "spec.signals[err].prometheus.query: unknown placeholder {{ pod_template_hash }}" in valid["message"]
+
+
+def test_a_status_write_that_lost_a_race_is_retried_at_once(story) -> None:
+    # kopf writes its finalizer and annotations beside the first cycle; a status write based on
+    # the older version is refused, and must not wait a whole interval (or RETRY) to be redone
+    s = story()
+    bad = scripted_policy("typo", "web")
+    bad["spec"]["signals"][0]["prometheus"]["query"] = 'sum(x{deployment="{{ deploymnet }}"})'
+    s.cluster.apply(bad, s.ns)
+    original = s.engine.applier.kube.patch_status
+
+    async def lose_the_race(*args, **kwargs):
+        s.cluster.kubectl("annotate", "mitigationpolicy", "typo", "-n", s.ns, "kopf-was-here=1", "--overwrite")
+        return await original(*args, **kwargs)
+
+    s.engine.applier.kube.patch_status = lose_the_race
+    report = s.loop.run_until_complete(s.engine.evaluate(s.policy("typo"), now=s.at(0)))
+    assert report.written is None and report.interval <= 1.0, report
