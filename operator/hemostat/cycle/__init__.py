@@ -38,6 +38,9 @@ log = logging.getLogger("hemostat.cycle")
 MAX_QUERIES_IN_FLIGHT = 20  # Prometheus' own default query concurrency
 
 
+RACE_RETRY = 1.0  # seconds
+
+
 @dataclass(frozen=True)
 class Report:
     """What a cycle tells the loop that runs it."""
@@ -95,7 +98,7 @@ class Evaluator:
             if snap.spec is not None and self.notifier is not None:
                 self.notifier.settings[f"{ns}/{name}"] = snap.spec.notify
             plan = planner.decide(snap, now)
-            acted, written = await self.applier.apply(plan, world)
+            acted, written, raced = await self.applier.apply(plan, world)
         except Exception as exc:  # a cycle that cannot run says why on the policy, once
             await self._failed(ns, name, exc, now)
             return Report(interval=planner.RETRY)
@@ -105,7 +108,8 @@ class Evaluator:
         self.metrics.last_cycle.set_to_current_time()
         if acted:
             log.info("policy %s/%s: cycle with an action took %.3fs", ns, name, took)
-        return Report(interval=plan.next_in, written=written)
+        # a lost race (kopf's own writes beside the first cycle, a person's edit) is redone at once
+        return Report(interval=RACE_RETRY if raced else plan.next_in, written=written)
 
     async def _failed(self, ns: str, name: str, exc: Exception, now: datetime) -> None:
         key, message = f"{ns}/{name}", f"evaluation failed: {one_line(exc)}"

@@ -26,7 +26,7 @@ from ..kube import Conflict, Kube, merge_patch
 from ..metrics import Metrics
 from ..models.incident import ActionRecord, IncidentStatus
 from ..models.policy import TargetStatus
-from .plan import Change, CyclePlan, TargetPlan, dump, policy_status
+from .plan import Change, CyclePlan, TargetPlan, dump, phase_counts, policy_status
 from .snapshot import one_line
 from .world import World
 
@@ -39,8 +39,9 @@ class Applier:
         self.kube, self.metrics, self.notifier = kube, metrics, notifier
         self._reported: dict[str, str] = {}  # last error logged per target: log on change, not every cycle
 
-    async def apply(self, plan: CyclePlan, world: World) -> tuple[bool, str | None]:
-        """Carry out the plan; returns (acted, resourceVersion of the policy status written)."""
+    async def apply(self, plan: CyclePlan, world: World) -> tuple[bool, str | None, bool]:
+        """Carry out the plan; returns (acted, resourceVersion of the policy status written, whether
+        that write lost a race with another writer and should be redone at once)."""
         snap = plan.snapshot
         results = await asyncio.gather(*(self._isolated(tp, plan.now, world) for tp in plan.targets))
         targets = [r[0] for r in results]
@@ -48,7 +49,7 @@ class Applier:
             await self._quietly(self.kube.delete_incident(snap.namespace, name), f"delete expired incident {name}")
         new = policy_status(snap, targets, plan.now)
         patch = merge_patch(snap.written, dump(new))
-        written = None
+        written, raced = None, False
         if patch:
             try:
                 out = await self.kube.patch_status(
@@ -57,8 +58,13 @@ class Applier:
                 written = out["metadata"]["resourceVersion"]
             except Conflict:  # the policy changed since this cycle read it: the next cycle re-reads
                 log.info("policy %s/%s changed during the cycle; status written next cycle", snap.namespace, snap.name)
+                raced = True
         self.metrics.open_incidents.labels(namespace=snap.namespace, policy=snap.name).set(new.open_incidents)
-        return any(r[1] for r in results), written
+        for phase, count in phase_counts(plan).items():
+            self.metrics.incidents.labels(namespace=snap.namespace, policy=snap.name, phase=phase).set(count)
+        available = next((x.status == "True" for x in new.conditions if x.type == "SignalsAvailable"), False)
+        self.metrics.signals_available.labels(namespace=snap.namespace, policy=snap.name).set(int(available))
+        return any(r[1] for r in results), written, raced
 
     async def _isolated(self, tp: TargetPlan, now: datetime, world: World) -> tuple[TargetStatus, bool]:
         key = f"{tp.deployment['metadata']['namespace']}/{tp.name}" if tp.deployment else tp.name
