@@ -80,6 +80,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         )
         memo.leader_stop = asyncio.Event()
         memo.leader_task = asyncio.create_task(memo.leader.run(memo.leader_stop))
+    leader = memo.leader
+    metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     # shared: per-object memos are shallow copies
     memo.heartbeat = {"last_cycle": time.monotonic(), "intervals": {}, "unseen": {}}
     memo.wakers = {}  # namespace -> {policy uid: Event}: a new revision wakes its namespace's loops

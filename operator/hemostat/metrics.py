@@ -17,6 +17,21 @@ class Metrics:
         self.open_incidents = Gauge(
             "hemostat_open_incidents", "Open incidents per policy", ["namespace", "policy"], registry=r
         )
+        self.incidents = Gauge(
+            "hemostat_incidents",
+            "Open incidents per policy and phase (Detected, Mitigating, Monitoring, Escalated)",
+            ["namespace", "policy", "phase"],
+            registry=r,
+        )
+        self.signals_available = Gauge(
+            "hemostat_policy_signals_available",
+            "1 when every query of the policy's last cycle was answered (condition SignalsAvailable)",
+            ["namespace", "policy"],
+            registry=r,
+        )
+        self.is_leader = Gauge(
+            "hemostat_is_leader", "1 when this replica acts (holds the Lease, or runs without election)", registry=r
+        )
         self.actions = Counter(
             "hemostat_mitigation_actions",
             "Mitigation steps by step, action and result",

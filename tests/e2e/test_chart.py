@@ -268,6 +268,16 @@ def dashboard_queries(job: str) -> list[tuple[str, str]]:
     return queries
 
 
+def alert_rules() -> list[tuple[str, str, set[str]]]:
+    """(alert, expression, the metrics it reads) for each rule of the shipped rule file."""
+    groups = yaml.safe_load((MONITORING / "hemostat-rules.yaml").read_text())["groups"]
+    return [
+        (rule["alert"], rule["expr"], set(re.findall(r"\bhemostat_[a-z_]+\b|\bup(?=\{)", rule["expr"])))
+        for group in groups
+        for rule in group["rules"]
+    ]
+
+
 def test_alert_rules_pass_promtool_and_their_unit_tests(testenv: Cluster, tmp_path: Path) -> None:
     rules = MONITORING / "hemostat-rules.yaml"
     subprocess.run(["promtool", "check", "rules", str(rules)], check=True, capture_output=True)
@@ -419,6 +429,12 @@ def test_operator_works_with_exactly_the_charts_permissions(
         # every panel of the shipped dashboard shows data from this operator
         for title, expr in dashboard_queries(job="hemostat-operator"):
             wait_for(f"data for the panel {title!r}: {expr}", lambda e=expr: prom_query(testenv.prometheus_url, e), 30)
+        # every alert is valid PromQL to this Prometheus, on metrics this operator really exports
+        for alert, expr, metrics in alert_rules():
+            prom_query(testenv.prometheus_url, expr)  # an invalid expression raises (HTTP 400)
+            for metric in metrics:
+                series = f'{{__name__="{metric}", job="hemostat-operator"}}'
+                wait_for(f"{metric} of {alert}", lambda q=series: prom_query(testenv.prometheus_url, q), 30)
     finally:
         target.unlink(missing_ok=True)
     # "Forbidden" is how both kopf and the kubernetes client report a 403

@@ -362,3 +362,16 @@ def test_an_invalid_policy_is_reported_once_and_decides_nothing() -> None:
     assert (valid.status, valid.message) == ("False", "spec.interval: must be at most 1h")
     again = p.policy_status(Snapshot(**{**snap.__dict__, "status": status}), [], NOW + timedelta(minutes=5))
     assert again == status  # nothing new to write: no status churn, no log line per cycle
+
+
+def test_phase_counts_cover_every_open_phase_and_only_open_ones() -> None:
+    from hemostat.cycle.plan import CyclePlan, TargetPlan, phase_counts
+    from hemostat.models.incident import IncidentStatus
+    from hemostat.models.policy import TargetStatus
+
+    def target(phase: str | None) -> TargetPlan:
+        status = IncidentStatus(phase=phase) if phase else None
+        return TargetPlan(name="t", deployment=None, target=TargetStatus(name="t"), status=status)
+
+    plan = CyclePlan(None, tuple(target(p) for p in ("Escalated", "Monitoring", "Escalated", "Resolved", None)), NOW)  # type: ignore[arg-type]
+    assert phase_counts(plan) == {"Detected": 0, "Mitigating": 0, "Monitoring": 1, "Escalated": 2}

@@ -32,7 +32,7 @@ from ..decide import health as h
 from ..decide import ledger
 from ..decide import lifecycle as lc
 from ..models.common import API_VERSION, parse_duration
-from ..models.incident import ActionRecord, IncidentSpec, IncidentStatus
+from ..models.incident import OPEN_PHASES, ActionRecord, IncidentSpec, IncidentStatus
 from ..models.policy import MAX_TARGETS_IN_STATUS, MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
 from .snapshot import DETECTION, PAUSED, POLICY_LABEL, TARGET_LABEL, Snapshot, TargetView
 
@@ -366,6 +366,15 @@ def _open(
         "spec": ispec.model_dump(by_alias=True, exclude_none=True),
     }
     return TargetPlan(view.name, view.deployment, target, name, body, None, None, first, None, ispec)
+
+
+def phase_counts(plan: CyclePlan) -> dict[str, int]:
+    """Open Incidents per phase after this cycle's decisions (every open phase, zeros included)."""
+    counts = dict.fromkeys(OPEN_PHASES, 0)
+    for tp in plan.targets:
+        if tp.status is not None and tp.status.phase in counts:
+            counts[tp.status.phase] += 1
+    return counts
 
 
 def dump(model: Any) -> dict[str, Any]:
