@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench image kind-up kind-down clean
+.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench bench-scale image kind-up kind-down clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -63,6 +63,11 @@ test: $(STAMP) testenv-up ## everything: lint, unit and end-to-end tests
 
 demo: $(STAMP) testenv-deps ## watch an automatic rollback on the local control plane
 	hack/demo.sh
+
+bench-scale: $(STAMP) testenv-up ## scale: 1 Deployment (baseline), then SCALE_DEPLOYMENTS (10000) under 1 policy and under SCALE_POLICIES (100)
+	$(BIN)/python bench/run.py scale --deployments 1 --policies 1 --minutes $${SCALE_MINUTES:-2}
+	$(BIN)/python bench/run.py scale --deployments $${SCALE_DEPLOYMENTS:-10000} --policies 1 --minutes $${SCALE_MINUTES:-2}
+	$(BIN)/python bench/run.py scale --deployments $${SCALE_DEPLOYMENTS:-10000} --policies $${SCALE_POLICIES:-100} --minutes $${SCALE_MINUTES:-2}
 
 image: ## build the operator image (docker, else podman; IMAGE=localhost/hemostat:dev) and print its size
 	hack/image.sh

@@ -488,6 +488,7 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
         last, api_last = _scrape(metrics), _apiserver_requests(b)
         rss = _rss_kib(op.pid) / 1024
         cpu = _cpu_seconds(op.pid)
+        detect = _bad_rollout_to_rollback(b, ns, "svc-00000")
     finally:
         b.core.delete_namespace(ns)  # while the operator runs, so it releases its finalizers
         wait(
@@ -546,6 +547,8 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
         },
         "operator_rss_mib": round(rss, 1),
         "operator_cpu_s": cpu,
+        # one bad rollout among them, bad Pods Ready -> rollback patch (interval 10s, no rollout watch)
+        "bad_rollout_to_rollback_s": round(detect, 2),
     }
     _write("scale", result)
     print(
@@ -562,9 +565,31 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
         "api_server_requests_per_round",
         "operator_rss_mib",
         "operator_cpu_s",
+        "bad_rollout_to_rollback_s",
     ):
         print(f"  {key:30} {result[key]}")
     return result
+
+
+def _bad_rollout_to_rollback(b: Bench, ns: str, name: str) -> float:
+    """Seconds from a bad revision's Pods being Ready to the operator's rollback patch."""
+    bad = {"sim.hemostat.dev/error-rate": "0.5"}
+    template = {"metadata": {"annotations": bad}, "spec": {"containers": [{"name": "app", "image": "bad:v2"}]}}
+    b.apps.patch_namespaced_deployment(name, ns, {"spec": {"template": template}})
+
+    def revision(rs: Any) -> str | None:
+        return (rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
+
+    t_ready = wait(
+        "bad pods ready",
+        lambda: any(
+            revision(rs) == "2" and (rs.status.ready_replicas or 0) >= 1
+            for rs in b.apps.list_namespaced_replica_set(ns, label_selector=f"app={name}").items
+        ),
+        timeout=300,
+    )
+    t_patch = wait("rollback patch", lambda: revision(b.apps.read_namespaced_deployment(name, ns)) == "3", timeout=300)
+    return t_patch - t_ready
 
 
 def _cpu_seconds(pid: int) -> float:

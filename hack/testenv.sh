@@ -157,8 +157,10 @@ start_all() {
     --controllers='*' --service-account-private-key-file="$D/pki/sa.key" --root-ca-file="$D/pki/ca.crt" \
     --cluster-signing-cert-file="$D/pki/ca.crt" --cluster-signing-key-file="$D/pki/ca.key" \
     --service-cluster-ip-range="$SVC_CIDR" --use-service-account-credentials=false \
-    --horizontal-pod-autoscaler-sync-period=5s
-  run kube-scheduler "$BIN_K8S/kube-scheduler" "${common[@]}" --secure-port="$SCHED_PORT"
+    --horizontal-pod-autoscaler-sync-period=5s --kube-api-qps=200 --kube-api-burst=400
+  # client rate limits above the defaults: the scale benchmark creates 10,000 Deployments
+  run kube-scheduler "$BIN_K8S/kube-scheduler" "${common[@]}" --secure-port="$SCHED_PORT" \
+    --kube-api-qps=200 --kube-api-burst=400
   wait_for kube-controller-manager 60 curl -sfk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz"
   wait_for kube-scheduler 60 curl -sfk --max-time 2 "https://127.0.0.1:$SCHED_PORT/healthz"
 
@@ -182,8 +184,8 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
   labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
-  allocatable: {cpu: "1000", memory: 4Ti, pods: "5000"}
-  capacity: {cpu: "1000", memory: 4Ti, pods: "5000"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "20000"}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "20000"}
 YAML
   wait_for kwok 60 kubectl_ wait --for=condition=Ready node/kwok-node-0 --timeout=1s
   write_env
