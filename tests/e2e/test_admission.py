@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from chart import token_kubeconfig
 from conftest import Cluster, wait_for
+from kubernetes import client, config
 from scenarios import app, deployment_state, rollout, wait_ready
 
 INCIDENTS = {"apiGroups": ["hemostat.dev"], "resources": ["incidents"], "verbs": ["get", "list", "create", "patch"]}
@@ -30,6 +32,16 @@ def account(testenv: Cluster, ns: str, name: str, rules: list[dict], tmp_path: P
     testenv.apply(role, ns)
     testenv.apply(binding, ns)
     return token_kubeconfig(testenv, name, ns, ns, tmp_path / f"{name}.kubeconfig")
+
+
+def named(group: str, resource: str, name: str) -> dict:
+    """Patch on one object only (RBAC resourceNames)."""
+    return {"apiGroups": [group], "resources": [resource], "resourceNames": [name], "verbs": ["get", "patch"]}
+
+
+def timeline(testenv: Cluster, ns: str, name: str) -> str:
+    status = testenv.get("incident", name, ns).get("status") or {}
+    return "\n".join(e["message"] for e in status.get("timeline", []))
 
 
 def incident(name: str, target: str, mitigation: dict | None = None, **extra: object) -> dict:
@@ -92,6 +104,32 @@ def test_a_mitigation_request_needs_the_requesters_own_right_to_patch(
     flag = {"disableFlag": {"configMap": {"name": "flags", "flag": "new-pricing"}}}
     refused_flag = create_as(testenv, responder, namespace, incident("ask-2", "shopfront", flag))
     assert "spec.mitigation.disableFlag needs permission to patch configmaps/flags" in refused_flag.stderr
+    # scaleUp may raise the minReplicas of an HPA, whichever targets the Deployment
+    scale = create_as(testenv, responder, namespace, incident("ask-4", "shopfront", {"scaleUp": {"maxReplicas": 4}}))
+    assert (
+        f"spec.mitigation.scaleUp needs permission to patch horizontalpodautoscalers in namespace {namespace} "
+        "(it raises the minReplicas of any HPA that targets deployments/shopfront), "
+        f"which system:serviceaccount:{namespace}:responder does not have"
+    ) in scale.stderr
+    # a flag's keeper asks for the kill switch, but it would spend the Deployment's shared cooldown
+    keeper = account(testenv, namespace, "keeper", [INCIDENTS, named("", "configmaps", "flags")], tmp_path)
+    kill = create_as(testenv, keeper, namespace, incident("ask-5", "shopfront", flag))
+    assert (
+        f"spec.mitigation.disableFlag needs permission to patch deployments/shopfront in namespace {namespace} "
+        "(the action is recorded in its ledger"
+    ) in kill.stderr
+    # a request admitted for one Deployment cannot be re-pointed at another while it waits
+    narrow = account(testenv, namespace, "narrow", [INCIDENTS, named("apps", "deployments", "decoy")], tmp_path)
+    assert create_as(testenv, narrow, namespace, incident("ask-6", "decoy", {"rollback": {}})).returncode == 0
+    held = "requested rollback held: Deployment decoy does not exist"
+    wait_for("the request held", lambda: held in timeline(testenv, namespace, "ask-6"))
+    repoint = ["patch", "incident", "ask-6", "-n", namespace, "--type=merge", "--kubeconfig", str(narrow)]
+    moved = testenv.kubectl(*repoint, "-p", '{"spec":{"target":{"name":"shopfront"}}}', check=False)
+    assert moved.returncode != 0
+    assert (
+        "spec.mitigation.rollback needs permission to patch deployments/shopfront "
+        f"in namespace {namespace}, which system:serviceaccount:{namespace}:narrow does not have"
+    ) in moved.stderr
     assert deployment_state(testenv, namespace, "shopfront") == ("2", "registry.local/shopfront:v2")
 
     # the responder may patch the Deployment: the operator carries the request out
@@ -101,6 +139,8 @@ def test_a_mitigation_request_needs_the_requesters_own_right_to_patch(
         lambda: deployment_state(testenv, namespace, "shopfront") == ("3", "registry.local/shopfront:v1"),
         60,
     )
+    held = testenv.get("incident", "ask-6", namespace)
+    assert held["spec"]["target"]["name"] == "decoy" and not held["status"].get("actions")
 
 
 def test_only_the_operator_writes_what_ties_an_incident_to_a_policy(
@@ -125,6 +165,10 @@ def test_only_the_operator_writes_what_ties_an_incident_to_a_policy(
             incident("forged-3", "shopfront", annotations={"hemostat.dev/detection": '{"phase":"Escalated"}'}),
             "the annotation hemostat.dev/detection is set by the Hemostat operator only",
         ),
+        "policyRef": (
+            incident("forged-4", "shopfront", spec={"policyRef": {"name": "checkout"}}),
+            "spec.policyRef is set by the Hemostat operator only",
+        ),
     }
     for what, (obj, message) in refusals.items():
         proc = create_as(testenv, person, namespace, obj)
@@ -144,3 +188,115 @@ def test_only_the_operator_writes_what_ties_an_incident_to_a_policy(
     for obj, _ in refusals.values():
         proc = create_as(testenv, operator, namespace, obj, "--dry-run=server")
         assert proc.returncode == 0, proc.stderr
+
+    # an Incident the operator opened for a policy, as it opens them
+    opened = incident(
+        "opened",
+        "shopfront",
+        labels={"hemostat.dev/policy": "checkout", "hemostat.dev/target": "shopfront"},
+        spec={"source": "policy", "policyRef": {"name": "checkout"}},
+    )
+    assert create_as(testenv, operator, namespace, opened).returncode == 0
+    patch_status(operator, namespace, "opened", {"status": {"phase": "Detected"}})  # its RBAC: patch, no get
+    # people may acknowledge and resolve it, but not re-point it or take it from its policy
+    patch = ["patch", "incident", "opened", "-n", namespace, "--type=merge", "--kubeconfig", str(person)]
+    assert testenv.kubectl(*patch, "-p", '{"spec":{"acknowledgedBy":"dana","resolve":true}}').returncode == 0
+    edits = {
+        '{"spec":{"target":{"name":"checkout-db"}}}': "the target of a policy's Incident is set by the Hemostat",
+        '{"spec":{"policyRef":{"name":"search"}}}': "spec.policyRef is set by the Hemostat operator only",
+        '{"spec":{"source":"manual"}}': "nobody changes spec.source",
+        '{"metadata":{"labels":{"hemostat.dev/policy":null}}}': "the labels hemostat.dev/policy and",
+        '{"metadata":{"annotations":{"hemostat.dev/detection":"{}"}}}': "the annotation hemostat.dev/detection",
+    }
+    for body, message in edits.items():
+        proc = testenv.kubectl(*patch, "-p", body, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (body, proc.stderr)
+        assert f"refused for system:serviceaccount:{namespace}:person" in proc.stderr
+    kept = testenv.get("incident", "opened", namespace)
+    assert kept["spec"]["target"]["name"] == "shopfront" and kept["spec"]["policyRef"] == {"name": "checkout"}
+    assert kept["metadata"]["labels"]["hemostat.dev/policy"] == "checkout"
+    assert kept["status"]["phase"] == "Detected"
+
+
+ROLE_RIGHTS = {
+    # (role, verb, resource): allowed
+    ("view", "list", "incidents"): True,
+    ("view", "get", "mitigationpolicies"): True,
+    ("view", "create", "incidents"): False,
+    ("view", "patch", "incidents"): False,
+    ("responder", "list", "mitigationpolicies"): True,
+    ("responder", "watch", "incidents"): True,
+    ("responder", "create", "incidents"): True,
+    ("responder", "patch", "incidents"): True,
+    ("responder", "delete", "incidents"): False,
+    ("responder", "patch", "incidents/status"): False,
+    ("responder", "create", "mitigationpolicies"): False,
+    ("admin", "get", "incidents"): True,
+    ("admin", "create", "incidents"): True,
+    ("admin", "create", "mitigationpolicies"): True,
+    ("admin", "delete", "mitigationpolicies"): True,
+    ("admin", "delete", "incidents"): True,
+    ("admin", "patch", "incidents/status"): False,
+    ("admin", "patch", "mitigationpolicies/status"): False,
+}
+
+
+def test_hemostat_roles_bound_on_their_own_grant_what_they_say(
+    testenv: Cluster, namespace: str, installed, tmp_path: Path
+) -> None:
+    """Each role is complete (responder includes view, admin includes responder), so it can be bound
+    directly; the built-in view / edit / admin get them by aggregation (test_chart.py)."""
+    release, _ = installed
+    for role in ("view", "responder", "admin"):
+        testenv.kubectl("create", "serviceaccount", f"{role}-person", "-n", namespace)
+        testenv.kubectl(
+            "create",
+            "rolebinding",
+            f"{role}-person",
+            f"--clusterrole={release}-hemostat-{role}",
+            f"--serviceaccount={namespace}:{role}-person",
+            "-n",
+            namespace,
+        )
+
+    def can(role: str, verb: str, resource: str) -> bool:
+        resource, _, sub = resource.partition("/")
+        user = f"--as=system:serviceaccount:{namespace}:{role}-person"
+        args = ["auth", "can-i", verb, f"{resource}.hemostat.dev", "-n", namespace, user, f"--subresource={sub}"]
+        return testenv.kubectl(*args, check=False).stdout.strip() == "yes"
+
+    assert {k: can(*k) for k in ROLE_RIGHTS} == ROLE_RIGHTS
+    # and the responder's rights are enough for the hemostat command, on a policy's Incident
+    operator = token_kubeconfig(testenv, f"{release}-hemostat", installed[1], namespace, tmp_path / "op.kubeconfig")
+    opened = incident(
+        "opened",
+        "shopfront",
+        labels={"hemostat.dev/policy": "checkout", "hemostat.dev/target": "shopfront"},
+        spec={"source": "policy", "policyRef": {"name": "checkout"}},
+    )
+    assert create_as(testenv, operator, namespace, opened).returncode == 0
+    responder = token_kubeconfig(testenv, "responder-person", namespace, namespace, tmp_path / "responder.kubeconfig")
+    viewer = token_kubeconfig(testenv, "view-person", namespace, namespace, tmp_path / "view.kubeconfig")
+    for who, args in (
+        (responder, ["ack", "opened", "--commander", "dana"]),
+        (responder, ["note", "opened", "paged the payments team"]),
+        (responder, ["resolve", "opened"]),
+    ):
+        proc = hemostat(testenv, "incident", *args, "-n", namespace, "--kubeconfig", str(who))
+        assert proc.returncode == 0, proc.stderr
+    refused = hemostat(testenv, "incident", "ack", "opened", "-n", namespace, "--kubeconfig", str(viewer))
+    assert refused.returncode != 0
+    spec = testenv.get("incident", "opened", namespace)["spec"]
+    assert spec["commander"] == "dana" and spec["resolve"] is True
+    assert [n["text"] for n in spec["notes"]][:1] == ["paged the payments team"]
+
+
+def patch_status(kubeconfig: Path, ns: str, name: str, body: dict) -> None:
+    api = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
+    api.patch_namespaced_custom_object_status("hemostat.dev", "v1alpha1", ns, "incidents", name, body)
+
+
+def hemostat(testenv: Cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=testenv.env, timeout=60
+    )
