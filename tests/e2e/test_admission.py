@@ -183,6 +183,12 @@ def test_only_the_operator_writes_what_ties_an_incident_to_a_policy(
     status = testenv.kubectl(*patch, "--subresource=status", "-p", '{"status":{"phase":"Resolved"}}', check=False)
     assert "hemostat-incident-fields: only the Hemostat operator writes Incident status" in status.stderr
 
+    # nor may a cluster admin: admission policies do not exempt system:masters
+    admin = testenv.kubectl(
+        "create", "-f", "-", "-n", namespace, input=json.dumps(refusals["source: policy"][0]), check=False
+    )
+    assert "only the Hemostat operator opens source: policy Incidents" in admin.stderr
+
     # the operator's own ServiceAccount may (dry run: nothing is left behind)
     operator = token_kubeconfig(testenv, f"{release}-hemostat", system, namespace, tmp_path / "op.kubeconfig")
     for obj, _ in refusals.values():
