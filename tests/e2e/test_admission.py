@@ -139,8 +139,8 @@ def test_a_mitigation_request_needs_the_requesters_own_right_to_patch(
         lambda: deployment_state(testenv, namespace, "shopfront") == ("3", "registry.local/shopfront:v1"),
         60,
     )
-    held = testenv.get("incident", "ask-6", namespace)
-    assert held["spec"]["target"]["name"] == "decoy" and not held["status"].get("actions")
+    parked = testenv.get("incident", "ask-6", namespace)  # still held, still aimed at decoy, never carried out
+    assert parked["spec"]["target"]["name"] == "decoy" and not parked["status"].get("actions")
 
 
 def test_only_the_operator_writes_what_ties_an_incident_to_a_policy(
