@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -368,3 +369,20 @@ def test_a_batched_query_that_returns_a_scalar_is_an_error(prom: FakePrometheus)
     prom.responses["scalar"] = success("scalar", [1700000000, "1"])
     got = read_all(prom.url, "scalar")
     assert isinstance(got, Reading) and got.error_type == "bad_response"
+
+
+def test_a_tls_alert_after_the_handshake_is_unreachable() -> None:
+    # TLS 1.3: a server that wants a client certificate says so on the first read, and httpcore
+    # lets that ssl.SSLError through unwrapped (seen against a real server in test_outbound_tls).
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+
+    async def run() -> tuple[Reading, bool]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+            provider = PrometheusProvider("https://prometheus.example", client)
+            return await provider.read("up"), await provider.ready()
+
+    reading, ready = asyncio.run(run())
+    assert (reading.kind, reading.error_type) == (ReadingKind.ERROR, "unreachable")
+    assert "certificate required" in reading.detail
+    assert ready is False
