@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 from typing import Any
 
 import httpx
@@ -58,11 +59,13 @@ class PrometheusProvider:
             return Reading.error("unreachable", f"cannot reach {url}: {_describe(exc)}", query=query)
         except httpx.InvalidURL as exc:
             return Reading.error("unreachable", f"invalid Prometheus URL {url!r}: {exc}", query=query)
+        except ssl.SSLError as exc:  # TLS 1.3 alerts after the handshake reach us unwrapped
+            return Reading.error("unreachable", f"cannot reach {url}: {_describe(exc)}", query=query)
 
     async def ready(self) -> bool:
         try:
             response = await self._client.get(f"{self._base}/-/ready", timeout=self._client_timeout)
-        except (httpx.HTTPError, httpx.InvalidURL):
+        except (httpx.HTTPError, httpx.InvalidURL, ssl.SSLError):
             return False
         return response.status_code == 200
 
