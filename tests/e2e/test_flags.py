@@ -78,7 +78,8 @@ def test_flag_errors_are_stopped_by_the_kill_switch(
     annotations = {"sim.hemostat.dev/flag-errors": "new-pricing=0.4", "sim.hemostat.dev/flag-source": sim_source}
     testenv.apply(deployment("pricing", annotations=annotations), namespace)
     steps = [{"rollback": {}}, {"disableFlag": step}]
-    # errors end within ~2 s of the patch (sim refresh + file poll), then leave the 5 s rate window
+    # errors end ~1.5 s after the patch (sim refresh 1 s + flagd file poll 0.5 s), then must leave
+    # the 5 s rate window and be scraped (1 s): ~8 s before the signal reads healthy
     testenv.apply(policy("pricing", steps=steps, verify_for="10s"), namespace)
 
     inc = wait_phase(testenv, namespace, "Resolved", timeout=120)

@@ -25,7 +25,6 @@ from .behaviour import ANNOTATION_PREFIX, ReadyPod
 
 FLAG_ERRORS = ANNOTATION_PREFIX + "flag-errors"
 FLAG_SOURCE = ANNOTATION_PREFIX + "flag-source"
-FILE_POLL_MS = 250
 log = logging.getLogger("hemostat.sim.flags")
 
 ReadSource = Callable[[str, str], str | None]  # (namespace, flag-source) -> flagd JSON, None if absent
@@ -70,13 +69,7 @@ class FlagEffect:
         if domain not in self._domains:
             if not path.exists():
                 path.write_text('{"flags": {}}')
-            # flagd itself watches its files (fsnotify); the Python file resolver polls, every 5 s by
-            # default, which would hold the errors seconds after the ConfigMap changed.
-            provider = FlagdProvider(
-                resolver_type=ResolverType.FILE,
-                offline_flag_source_path=str(path),
-                offline_poll_interval_ms=FILE_POLL_MS,
-            )
+            provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
             api.set_provider_and_wait(provider, domain=domain)
             self._domains.add(domain)
         return domain
