@@ -51,3 +51,59 @@ def test_an_incident_created_but_not_yet_cached_is_seen_until_the_cache_has_it()
     assert asyncio.run(w.incidents("shop", "latency")) == []
     cached["incident_index"] = {("shop", "errors"): [body]}  # the watch delivered it
     assert len(asyncio.run(w.incidents("shop", "errors"))) == 1
+
+
+class Index(dict):
+    """A kopf index as the handlers fill it: key -> the values of every object under that key."""
+
+    def add(self, keys: dict) -> None:
+        for key, value in keys.items():
+            self.setdefault(key, []).append(value)
+
+
+def dep(name: str, ns: str = "shop", **labels: str) -> dict:
+    return {
+        "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "labels": labels},
+        "spec": {"replicas": 1, "template": {}},
+    }
+
+
+def cached_world(*deployments: dict, replicasets: tuple[dict, ...] = ()) -> world.Cached:
+    deps, rss = Index(), Index()
+    for d in deployments:
+        deps.add(world.deployment_keys(d))
+    for rs in replicasets:
+        rss.add(world.replicaset_keys(rs))
+    return world.Cached({"deployment_index": deps, "replicaset_index": rss}, {})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"matchLabels": {"app": "web"}}, ["web-a", "web-b"]),
+        ({"matchLabels": {"app": "web", "tier": "front"}}, ["web-a"]),
+        ({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, ["web-b"]),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, ["api", "web-a"]),
+        ({}, ["api", "web-a", "web-b"]),
+        ({"matchLabels": {"app": "nothing"}}, []),
+    ],
+)
+def test_cached_deployments_are_found_by_label_as_the_api_server_selects_them(raw: dict, expected: list) -> None:
+    w = cached_world(
+        dep("web-a", app="web", tier="front"),
+        dep("web-b", app="web"),
+        dep("api", app="api", tier="back"),
+        dep("other-ns", ns="elsewhere", app="web"),
+    )
+    assert [d["metadata"]["name"] for d in asyncio.run(w.deployments("shop", selector(**raw)))] == expected
+
+
+def test_cached_replicasets_are_those_owned_by_the_round_s_deployments() -> None:
+    def rs(name: str, *owners: str) -> dict:
+        refs = [{"uid": f"uid-{o}", "kind": "Deployment", "name": o} for o in owners]
+        return {"metadata": {"name": name, "namespace": "shop", "ownerReferences": refs}, "spec": {"template": {}}}
+
+    w = cached_world(replicasets=(rs("web-1", "web"), rs("web-2", "web"), rs("api-1", "api"), rs("orphan")))
+    found = asyncio.run(w.replicasets("shop", ["uid-web"]))
+    assert sorted(r["metadata"]["name"] for r in found) == ["web-1", "web-2"]
+    assert asyncio.run(w.replicasets("shop", [])) == []

@@ -10,7 +10,7 @@ re-read, never overwritten.
 
 from __future__ import annotations
 
-import copy
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,6 +77,17 @@ def images(template: dict[str, Any]) -> str:
     return ",".join(c.get("image", "?") for c in template.get("spec", {}).get("containers", []))
 
 
+def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    """The template minus the pod-template-hash label, as new dicts down that path (no deep copy:
+    this runs for every ReplicaSet of every target each round)."""
+    meta = template.get("metadata")
+    if not meta or "labels" not in meta:
+        return dict(template)
+    labels = {k: v for k, v in (meta["labels"] or {}).items() if k != "pod-template-hash"}
+    return {**template, "metadata": {**meta, "labels": labels}}
+
+
+@functools.lru_cache(maxsize=65536)  # the same timestamps come back every round
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -87,8 +98,7 @@ def _revision(rs: dict[str, Any]) -> Revision | None:
         number = int((meta.get("annotations") or {}).get(REVISION, ""))
     except ValueError:
         return None
-    template = copy.deepcopy(rs["spec"]["template"])
-    (template.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
+    template = _without_hash(rs["spec"]["template"])
     changes = [
         _parse_time(m["time"])
         for m in meta.get("managedFields") or []

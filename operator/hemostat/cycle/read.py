@@ -110,9 +110,9 @@ async def read(
 
     wanted = steps.sources(spec.mitigation.steps)
     needs_hpas = any(s.scale_up is not None for s in spec.mitigation.steps)
-    deployments, replicasets, incidents, hpas, *found = await asyncio.gather(
-        world.deployments(namespace, spec.target.selector),
-        world.replicasets(namespace),
+    deployments = await world.deployments(namespace, spec.target.selector)
+    replicasets, incidents, hpas, *found = await asyncio.gather(
+        world.replicasets(namespace, [d["metadata"]["uid"] for d in deployments]),
         world.incidents(namespace, name),
         world.hpas(namespace) if needs_hpas else nothing(),
         *(source(kube, namespace, kind, obj) for kind, obj in wanted),

@@ -14,7 +14,7 @@ remembering it: without that, the next round would open a second Incident.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from ..kube import Kube, matches, selector_string
@@ -28,7 +28,9 @@ REMEMBER_FOR = 120.0  # seconds an Incident we created is kept beside the cache
 class World(Protocol):
     async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]: ...
 
-    async def replicasets(self, namespace: str) -> list[Body]: ...
+    async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
+        """The ReplicaSets owned by the Deployments with these uids."""
+        ...
 
     async def incidents(self, namespace: str, policy: str) -> list[Body]: ...
 
@@ -46,8 +48,9 @@ class Listed:
     async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
         return await self.kube.list_deployments(namespace, selector_string(selector))
 
-    async def replicasets(self, namespace: str) -> list[Body]:
-        return await self.kube.list_replicasets(namespace)
+    async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
+        wanted = set(owners)
+        return [rs for rs in await self.kube.list_replicasets(namespace) if wanted & set(owner_uids(rs))]
 
     async def incidents(self, namespace: str, policy: str) -> list[Body]:
         return await self.kube.list_incidents(namespace, f"{POLICY_LABEL}={policy}")
@@ -60,7 +63,14 @@ class Listed:
 
 
 class Cached:
-    """kopf indices, keyed by namespace (Incidents by namespace and policy); values are trimmed copies."""
+    """kopf indices, looked up by key so a round costs what its own targets cost, not what the
+    namespace holds (100 policies of 100 Deployments in one namespace of 10,000).
+
+    deployment_index: (namespace, name) -> the Deployment; namespace -> its name; and
+    (namespace, label, value) -> its name for each label (matchLabels are set intersections).
+    replicaset_index: (namespace, owner uid) -> the ReplicaSet. hpa_index: namespace -> the HPA.
+    incident_index: (namespace, policy) -> the Incident. Values are trimmed copies, never mutated.
+    """
 
     def __init__(self, indices: Mapping[str, Any], remembered: dict[tuple[str, str], tuple[float, Body]]) -> None:
         self.indices = indices
@@ -71,11 +81,21 @@ class Cached:
         return [dict(v) for v in store] if store is not None else []
 
     async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
-        found = self._values("deployment_index", namespace)
-        return [d for d in found if matches(selector, d["metadata"].get("labels") or {})]
+        index = self.indices["deployment_index"]
+        keys = [(namespace, k, v) for k, v in selector.match_labels.items()] or [namespace]
+        names: set[str] | None = None
+        for key in keys:
+            found = set(index.get(key) or ())
+            names = found if names is None else names & found
+        out = []
+        for name in sorted(names or ()):
+            for d in index.get((namespace, name)) or ():
+                if matches(selector, d["metadata"].get("labels") or {}):
+                    out.append(dict(d))
+        return out
 
-    async def replicasets(self, namespace: str) -> list[Body]:
-        return self._values("replicaset_index", namespace)
+    async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
+        return [rs for uid in owners for rs in self._values("replicaset_index", (namespace, uid))]
 
     async def hpas(self, namespace: str) -> list[Body]:
         return self._values("hpa_index", namespace)
@@ -112,6 +132,25 @@ def _plain(value: Any) -> Any:
 
 
 _META = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "annotations", "creationTimestamp")
+
+
+def owner_uids(rs: Mapping[str, Any]) -> list[str]:
+    return [ref["uid"] for ref in rs["metadata"].get("ownerReferences") or [] if ref.get("uid")]
+
+
+def deployment_keys(body: Mapping[str, Any]) -> dict[Any, Any]:
+    """What deployment_index keeps of one Deployment (see Cached)."""
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    keys: dict[Any, Any] = {(ns, name): trim_deployment(body), ns: name}
+    keys.update({(ns, k, v): name for k, v in (meta.get("labels") or {}).items()})
+    return keys
+
+
+def replicaset_keys(body: Mapping[str, Any]) -> dict[Any, Any]:
+    """What replicaset_index keeps of one ReplicaSet: a copy under each owner it has."""
+    trimmed = trim_replicaset(body)
+    return {(body["metadata"]["namespace"], uid): trimmed for uid in owner_uids(body)}
 
 
 def trim_deployment(body: Mapping[str, Any]) -> Body:

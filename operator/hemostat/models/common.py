@@ -7,6 +7,7 @@ operator re-checks them when it parses an object.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -71,11 +72,18 @@ def bounded_duration(low: str | None, high: str) -> Any:
 
 
 def _is_timestamp(text: str) -> str:
+    if not _parses(text):
+        raise ValueError(f"not a UTC timestamp like 2026-11-23T14:03:00Z: {text!r}")
+    return text
+
+
+@functools.lru_cache(maxsize=65536)  # every status read re-validates the same timestamps
+def _parses(text: str) -> bool:
     try:
         datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
-        raise ValueError(f"not a UTC timestamp like 2026-11-23T14:03:00Z: {text!r}") from None
-    return text
+        return False
+    return True
 
 
 # Status times the operator writes and reads back. Checked when parsed, not in the schema, so a
