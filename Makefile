@@ -64,7 +64,8 @@ test: $(STAMP) testenv-up ## everything: lint, unit and end-to-end tests
 demo: $(STAMP) testenv-deps ## watch an automatic rollback on the local control plane
 	hack/demo.sh
 
-bench-scale: $(STAMP) testenv-up ## scale: 1 Deployment (baseline), then SCALE_DEPLOYMENTS (10000) under 1 policy and under SCALE_POLICIES (100)
+bench-scale: $(STAMP) testenv-up ## scale: CPU of one round in-process, then 1 Deployment (baseline), SCALE_DEPLOYMENTS (10000) under 1 policy and under SCALE_POLICIES (100)
+	$(BIN)/python bench/round_cpu.py --deployments $${SCALE_DEPLOYMENTS:-10000} --policies 1 $${SCALE_POLICIES:-100}
 	$(BIN)/python bench/run.py scale --deployments 1 --policies 1 --minutes $${SCALE_MINUTES:-2}
 	$(BIN)/python bench/run.py scale --deployments $${SCALE_DEPLOYMENTS:-10000} --policies 1 --minutes $${SCALE_MINUTES:-2}
 	$(BIN)/python bench/run.py scale --deployments $${SCALE_DEPLOYMENTS:-10000} --policies $${SCALE_POLICIES:-100} --minutes $${SCALE_MINUTES:-2}

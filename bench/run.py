@@ -4,6 +4,7 @@
     python bench/run.py fastlane [--runs N]    bad pods Ready -> rollback (interval 10s, for 0s), rollout watch on/off
     python bench/run.py soak [--minutes M]     hundreds of Deployments under policies; operator RSS over time
     python bench/run.py scale [--deployments N] N Deployments, batched signals: round time, queries and API calls
+    python bench/round_cpu.py                  CPU of one round of the operator code alone (no control plane)
 
 Needs the local control plane (`make testenv-up`); starts its own simulator and
 operator. Writes JSON to bench/results/ and prints a table. Latencies are
@@ -598,6 +599,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _write(kind: str, result: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path.relative_to(ROOT)}")
