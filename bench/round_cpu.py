@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import BATCHED_SIGNALS, _write  # noqa: E402
+from run import BATCHED_SIGNALS, _write
 
-from hemostat.cycle import Evaluator, Settings, world  # noqa: E402
-from hemostat.signals.base import Reading, Series  # noqa: E402
+from hemostat.cycle import Evaluator, Settings, world
+from hemostat.signals.base import Reading, Series
 
 NS = "scale"
 NAMES = re.compile(r'deployment=~"([^"]*)"')
