@@ -342,6 +342,20 @@ def test_past_the_limit_targets_with_state_are_kept_and_the_policy_says_so() -> 
     assert c.get_condition(status.conditions, "Degraded").reason == c.TOO_MANY_TARGETS
 
 
+def test_targets_cut_from_status_and_a_failing_target_are_both_said() -> None:
+    # the failing target keeps its own line; the cut is said nowhere but in the condition
+    views = [view(0.0, name=f"web-{i:04d}", dep=deployment(f"web-{i:04d}")) for i in range(MAX_TARGETS_IN_STATUS + 5)]
+    snap = snapshot(*views)
+    targets = [p.decide_target(snap, snap.spec, v, NOW).target for v in views]
+    targets.append(TargetStatus(name="broken", error="403 Forbidden: incidents is forbidden"))
+    status = p.policy_status(snap, targets, NOW)
+    degraded = c.get_condition(status.conditions, "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", c.TOO_MANY_TARGETS)
+    assert f"{MAX_TARGETS_IN_STATUS + 6} targets match; status lists {MAX_TARGETS_IN_STATUS}" in degraded.message
+    assert "1 target(s) failing: broken: 403 Forbidden: incidents is forbidden" in degraded.message
+    assert "broken" in {t.name for t in status.targets}
+
+
 def test_last_evaluated_moves_only_with_a_change_or_the_heartbeat() -> None:
     snap = snapshot(view(0.0))
     first = p.policy_status(snap, [only(p.decide(snap, NOW)).target], NOW)
