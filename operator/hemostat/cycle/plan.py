@@ -402,17 +402,19 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
         )
     failing = [t for t in targets if t.error]
     kept = _fit(targets)
+    failures = ""
     if failing:
         shown = "; ".join(f"{t.name}: {t.error}" for t in failing[:3])
         more = f" (and {len(failing) - 3} more)" if len(failing) > 3 else ""
-        message = f"{len(failing)} target(s) failing: {shown}{more}"
-        new.conditions = c.set_condition(new.conditions, "Degraded", True, c.TARGETS_FAILING, message, now, gen)
-    elif len(kept) < len(targets):
+        failures = f"{len(failing)} target(s) failing: {shown}{more}"
+    if len(kept) < len(targets):  # the cut is said only here; failing targets keep their own lines
         message = (
-            f"{len(targets)} targets match; status lists {len(kept)} (those with a breach or an incident first) "
-            "and the others start their breach clocks afresh after a restart: split the policy"
-        )
+            f"{len(targets)} targets match; status lists {len(kept)} (those with a breach, an incident or an "
+            "error first) and the others start their breach clocks afresh after a restart: split the policy"
+        ) + (f"; {failures}" if failures else "")
         new.conditions = c.set_condition(new.conditions, "Degraded", True, c.TOO_MANY_TARGETS, message, now, gen)
+    elif failing:
+        new.conditions = c.set_condition(new.conditions, "Degraded", True, c.TARGETS_FAILING, failures, now, gen)
     else:
         message = "every target evaluated"
         new.conditions = c.set_condition(new.conditions, "Degraded", False, c.ALL_TARGETS_OK, message, now, gen)
