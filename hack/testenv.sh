@@ -29,9 +29,16 @@ api_ready() {
     "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1
 }
 
+closefds() { # close every inherited descriptor above stderr
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; if (( fd > 2 )); then eval "exec $fd>&-"; fi; done 2>/dev/null
+}
+
 run() { # name cmd...  (own process group, so `down` can stop children too)
+  # Without closefds a daemon inherits the caller's `flock /tmp/testenv.lock` descriptor and
+  # holds the shared lock for as long as the control plane runs: every later user waits forever.
   local n=$1; shift
-  setsid "$@" >"$D/logs/$n.log" 2>&1 < /dev/null &
+  ( closefds; exec setsid "$@" >"$D/logs/$n.log" 2>&1 < /dev/null ) &
   echo $! >"$D/pids/$n.pid"
 }
 
