@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
-from conftest import Cluster
+from conftest import Cluster, wait_for
 from cycles import Crash, Story, scripted_policy, stories
 
 BAD, GOOD = 0.5, 0.0
@@ -224,3 +225,103 @@ def test_a_status_write_that_lost_a_race_is_retried_at_once(story) -> None:
     s.engine.applier.kube.patch_status = lose_the_race
     report = s.loop.run_until_complete(s.engine.evaluate(s.policy("typo"), now=s.at(0)))
     assert report.written is None and report.interval <= 1.0, report
+
+
+@contextmanager
+def change_freeze(s: Story) -> Iterator[None]:
+    """A ValidatingAdmissionPolicy that refuses any change to a pod template in the story's
+    namespace (annotations and replicas may still change), as a release freeze would."""
+    name = f"freeze-{s.ns}"
+    s.cluster.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["apps"],
+                            "apiVersions": ["v1"],
+                            "operations": ["UPDATE"],
+                            "resources": ["deployments"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "object.spec.template == oldObject.spec.template",
+                        "message": "release freeze: pod templates cannot change",
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        }
+    )
+    s.cluster.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.ns}}},
+            },
+        }
+    )
+    try:
+        yield
+    finally:
+        s.cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False)
+
+
+def frozen(s: Story, name: str) -> bool:
+    """New admission policies take a moment to apply; ask with a dry run that one would refuse."""
+    patch = {"spec": {"template": {"metadata": {"annotations": {"probe": "1"}}}}}
+    probe = s.cluster.kubectl(
+        "patch", "deployment", name, "-n", s.ns, "--dry-run=server", "-p", json.dumps(patch), check=False
+    )
+    return probe.returncode != 0 and "release freeze" in probe.stderr
+
+
+def test_a_step_the_api_server_refuses_is_recorded_failed_counted_and_not_retried(story) -> None:
+    s = story()
+    s.deploy("web", "app:v1", "app:v2")
+    steps = [{"rollback": {}}, {"scaleUp": {"factor": 2, "maxReplicas": 4}}]
+    s.cluster.apply(scripted_policy("web", "web", steps=steps, cooldown="30s", verify_for="20s"), s.ns)
+    with change_freeze(s):
+        wait_for("the release freeze enforced", lambda: frozen(s, "web"), 30)
+        s.readings[("web", "err")] = BAD
+
+        s.cycle("web", 0)
+        record = status_of(s.incident("web"))
+        assert [(a["step"], a["result"]) for a in record.get("actions", [])] == [("rollback", "Failed")], record
+        refused = record["actions"][0]["message"]
+        assert "release freeze: pod templates cannot change" in refused and "\n" not in refused
+        assert record["phase"] == "Mitigating"
+        failed = record["timeline"][-1]
+        assert (failed["reason"], failed["type"]) == ("MitigationFailed", "Warning")
+        assert failed["message"].startswith("rollback failed: ") and "release freeze" in failed["message"]
+        assert s.image("web") == "app:v2"
+        ledger = json.loads(s.deployment("web")["metadata"]["annotations"]["hemostat.dev/actions"])
+        assert [e["action"] for e in ledger] == ["rollback"], "a refused step counts for cooldown and budget"
+
+        s.cycle("web", 10)  # still breaching, inside the cooldown the refused step started
+        record = status_of(s.incident("web"))
+        assert len(record["actions"]) == 1, "a refused step is not retried"
+        assert record["timeline"][-1]["message"].startswith("next step scaleUp held: cooldown")
+
+        s.cycle("web", 40)  # the ladder moves on
+        record = status_of(s.incident("web"))
+        assert [(a["step"], a["result"]) for a in record["actions"]] == [
+            ("rollback", "Failed"),
+            ("scaleUp", "Succeeded"),
+        ]
+        assert s.deployment("web")["spec"]["replicas"] == 4
+
+        s.cycle("web", 70)  # still breaching after verifyFor, no step left
+        record = status_of(s.incident("web"))
+        assert record["phase"] == "Escalated"
+        assert len(record["actions"]) == 2
