@@ -197,7 +197,8 @@ def test_an_action_by_another_actor_holds_the_step_for_the_cooldown() -> None:
 
 
 def test_a_failed_step_counts_for_the_budget() -> None:
-    # A step that failed was still written with its ledger entry: three in the last hour spend the budget.
+    # The plan's half: three ledger entries in the last hour spend the budget, whatever their results. That a
+    # refused step leaves its entry is apply's half (e2e test_a_step_the_api_server_refuses_...).
     annotations: dict[str, str] = {}
     for minutes in (50, 40, 30):
         entry = ledger.Entry(NOW - timedelta(minutes=minutes), "shop/web-1", "rollback")

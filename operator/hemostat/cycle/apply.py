@@ -6,7 +6,10 @@
   the server); changes are JSON patches whose first operation tests the resourceVersion they
   were planned on (a Conflict is re-planned next cycle, never forced).
 - Truth: every record is made after the write it describes, from the object the server
-  returned, through the pure lifecycle.record_* functions.
+  returned, through the pure lifecycle.record_* functions. A change the server refuses
+  (admission, RBAC, validation: a 4xx that is not a race) is a Failed step with the server's
+  one-line reason, and it counts like any step; a 5xx or a timeout leaves the outcome unknown,
+  so it is a target error and the next cycle re-plans (the marker tells if it landed).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..actions.base import Plan
 from ..actions.steps import kind_of
 from ..decide import conditions as c
 from ..decide import lifecycle as lc
-from ..kube import Conflict, Kube, merge_patch
+from ..kube import ApiError, Conflict, Kube, merge_patch
 from ..metrics import Metrics
 from ..models.incident import ActionRecord, IncidentStatus
 from ..models.policy import TargetStatus
@@ -125,10 +128,15 @@ class Applier:
         plan, act = change.plan, change.act
         ns = change.objects.deployment["metadata"]["namespace"]
         dname = change.objects.deployment["metadata"]["name"]
-        if change.ledger_patch is not None:
-            await self.kube.json_patch_deployment(ns, dname, change.ledger_patch)
         target = plan.name or dname
-        patched = await self._patch(plan.kind, ns, target, change.patch)
+        try:
+            if change.ledger_patch is not None:
+                await self.kube.json_patch_deployment(ns, dname, change.ledger_patch)
+            patched = await self._patch(plan.kind, ns, target, change.patch)
+        except ApiError as exc:
+            if not refused(exc):
+                raise
+            return await self._refused(change, f"{ns}/{target}", exc, now)
         ok = kind_of(act.step).applied(patched, plan)
         message = "" if ok else f"the {plan.kind} does not hold the planned change after the patch"
         if ok and plan.confirm is not None:
@@ -142,6 +150,29 @@ class Applier:
             from_=plan.from_,
             to=plan.to,
             message=message,
+            at=c.now_iso(now),
+        )
+
+    async def _refused(self, change: Change, where: str, exc: ApiError, now: datetime) -> ActionRecord:
+        """Nothing changed, and retrying would be refused again: the step Failed, and it counts (its
+        ledger entry, refused along with the change, is written alone) so the ladder moves on."""
+        plan, act = change.plan, change.act
+        if change.ledger_if_refused is not None:
+            deployment = change.objects.deployment["metadata"]
+            await self._quietly(
+                self.kube.json_patch_deployment(deployment["namespace"], deployment["name"], change.ledger_if_refused),
+                f"count the refused {plan.action} in the ledger",
+            )
+        reason = " ".join(str(exc).split())[:900]
+        log.warning("%s %s refused by the API server: %s", plan.action, where, reason)
+        return ActionRecord(
+            step=act.step.kind,
+            action=plan.action,
+            index=act.index,
+            result="Failed",
+            from_=plan.from_,
+            to=plan.to,
+            message=f"refused by the API server: {reason}",
             at=c.now_iso(now),
         )
 
@@ -213,6 +244,11 @@ class Applier:
             m.time_to_mitigate.observe((c.parse_iso(after.mitigated_at) - start).total_seconds())
         if after.phase == "Resolved" and (before.phase if before else None) != "Resolved" and after.resolved_at:
             m.time_to_resolve.observe((c.parse_iso(after.resolved_at) - start).total_seconds())
+
+
+def refused(exc: ApiError) -> bool:
+    """The server said no to the request itself (not a race, not a moment of overload)."""
+    return 400 <= exc.status < 500 and exc.status not in (408, 429)
 
 
 def _parsed(written: dict[str, Any] | None) -> IncidentStatus | None:

@@ -52,6 +52,9 @@ class Change:
     patch: list[Body]  # the plan's patch, plus the ledger entry when the object is the Deployment
     ledger_patch: list[Body] | None  # the ledger entry on the Deployment, written first otherwise
     objects: Objects
+    # the ledger entry alone, written when the server refuses a change it travelled with: a
+    # refused step counts for cooldown and budget like any other
+    ledger_if_refused: list[Body] | None = None
 
 
 @dataclass(frozen=True)
@@ -308,20 +311,20 @@ def take(
 def change_for(move: lc.Act, planned: Plan, objects: Objects, entry: ledger.Entry) -> Change:
     annotations = objects.deployment["metadata"].get("annotations") or {}
     value = ledger.with_entry(annotations, entry)
-    if planned.kind == "Deployment":
-        # Every Deployment plan leaves an annotations map (its marker); the entry follows it.
-        op = {"op": "add", "path": f"/metadata/annotations/{_escape(ledger.LEDGER)}", "value": value}
-        return Change(move, planned, [*planned.patch, op], None, objects)
+    entry_op = {"op": "add", "path": f"/metadata/annotations/{_escape(ledger.LEDGER)}", "value": value}
     guard = {
         "op": "test",
         "path": "/metadata/resourceVersion",
         "value": objects.deployment["metadata"]["resourceVersion"],
     }
-    if annotations:
-        op = {"op": "add", "path": f"/metadata/annotations/{_escape(ledger.LEDGER)}", "value": value}
-    else:
-        op = {"op": "add", "path": "/metadata/annotations", "value": {ledger.LEDGER: value}}
-    return Change(move, planned, planned.patch, [guard, op], objects)
+    alone = [
+        guard,
+        entry_op if annotations else {"op": "add", "path": "/metadata/annotations", "value": {ledger.LEDGER: value}},
+    ]
+    if planned.kind == "Deployment":
+        # Every Deployment plan leaves an annotations map (its marker); the entry follows it.
+        return Change(move, planned, [*planned.patch, entry_op], None, objects, ledger_if_refused=alone)
+    return Change(move, planned, planned.patch, alone, objects)
 
 
 def _escape(key: str) -> str:
