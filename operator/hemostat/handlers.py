@@ -4,10 +4,14 @@ Evaluation is per policy, not per Deployment: one asyncio task per policy reads
 all its targets, which keeps the task count (and kopf's per-object overhead)
 proportional to the number of policies.
 
-Liveness fails when detection is blind: no cycle completing (a first one included), or
-kopf's watch no longer delivering (the loop's own status write never seen back). Each
-cycle reads the policy fresh from the API server, so a dead watch cannot freeze the
-breach clocks; it is still reported, because kopf would miss new and deleted policies.
+The objects around policies (Deployments, ReplicaSets, HPAs, Incidents) come from our own
+watch caches (informer.py), not kopf indices, which do not scale past a few thousand objects.
+
+Liveness fails when detection is blind: no cycle completing (a first one included), kopf's
+watch no longer delivering (the loop's own status write never seen back), or a watch cache
+silent for too long. Each cycle reads the policy fresh from the API server, so a dead watch
+cannot freeze the breach clocks; it is still reported, because kopf would miss new and
+deleted policies.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes import client
 
+from . import informer
 from .actions.rollback import REVISION
 from .cycle import Evaluator, Settings, world
-from .cycle.snapshot import POLICY_LABEL
 from .kube import Kube
 from .leader import LeaderElector
 from .metrics import Metrics
@@ -83,10 +88,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     leader = memo.leader
     metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     # shared: per-object memos are shallow copies
+    memo.revisions = {}  # (namespace, Deployment) -> the revision last seen
+    memo.informers = _informers(config.namespaces, memo, on_call=kube.on_call)
+    memo.informers.start()
     memo.heartbeat = {"last_cycle": time.monotonic(), "intervals": {}, "unseen": {}}
     memo.wakers = {}  # namespace -> {policy uid: Event}: a new revision wakes its namespace's loops
     memo.remembered = {}  # Incidents created but maybe not in the cache yet (see cycle/world.py)
-    memo.revisions = {}  # (namespace, Deployment) -> the revision last seen
     log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
         config.prometheus_url,
@@ -95,8 +102,33 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
 
 
+def _informers(namespaces: tuple[str, ...], memo: kopf.Memo, on_call: Any) -> informer.Informers:
+    """The watch caches of the read phase (see informer.py): a steady-state cycle makes no LIST call."""
+    keys = {
+        "deployment_index": world.deployment_keys,
+        "replicaset_index": world.replicaset_keys,
+        "hpa_index": lambda body: {body["metadata"]["namespace"]: world.trim_hpa(body)},
+        "incident_index": world.incident_keys,
+    }
+    indices = {name: informer.Index() for name in keys}
+    found = informer.sources(client.ApiClient(), namespaces, GROUP, VERSION)  # its own connections
+    informers = [
+        informer.Informer(
+            source,
+            keys[name],
+            indices[name],
+            on_change=(lambda event, obj: revision_changed(memo, event, obj)) if name == "deployment_index" else None,
+            on_call=on_call,
+        )
+        for name, listed in found.items()
+        for source in listed
+    ]
+    return informer.Informers(informers, indices)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.informers.stop()
     if memo.leader is not None:
         memo.leader_stop.set()
         await memo.leader_task
@@ -110,50 +142,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_via_client(**kwargs)
 
 
-# Watch caches for the read phase: a steady-state cycle makes no LIST call (kopf fills
-# these before any handler runs, and keeps them current from its watches). The keys are in
-# world.Cached. Async on purpose: kopf runs a sync handler in a thread, a hop per event that
-# costs more than the handler at 10,000 Deployments.
-@kopf.index("apps", "v1", "deployments")
-async def deployment_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return world.deployment_keys(body)
-
-
-@kopf.index("apps", "v1", "replicasets")
-async def replicaset_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return world.replicaset_keys(body)
-
-
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
-async def hpa_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    return {namespace: world.trim_hpa(body)}
-
-
-@kopf.index(GROUP, VERSION, "incidents", labels={POLICY_LABEL: kopf.PRESENT})
-async def incident_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[POLICY_LABEL]): world.trim_incident(body)}
-
-
 @kopf.daemon(GROUP, VERSION, "mitigationpolicies", cancellation_timeout=10.0)
-async def evaluate_policy(
-    stopped: kopf.DaemonStopped,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    deployment_index: kopf.Index,
-    replicaset_index: kopf.Index,
-    hpa_index: kopf.Index,
-    incident_index: kopf.Index,
-    **_: Any,
-) -> None:
+async def evaluate_policy(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     uid = body["metadata"]["uid"]
-    indices = {
-        "deployment_index": deployment_index,
-        "replicaset_index": replicaset_index,
-        "hpa_index": hpa_index,
-        "incident_index": incident_index,
-    }
     try:
-        await _evaluate_forever(stopped, body, memo, world.Cached(indices, memo.remembered))
+        await memo.informers.synced()  # never decide on a half-filled cache (it would miss Incidents)
+        await _evaluate_forever(stopped, body, memo, world.Cached(memo.informers.indices, memo.remembered))
     finally:
         memo.heartbeat["intervals"].pop(uid, None)
         memo.heartbeat["unseen"].pop(uid, None)
@@ -171,14 +165,12 @@ async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: floa
         wake.clear()
 
 
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+def revision_changed(memo: kopf.Memo, event: str, obj: dict[str, Any]) -> None:
     """A Deployment's new revision wakes the policy loops of its namespace at once (the fast lane:
     they then evaluate every rolloutWatch.interval for rolloutWatch.window). Reads nothing, writes nothing."""
-    obj = event["object"]
     meta = obj["metadata"]
     key = (meta["namespace"], meta["name"])
-    if event["type"] == "DELETED":
+    if event == "DELETED":
         memo.revisions.pop(key, None)
         return
     revision = (meta.get("annotations") or {}).get(REVISION)
@@ -256,6 +248,7 @@ def last_cycle(memo: kopf.Memo, **_: Any) -> float:
     leading = memo.leader is None or memo.leader.is_leader  # a standby evaluates nothing, by design
     reason = stalled(list(memo.heartbeat["intervals"].values()) if leading else [], ago, STALL_LIMIT)
     reason = reason or watch_stale([t for _, t in memo.heartbeat["unseen"].values()], now)
+    reason = reason or memo.informers.stale(now)
     if reason:
         raise kopf.PermanentError(reason)
     return round(ago, 1)

@@ -1,6 +1,6 @@
 """Where the read phase gets the objects around a policy: watch caches, or plain LISTs.
 
-`Cached` answers from kopf indices (watches of Deployments, ReplicaSets, Incidents and HPAs),
+`Cached` answers from the operator's watch caches (informer.py: Deployments, ReplicaSets, Incidents, HPAs),
 so a steady-state round makes no LIST call: the scale path. `Listed` asks the API server,
 for callers without a running operator (the cycle tests, the CLI).
 
@@ -63,7 +63,7 @@ class Listed:
 
 
 class Cached:
-    """kopf indices, looked up by key so a round costs what its own targets cost, not what the
+    """The watch caches' indices, looked up by key so a round costs what its own targets cost, not what the
     namespace holds (100 policies of 100 Deployments in one namespace of 10,000).
 
     deployment_index: (namespace, name) -> the Deployment; namespace -> its name; and
@@ -151,6 +151,13 @@ def replicaset_keys(body: Mapping[str, Any]) -> dict[Any, Any]:
     """What replicaset_index keeps of one ReplicaSet: a copy under each owner it has."""
     trimmed = trim_replicaset(body)
     return {(body["metadata"]["namespace"], uid): trimmed for uid in owner_uids(body)}
+
+
+def incident_keys(body: Mapping[str, Any]) -> dict[Any, Any]:
+    """What incident_index keeps of one Incident: under (namespace, its policy label)."""
+    meta = body["metadata"]
+    policy = (meta.get("labels") or {}).get(POLICY_LABEL)
+    return {(meta["namespace"], policy): trim_incident(body)} if policy else {}
 
 
 def trim_deployment(body: Mapping[str, Any]) -> Body:

@@ -1,0 +1,53 @@
+"""The watch caches against the real API server: a LIST fills them, WATCH events keep them current."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conftest import Cluster, deployment
+from kubernetes import client, config
+
+from hemostat import informer
+from hemostat.cycle import world
+from hemostat.models.common import GROUP, VERSION
+
+
+async def _until(what: str, probe: Any, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_the_deployment_cache_follows_the_api_server(testenv: Cluster, namespace: str) -> None:
+    testenv.apply(deployment("before", labels={"app": "before", "team": "a"}), namespace)
+    config.load_kube_config(testenv.kubeconfig)
+    api = client.ApiClient()
+    (source,) = informer.sources(api, [namespace], GROUP, VERSION)["deployment_index"]
+    seen: list[tuple[str, str]] = []
+
+    async def run() -> informer.Index:
+        index = informer.Index()
+        i = informer.Informer(
+            source, world.deployment_keys, index, on_change=lambda e, o: seen.append((e, o["metadata"]["name"]))
+        )
+        i.start()
+        try:
+            await asyncio.wait_for(i.synced.wait(), 30)
+            assert sorted(index.get(namespace)) == ["before"]  # the LIST
+            testenv.apply(deployment("after", labels={"app": "after", "team": "a"}), namespace)
+            await _until("the new Deployment", lambda: ("ADDED", "after") in seen)
+            assert sorted(index.get((namespace, "team", "a"))) == ["after", "before"]
+            testenv.kubectl("label", "deployment", "before", "-n", namespace, "team=b", "--overwrite")
+            await _until("the label change", lambda: sorted(index.get((namespace, "team", "a")) or ()) == ["after"])
+            assert sorted(index.get((namespace, "team", "b"))) == ["before"]
+            testenv.kubectl("delete", "deployment", "after", "-n", namespace, "--wait=false")
+            await _until("the deletion", lambda: (namespace, "after") not in index)
+        finally:
+            i.stop()
+        return index
+
+    index = asyncio.run(run())
+    assert sorted(index.get(namespace)) == ["before"]
