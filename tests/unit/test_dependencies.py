@@ -1,8 +1,9 @@
 """The floor of each runtime dependency is the version the tests ran on.
 
 A floor below what CI installs is a promise nobody tested (issue #10 found the leader election
-using an API that exists only in the newest `kubernetes` the pin allowed). When this fails after
-an upstream release, raise the floor to what now passes, or install the floor in CI.
+using an API that exists only in the newest `kubernetes` the pin allowed). `make install`
+installs exactly the floors (hack/floors.py as pip constraints), so an upstream release cannot
+turn this red; raising a floor is a deliberate edit of pyproject.toml.
 """
 
 from __future__ import annotations
