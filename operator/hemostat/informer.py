@@ -96,7 +96,6 @@ class Informer:
         self.synced = asyncio.Event()
         self.last_contact = time.monotonic()
         self._stop = threading.Event()
-        self._response: Any = None  # the open WATCH, closed by stop()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -106,10 +105,9 @@ class Informer:
         self._thread.start()
 
     def stop(self) -> None:
+        # Only a flag: closing a response another thread is reading blocks on its buffer lock
+        # (seen: SIGTERM never finished). The threads are daemons and end with the process.
         self._stop.set()
-        response = self._response
-        if response is not None:
-            response.close()
 
     def stale(self, now: float) -> str | None:
         ago = now - self.last_contact
@@ -162,7 +160,7 @@ class Informer:
             }
             if s.label_selector:
                 kwargs["label_selector"] = s.label_selector
-            self._response = response = s.list_fn(*s.args, **kwargs)
+            response = s.list_fn(*s.args, **kwargs)
             try:
                 for line in iter_resp_lines(response):
                     if not line.strip():
@@ -178,7 +176,6 @@ class Informer:
                         self._post(self._changed, kind, obj)
             finally:
                 response.release_conn()
-                self._response = None
             self._post(self._touched)  # the server ended the watch on time: resume where it was
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
