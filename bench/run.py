@@ -3,7 +3,8 @@
     python bench/run.py latency [--runs N]     repeat the bad-rollout scenario N times
     python bench/run.py fastlane [--runs N]    bad pods Ready -> rollback (interval 10s, for 0s), rollout watch on/off
     python bench/run.py soak [--minutes M]     hundreds of Deployments under policies; operator RSS over time
-    python bench/run.py scale [--deployments N] N Deployments, batched signals: round time, queries and API calls
+    python bench/run.py scale [--deployments N] [--policies P ...]
+                                               one fleet under each layout in turn: rounds, queries, API calls, RSS
     python bench/round_cpu.py                  CPU of one round of the operator code alone (no control plane)
 
 Needs the local control plane (`make testenv-up`); starts its own simulator and
@@ -441,15 +442,19 @@ def _apiserver_requests(b: Bench) -> dict[str, float]:
     return by_verb
 
 
-def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
-    """N Deployments (one replica each) under `policies` policies with two batched signals, interval 10s."""
+def scale(deployments: int, layouts: list[int], minutes: float, soak_minutes: float = 0.0) -> list[dict[str, Any]]:
+    """N Deployments (one replica each), created once, then each layout in turn: P policies with two batched
+    signals, interval 10s, a fresh operator, `minutes` measured, one bad rollout timed. The last layout keeps
+    running to `soak_minutes` (if longer) with its RSS sampled, before its bad rollout."""
     b = Bench()
     ns = f"scale-{datetime.now(UTC):%H%M%S}"
     b.namespace(ns)
+    t0 = time.monotonic()
     for i in range(deployments):
-        b.deployment(ns, f"svc-{i:05d}", replicas=1, labels={"group": f"g{i % policies}"})
-        if i and i % 500 == 0:
-            print(f"  created {i} Deployments", flush=True)
+        labels = {"fleet": ns, **{f"group-of-{p}": f"g{i % p}" for p in layouts}}
+        b.deployment(ns, f"svc-{i:05d}", replicas=1, labels=labels)
+        if i and i % 1000 == 0:
+            print(f"  created {i} Deployments ({time.monotonic() - t0:.0f} s)", flush=True)
 
     def settled() -> bool:  # every Deployment has its first revision: nothing left to wake the loops
         items = b.apps.list_namespaced_deployment(ns).items
@@ -458,50 +463,86 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
             == deployments
         )
 
-    wait("every Deployment at revision 1", settled, timeout=600)
-    for p in range(policies):
+    wait("every Deployment at revision 1", settled, timeout=1200)
+    print(f"  {deployments} Deployments created and settled in {time.monotonic() - t0:.0f} s", flush=True)
+    b.simulator("scale-simulator", "scale-sim.json", "--resync", "5", "--tick", "1")
+    results = []
+    try:
+        for n, policies in enumerate(layouts):
+            last = n == len(layouts) - 1
+            window = max(minutes, soak_minutes) if last else minutes
+            results.append(_layout(b, ns, deployments, policies, window, bad=f"svc-{n:05d}"))
+    finally:
+        b.core.delete_namespace(ns)
+        b.stop_all()
+    return results
+
+
+def _layout(b: Bench, ns: str, deployments: int, policies: int, minutes: float, bad: str) -> dict[str, Any]:
+    def selector(p: int) -> dict[str, Any]:
+        if policies == 1:
+            return {"matchLabels": {"fleet": ns}}
+        return {"matchLabels": {f"group-of-{policies}": f"g{p}"}}
+
+    names = [f"layout-{policies}-{p}" for p in range(policies)]
+    for p, name in enumerate(names):
         body = {
             "apiVersion": "hemostat.dev/v1alpha1",
             "kind": "MitigationPolicy",
-            "metadata": {"name": f"group-{p}"},
+            "metadata": {"name": name},
             "spec": {
-                "target": {"selector": {"matchLabels": {"group": f"g{p}"}}},
+                "target": {"selector": selector(p)},
                 "interval": "10s",
                 "signals": BATCHED_SIGNALS,
                 "mitigation": {"steps": [{"rollback": {}}], "rolloutWatch": {"window": "0s"}},
             },
         }
         b.custom.create_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", body)
-    b.simulator("scale-simulator", "scale-sim.json", "--resync", "5", "--tick", "1")
     port = 18000 + os.getpid() % 1000
-    op = b.operator("scale-operator", [ns], metrics_port=port)
+    t_start = time.monotonic()
+    op = b.operator(f"scale-operator-{policies}", [ns], metrics_port=port)
     metrics = f"http://127.0.0.1:{port}/metrics"
+    samples: list[dict[str, float]] = []
     try:
 
         def evaluated() -> bool:
             items = b.custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies")
-            return all((i.get("status") or {}).get("matchedTargets") for i in items["items"])
+            mine = [i for i in items["items"] if i["metadata"]["name"] in names]
+            return all((i.get("status") or {}).get("matchedTargets") for i in mine)
 
-        wait("every policy evaluated once", evaluated, timeout=600)
+        wait("every policy evaluated once", evaluated, timeout=900)
+        first_round_s = time.monotonic() - t_start
+        print(f"  {policies} policies: every policy evaluated {first_round_s:.0f} s after the operator started")
         time.sleep(15)  # past the first rounds (woken by the revisions the operator saw first)
         first, api_first = _scrape(metrics), _apiserver_requests(b)
-        time.sleep(minutes * 60)
+        start = time.monotonic()
+        while time.monotonic() - start < minutes * 60:
+            if op.poll() is not None:
+                raise SystemExit(f"bench: the operator exited; see bench/results/scale-operator-{policies}.log")
+            samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mib": round(_rss_kib(op.pid) / 1024, 1)})
+            print(f"    t={samples[-1]['t_s']:6.0f}s  rss={samples[-1]['rss_mib']:6.1f} MiB", flush=True)
+            time.sleep(min(30.0, max(0.0, minutes * 60 - (time.monotonic() - start))))
         last, api_last = _scrape(metrics), _apiserver_requests(b)
-        rss = _rss_kib(op.pid) / 1024
+        samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mib": round(_rss_kib(op.pid) / 1024, 1)})
         cpu = _cpu_seconds(op.pid)
-        detect = _bad_rollout_to_rollback(b, ns, "svc-00000")
+        detect = _bad_rollout_to_rollback(b, ns, bad)
     finally:
-        b.core.delete_namespace(ns)  # while the operator runs, so it releases its finalizers
+        for name in names:  # while the operator runs, so it releases its finalizers
+            b.custom.delete_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", name)
         wait(
             "the policies deleted",
             lambda: (
-                not b.custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies")[
-                    "items"
-                ]
+                not any(
+                    i["metadata"]["name"] in names
+                    for i in b.custom.list_namespaced_custom_object(
+                        "hemostat.dev", "v1alpha1", ns, "mitigationpolicies"
+                    )["items"]
+                )
             ),
             timeout=300,
         )
-        b.stop_all()
+        os.killpg(op.pid, signal.SIGTERM)
+        op.wait(30)
 
     def delta(prefix: str) -> float:
         return sum(v for k, v in last.items() if k.startswith(prefix)) - sum(
@@ -509,14 +550,11 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
         )
 
     rounds = delta("hemostat_evaluation_duration_seconds_count")
-    buckets = sorted(
-        (float(k.split('le="')[1].split('"')[0]), last[k] - first.get(k, 0.0))
-        for k in last
-        if k.startswith("hemostat_evaluation_duration_seconds_bucket")
-    )
     merged: dict[float, float] = {}
-    for le, count in buckets:
-        merged[le] = merged.get(le, 0.0) + count
+    for k in last:
+        if k.startswith("hemostat_evaluation_duration_seconds_bucket"):
+            le = float(k.split('le="')[1].split('"')[0])
+            merged[le] = merged.get(le, 0.0) + last[k] - first.get(k, 0.0)
 
     def quantile(q: float) -> float:
         for le, count in sorted(merged.items()):
@@ -524,6 +562,7 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
                 return le
         return float("inf")
 
+    seconds = minutes * 60
     result = {
         "kind": "scale",
         "at": datetime.now(UTC).isoformat(),
@@ -531,22 +570,35 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
         "policies": policies,
         "interval_s": 10,
         "minutes": minutes,
+        "first_round_after_start_s": round(first_round_s, 1),
         "rounds": rounds,
-        "round_mean_s": delta("hemostat_evaluation_duration_seconds_sum") / rounds if rounds else None,
+        # each policy runs its own loop: at 10 s per policy, this is 1.0 when every round fits the interval
+        "rounds_per_policy_per_10s": round(rounds / policies / (seconds / 10), 2),
+        "round_mean_s": round(delta("hemostat_evaluation_duration_seconds_sum") / rounds, 3) if rounds else None,
         "round_p50_le_s": quantile(0.5),
         "round_p95_le_s": quantile(0.95),
-        "queries_per_round": delta("hemostat_signal_query_duration_seconds_count") / rounds if rounds else None,
+        "round_max_le_s": quantile(1.0),
+        "queries_per_round": round(delta("hemostat_signal_query_duration_seconds_count") / rounds, 2)
+        if rounds
+        else None,
         # the operator's own calls, by client method: list_* are LISTs
         "operator_kube_calls_per_round": {
             k.split('method="')[1].split('"')[0]: round((v - first.get(k, 0.0)) / rounds, 2)
             for k, v in sorted(last.items())
-            if k.startswith("hemostat_kube_requests_total") and rounds
+            if k.startswith("hemostat_kube_requests_total") and rounds and v > first.get(k, 0.0)
         },
         # everything the API server served meanwhile (controllers, kwok, the simulator included)
         "api_server_requests_per_round": {
-            v: round((api_last.get(v, 0) - api_first.get(v, 0)) / rounds, 2) for v in sorted(api_last) if rounds
+            v: round((api_last[v] - api_first.get(v, 0)) / rounds, 2)
+            for v in sorted(api_last)
+            if rounds and api_last[v] > api_first.get(v, 0)
         },
-        "operator_rss_mib": round(rss, 1),
+        "operator_rss_mib": {
+            "first": samples[0]["rss_mib"],
+            "last": samples[-1]["rss_mib"],
+            "max": max(s["rss_mib"] for s in samples),
+        },
+        "rss_samples": samples,
         "operator_cpu_s": cpu,
         # one bad rollout among them, bad Pods Ready -> rollback patch (interval 10s, no rollout watch)
         "bad_rollout_to_rollback_s": round(detect, 2),
@@ -556,19 +608,9 @@ def scale(deployments: int, policies: int, minutes: float) -> dict[str, Any]:
         f"\nscale: {deployments} Deployments under {policies} policies, 2 batched signals, interval 10s, "
         f"{minutes:g} min"
     )
-    for key in (
-        "rounds",
-        "round_mean_s",
-        "round_p50_le_s",
-        "round_p95_le_s",
-        "queries_per_round",
-        "operator_kube_calls_per_round",
-        "api_server_requests_per_round",
-        "operator_rss_mib",
-        "operator_cpu_s",
-        "bad_rollout_to_rollback_s",
-    ):
-        print(f"  {key:30} {result[key]}")
+    for key, value in result.items():
+        if key not in ("kind", "at", "rss_samples"):
+            print(f"  {key:30} {value}")
     return result
 
 
@@ -614,8 +656,9 @@ def main() -> None:
     fast.add_argument("--runs", type=int, default=5)
     sc = sub.add_parser("scale")
     sc.add_argument("--deployments", type=int, default=1000)
-    sc.add_argument("--policies", type=int, default=1)
-    sc.add_argument("--minutes", type=float, default=2)
+    sc.add_argument("--policies", type=int, nargs="+", default=[1], help="layouts, run in turn on one fleet")
+    sc.add_argument("--minutes", type=float, default=2, help="measured per layout")
+    sc.add_argument("--soak-minutes", type=float, default=0, help="the last layout runs this long, RSS sampled")
     sk = sub.add_parser("soak")
     sk.add_argument("--minutes", type=float, default=30)
     sk.add_argument("--namespaces", type=int, default=10)
@@ -627,7 +670,7 @@ def main() -> None:
     elif args.cmd == "fastlane":
         fastlane(args.runs)
     elif args.cmd == "scale":
-        scale(args.deployments, args.policies, args.minutes)
+        scale(args.deployments, args.policies, args.minutes, args.soak_minutes)
     else:
         soak(args.minutes, args.namespaces, args.per_namespace, args.policies_per_namespace)
 
