@@ -20,6 +20,7 @@ import re
 import statistics
 import sys
 import time
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,27 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import BATCHED_SIGNALS, _write
 
 from hemostat.cycle import Evaluator, Settings, world
+from hemostat.informer import Index
 from hemostat.signals.base import Reading, Series
 
 NS = "scale"
 NAMES = re.compile(r'deployment=~"([^"]*)"')
 
 
-class Index(dict):
-    """A kopf index as its handler fills it: key -> every value stored under it."""
-
-    def add(self, keys: dict[Any, Any]) -> None:
-        for key, value in keys.items():
-            self.setdefault(key, []).append(value)
-
-
 def objects(n: int, policies: int) -> world.Cached:
-    deployments, replicasets = Index(), Index()
+    deployments, replicasets = Index(), Index()  # the watch caches' own index
     for i in range(n):
         name, uid = f"svc-{i:05d}", f"uid-{i}"
         template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "v1"}]}}
         meta = {"namespace": NS, "resourceVersion": str(i), "creationTimestamp": "2026-12-04T10:00:00Z"}
-        deployments.add(
+        deployments.replace(
+            uid,
             world.deployment_keys(
                 {
                     "metadata": {
@@ -62,9 +57,10 @@ def objects(n: int, policies: int) -> world.Cached:
                     },
                     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template},
                 }
-            )
+            ),
         )
-        replicasets.add(
+        replicasets.replace(
+            f"rs-{uid}",
             world.replicaset_keys(
                 {
                     "metadata": {
@@ -78,7 +74,7 @@ def objects(n: int, policies: int) -> world.Cached:
                     },
                     "spec": {"template": template},
                 }
-            )
+            ),
         )
     indices = {"deployment_index": deployments, "replicaset_index": replicasets, "hpa_index": {}, "incident_index": {}}
     return world.Cached(indices, {})
@@ -127,7 +123,11 @@ class Healthy:
 
 
 def measure(deployments: int, policies: int, rounds: int) -> dict[str, Any]:
-    cache, store = objects(deployments, policies), PolicyStore(policies)
+    tracemalloc.start()
+    cache = objects(deployments, policies)
+    cache_bytes = tracemalloc.get_traced_memory()[0]  # what the trimmed objects and their keys hold
+    tracemalloc.stop()
+    store = PolicyStore(policies)
     evaluator = Evaluator(store, lambda url: Healthy(), Settings("http://prometheus"))  # type: ignore[arg-type]
 
     async def run() -> list[float]:
@@ -147,6 +147,7 @@ def measure(deployments: int, policies: int, rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "cpu_s_per_round_p50": round(statistics.median(times), 3),
         "cpu_s_per_round_max": round(max(times), 3),
+        "cache_mib": round(cache_bytes / 2**20, 1),
         "targets_in_first_status": len(status.get("targets") or []),
         "status_bytes": len(json.dumps(status)),
     }
@@ -161,10 +162,11 @@ def main() -> None:
     results = [measure(args.deployments, p, args.rounds) for p in args.policies]
     _write("round-cpu", {"kind": "round-cpu", "at": datetime.now(UTC).isoformat(), "layouts": results})
     print(f"\nCPU of one round (operator code only), {args.deployments} Deployments, 2 batched signals:")
-    print(f"  {'policies':>8} {'CPU s/round p50':>16} {'max':>7} {'status bytes':>13}")
+    print(f"  {'policies':>8} {'CPU s/round p50':>16} {'max':>7} {'status bytes':>13} {'cache MiB':>10}")
     for r in results:
         print(
-            f"  {r['policies']:>8} {r['cpu_s_per_round_p50']:>16} {r['cpu_s_per_round_max']:>7} {r['status_bytes']:>13}"
+            f"  {r['policies']:>8} {r['cpu_s_per_round_p50']:>16} {r['cpu_s_per_round_max']:>7} "
+            f"{r['status_bytes']:>13} {r['cache_mib']:>10}"
         )
 
 

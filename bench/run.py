@@ -417,6 +417,23 @@ BATCHED_SIGNALS = [
 ]
 
 
+# The same two signals, one query per target (what a query that cannot be batched costs).
+PER_TARGET_SIGNALS = [
+    {
+        "name": "error-rate",
+        "prometheus": {"query": RATIO},
+        "breachWhen": {"above": THRESHOLD},
+        "for": "30s",
+    },
+    {
+        "name": "traffic",
+        "prometheus": {"query": f"sum(rate(http_requests_total{{{SELECT}}}[{WINDOW}]))"},
+        "breachWhen": {"below": 0.1},
+        "for": "30s",
+    },
+]
+
+
 def _scrape(url: str) -> dict[str, float]:
     """A Prometheus text exposition as {series: value} (enough for counters and histograms)."""
     with urllib.request.urlopen(url, timeout=10) as r:

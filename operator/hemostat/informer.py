@@ -10,7 +10,7 @@ Each informer runs the official client's LIST and WATCH in its own thread (the c
 synchronous) and hands every change to the event loop, which alone touches the index: no
 locks. A watch ends every WATCH_SECONDS by the server's timeout and resumes from the last
 resourceVersion (bookmarks keep it fresh); 410 Gone, or any error, means a fresh LIST after
-a short backoff, and a LIST replaces the whole index (objects deleted meanwhile go).
+a short backoff, and a LIST (in pages) replaces the whole index (objects deleted meanwhile go).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ WATCH_SECONDS = 240  # the server ends each watch after this; we resume from the
 READ_TIMEOUT = WATCH_SECONDS + 60.0  # a silent connection is given up after this
 STALE_AFTER = 2 * READ_TIMEOUT  # no LIST, event or bookmark for this long: the cache is blind
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+PAGE = 500  # objects per LIST page (client-go's pager uses the same)
 
 
 class Index:
@@ -96,6 +97,7 @@ class Informer:
         self.synced = asyncio.Event()
         self.last_contact = time.monotonic()
         self._stop = threading.Event()
+        self._listing: set[str] = set()  # uids the LIST in progress has returned so far
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -134,16 +136,23 @@ class Informer:
                 self._stop.wait(delay)
 
     def _list(self) -> str:
+        """LIST in pages, so a LIST of 10,000 objects never holds them all in memory at once."""
         s = self.source
-        self._count(f"list {s.kind}")
-        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10.0, 120.0)}
-        if s.label_selector:
-            kwargs["label_selector"] = s.label_selector
-        response = s.list_fn(*s.args, **kwargs)
-        data = json.loads(response.data)
-        items = [{"apiVersion": s.api_version, "kind": s.kind, **item} for item in data.get("items") or []]
-        self._post(self._relisted, items)
-        return data["metadata"]["resourceVersion"]
+        token, first = None, True
+        while True:
+            self._count(f"list {s.kind}")
+            kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10.0, 120.0), "limit": PAGE}
+            if s.label_selector:
+                kwargs["label_selector"] = s.label_selector
+            if token:
+                kwargs["_continue"] = token  # an expired token is 410 Gone: a fresh LIST after the backoff
+            data = json.loads(s.list_fn(*s.args, **kwargs).data)
+            items = [{"apiVersion": s.api_version, "kind": s.kind, **item} for item in data.get("items") or []]
+            token = data["metadata"].get("continue")
+            self._post(self._listed, items, first, not token)
+            if not token:  # every page is of one snapshot: the last page's version is the list's
+                return data["metadata"]["resourceVersion"]
+            first = False
 
     def _watch_from(self, version: str) -> None:
         """WATCH from `version` until told to stop; raises (to LIST again) on 410 Gone or any error."""
@@ -194,16 +203,20 @@ class Informer:
     def _touched(self) -> None:
         self.last_contact = time.monotonic()
 
-    def _relisted(self, items: list[Body]) -> None:
-        seen = set()
+    def _listed(self, items: list[Body], first: bool, last: bool) -> None:
+        """One page of a LIST; after the last, what the LIST did not return is gone."""
+        if first:
+            self._listing = set()
         for body in items:
             uid = body["metadata"]["uid"]
-            seen.add(uid)
+            self._listing.add(uid)
             self.index.replace(uid, self.keys(body))
-        for uid in self.index.uids() - seen:
-            self.index.discard(uid)
         self.last_contact = time.monotonic()
-        self.synced.set()
+        if last:
+            for uid in self.index.uids() - self._listing:
+                self.index.discard(uid)
+            self._listing = set()
+            self.synced.set()
         if self.on_change is not None:
             for body in items:
                 self.on_change("ADDED", body)

@@ -51,3 +51,26 @@ def test_the_deployment_cache_follows_the_api_server(testenv: Cluster, namespace
 
     index = asyncio.run(run())
     assert sorted(index.get(namespace)) == ["before"]
+
+
+def test_a_list_in_pages_fills_the_cache_with_every_object(testenv: Cluster, namespace: str, monkeypatch: Any) -> None:
+    monkeypatch.setattr(informer, "PAGE", 2)
+    for n in range(5):
+        testenv.apply(deployment(f"d{n}", labels={"app": f"d{n}"}), namespace)
+    config.load_kube_config(testenv.kubeconfig)
+    (source,) = informer.sources(client.ApiClient(), [namespace], GROUP, VERSION)["deployment_index"]
+    calls: list[str] = []
+
+    async def run() -> informer.Index:
+        index = informer.Index()
+        i = informer.Informer(source, world.deployment_keys, index, on_call=calls.append)
+        i.start()
+        try:
+            await asyncio.wait_for(i.synced.wait(), 30)
+        finally:
+            i.stop()
+        return index
+
+    index = asyncio.run(run())
+    assert sorted(index.get(namespace)) == [f"d{n}" for n in range(5)]
+    assert calls.count("list Deployment") == 3  # 2 + 2 + 1, continued by the server's token

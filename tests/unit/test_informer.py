@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import pytest
+
+from hemostat import informer as informer_module
 from hemostat.cycle import world
 from hemostat.informer import STALE_AFTER, Index, Informer, Source
 
@@ -34,17 +38,57 @@ def test_an_object_is_found_under_each_of_its_keys_and_leaves_the_ones_it_lost()
     assert index.uids() == set()
 
 
-def test_a_list_replaces_the_cache_and_drops_what_was_deleted_meanwhile() -> None:
-    async def run() -> Informer:
-        i = informer()
-        i._relisted([deployment("a", "ua", app="a"), deployment("b", "ub", app="b")])
-        assert i.synced.is_set()
-        i._relisted([deployment("b", "ub", app="b")])  # "a" deleted while the watch was down
-        return i
+class Pages:
+    """A list function serving `objects` in pages of `limit`, as the API server does with `continue`."""
 
-    i = asyncio.run(run())
-    assert names(i.index, "shop") == ["b"]
+    def __init__(self, objects: list[dict]) -> None:
+        self.objects, self.calls = objects, []
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls.append(kwargs)
+        start = int(kwargs.get("_continue") or 0)
+        end = start + int(kwargs["limit"])  # type: ignore[call-overload]
+        more = str(end) if end < len(self.objects) else None
+        body = {"metadata": {"resourceVersion": "42", "continue": more}, "items": self.objects[start:end]}
+        return type("Response", (), {"data": json.dumps(body).encode()})()
+
+
+def listed(i: Informer, pages: Pages) -> str:
+    """Run one LIST as the informer's thread does, then let the loop apply what it posted."""
+
+    async def run() -> str:
+        i._loop = asyncio.get_running_loop()
+        i.source = Source("Deployments in shop", pages, ("shop",), "apps/v1", "Deployment")
+        version = await asyncio.to_thread(i._list)
+        await asyncio.sleep(0)
+        return version
+
+    return asyncio.run(run())
+
+
+def test_a_list_comes_in_pages_and_replaces_the_cache_after_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer_module, "PAGE", 2)
+    i = informer()
+    first = Pages([deployment(n, f"u{n}", app=n) for n in "abcde"])
+    assert listed(i, first) == "42"
+    assert [c.get("_continue") for c in first.calls] == [None, "2", "4"]
+    assert {c["limit"] for c in first.calls} == {2}
+    assert i.synced.is_set()
+    assert names(i.index, "shop") == list("abcde")
+
+    again = Pages([deployment(n, f"u{n}", app=n) for n in "bde"])  # "a" and "c" deleted while the watch was down
+    assert listed(i, again) == "42"
+    assert names(i.index, "shop") == list("bde")
     assert i.index.get(("shop", "a")) is None
+
+
+def test_objects_of_the_previous_list_stay_until_the_last_page() -> None:
+    i = informer()
+    i._listed([deployment("a", "ua", app="a"), deployment("b", "ub", app="b")], first=True, last=True)
+    i._listed([deployment("b", "ub", app="b")], first=True, last=False)
+    assert names(i.index, "shop") == ["a", "b"]  # a cache that is behind, never one with holes
+    i._listed([deployment("c", "uc", app="c")], first=False, last=True)
+    assert names(i.index, "shop") == ["b", "c"]
 
 
 def test_watch_events_update_the_cache_then_tell_the_listener() -> None:
