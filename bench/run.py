@@ -459,10 +459,12 @@ def _apiserver_requests(b: Bench) -> dict[str, float]:
     return by_verb
 
 
-def scale(deployments: int, layouts: list[int], minutes: float, soak_minutes: float = 0.0) -> list[dict[str, Any]]:
+def scale(
+    deployments: int, layouts: list[int], minutes: float, soak_minutes: float = 0.0, per_target: bool = False
+) -> list[dict[str, Any]]:
     """N Deployments (one replica each), created once, then each layout in turn: P policies with two batched
-    signals, interval 10s, a fresh operator, `minutes` measured, one bad rollout timed. The last layout keeps
-    running to `soak_minutes` (if longer) with its RSS sampled, before its bad rollout."""
+    (or per-target) signals, interval 10s, a fresh operator, `minutes` measured, one bad rollout timed.
+    The last layout keeps running to `soak_minutes` (if longer) with its RSS sampled, before its bad rollout."""
     b = Bench()
     ns = f"scale-{datetime.now(UTC):%H%M%S}"
     b.namespace(ns)
@@ -488,14 +490,17 @@ def scale(deployments: int, layouts: list[int], minutes: float, soak_minutes: fl
         for n, policies in enumerate(layouts):
             last = n == len(layouts) - 1
             window = max(minutes, soak_minutes) if last else minutes
-            results.append(_layout(b, ns, deployments, policies, window, bad=f"svc-{n:05d}"))
+            signals = PER_TARGET_SIGNALS if per_target else BATCHED_SIGNALS
+            results.append(_layout(b, ns, deployments, policies, window, f"svc-{n:05d}", signals))
     finally:
         b.core.delete_namespace(ns)
         b.stop_all()
     return results
 
 
-def _layout(b: Bench, ns: str, deployments: int, policies: int, minutes: float, bad: str) -> dict[str, Any]:
+def _layout(
+    b: Bench, ns: str, deployments: int, policies: int, minutes: float, bad: str, signals: list[dict[str, Any]]
+) -> dict[str, Any]:
     def selector(p: int) -> dict[str, Any]:
         if policies == 1:
             return {"matchLabels": {"fleet": ns}}
@@ -510,11 +515,12 @@ def _layout(b: Bench, ns: str, deployments: int, policies: int, minutes: float, 
             "spec": {
                 "target": {"selector": selector(p)},
                 "interval": "10s",
-                "signals": BATCHED_SIGNALS,
+                "signals": signals,
                 "mitigation": {"steps": [{"rollback": {}}], "rolloutWatch": {"window": "0s"}},
             },
         }
         b.custom.create_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", body)
+    batched = "batch" in signals[0]["prometheus"]
     port = 18000 + os.getpid() % 1000
     t_start = time.monotonic()
     op = b.operator(f"scale-operator-{policies}", [ns], metrics_port=port)
@@ -585,6 +591,7 @@ def _layout(b: Bench, ns: str, deployments: int, policies: int, minutes: float, 
         "at": datetime.now(UTC).isoformat(),
         "deployments": deployments,
         "policies": policies,
+        "signals": "2 batched" if batched else "2 per target",
         "interval_s": 10,
         "minutes": minutes,
         "first_round_after_start_s": round(first_round_s, 1),
@@ -622,7 +629,7 @@ def _layout(b: Bench, ns: str, deployments: int, policies: int, minutes: float, 
     }
     _write("scale", result)
     print(
-        f"\nscale: {deployments} Deployments under {policies} policies, 2 batched signals, interval 10s, "
+        f"\nscale: {deployments} Deployments under {policies} policies, {result['signals']} signals, interval 10s, "
         f"{minutes:g} min"
     )
     for key, value in result.items():
@@ -675,6 +682,7 @@ def main() -> None:
     sc.add_argument("--deployments", type=int, default=1000)
     sc.add_argument("--policies", type=int, nargs="+", default=[1], help="layouts, run in turn on one fleet")
     sc.add_argument("--minutes", type=float, default=2, help="measured per layout")
+    sc.add_argument("--per-target", action="store_true", help="signals queried once per target, not batched")
     sc.add_argument("--soak-minutes", type=float, default=0, help="the last layout runs this long, RSS sampled")
     sk = sub.add_parser("soak")
     sk.add_argument("--minutes", type=float, default=30)
@@ -687,7 +695,7 @@ def main() -> None:
     elif args.cmd == "fastlane":
         fastlane(args.runs)
     elif args.cmd == "scale":
-        scale(args.deployments, args.policies, args.minutes, args.soak_minutes)
+        scale(args.deployments, args.policies, args.minutes, args.soak_minutes, args.per_target)
     else:
         soak(args.minutes, args.namespaces, args.per_namespace, args.policies_per_namespace)
 
