@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import BATCHED_SIGNALS, _write
 
 from hemostat.cycle import Evaluator, Settings, world
+from hemostat.decide.conditions import EVALUATION_FAILED
 from hemostat.informer import Index
 from hemostat.signals.base import Reading, Series
 
@@ -104,10 +105,13 @@ class PolicyStore:
     async def get_policy(self, namespace: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.bodies[name])
 
-    async def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any], *_: Any) -> None:
+    async def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any], *_: Any) -> Any:
         self.writes += 1
-        status = {**self.bodies[name]["status"], **json.loads(json.dumps(patch))}
-        self.bodies[name]["status"] = {k: v for k, v in status.items() if v is not None}
+        body = self.bodies[name]
+        status = {**body["status"], **json.loads(json.dumps(patch))}
+        body["status"] = {k: v for k, v in status.items() if v is not None}
+        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
+        return copy.deepcopy(body)  # the API server answers with the object written
 
 
 class Healthy:
@@ -131,15 +135,23 @@ def measure(deployments: int, policies: int, rounds: int) -> dict[str, Any]:
     evaluator = Evaluator(store, lambda url: Healthy(), Settings("http://prometheus"))  # type: ignore[arg-type]
 
     async def run() -> list[float]:
-        times = []
-        for _ in range(rounds + 1):  # the first round writes every status: a warm-up
+        times, start = [], datetime.now(UTC)
+        for i in range(rounds + 1):  # the first round writes every status: a warm-up
             started = time.process_time()
-            for body in store.bodies.values():
-                await evaluator.evaluate(body, now=datetime.now(UTC), world=cache)
+            for body in store.bodies.values():  # each round is one interval later, as in the operator
+                await evaluator.evaluate(body, now=start + timedelta(seconds=10 * i), world=cache)
             times.append(time.process_time() - started)
         return times[1:]
 
     times = asyncio.run(run())
+    failed = [
+        f"{name}: {x['message']}"
+        for name, body in store.bodies.items()
+        for x in body["status"].get("conditions", [])
+        if x["reason"] == EVALUATION_FAILED and x["status"] == "True"
+    ]
+    if failed:  # a round that failed measures the error path, not the cycle
+        raise SystemExit(f"{len(failed)} of {policies} policies failed to evaluate, e.g. {failed[0]}")
     status = next(iter(store.bodies.values()))["status"]
     return {
         "deployments": deployments,
