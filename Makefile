@@ -65,10 +65,10 @@ test: $(STAMP) testenv-up ## everything: lint, unit and end-to-end tests
 demo: $(STAMP) testenv-deps ## watch an automatic rollback on the local control plane
 	hack/demo.sh
 
-bench-scale: $(STAMP) testenv-up ## scale: CPU of one round in-process, a 1-Deployment baseline, then SCALE_DEPLOYMENTS (10000) under 1 policy and under SCALE_POLICIES (100); SCALE_SOAK_MINUTES=30 soaks the last
-	$(BIN)/python bench/round_cpu.py --deployments $${SCALE_DEPLOYMENTS:-10000} --policies 1 $${SCALE_POLICIES:-100}
+bench-scale: $(STAMP) testenv-up ## scale: round CPU in-process, a 1-Deployment baseline, then SCALE Deployments (1000; SCALE=10000) under 1 policy and under SCALE_POLICIES (100); SCALE_SOAK_MINUTES=30 soaks the last
+	$(BIN)/python bench/round_cpu.py --deployments $${SCALE:-1000} --policies 1 $${SCALE_POLICIES:-100}
 	$(BIN)/python bench/run.py scale --deployments 1 --policies 1 --minutes $${SCALE_MINUTES:-2}
-	$(BIN)/python bench/run.py scale --deployments $${SCALE_DEPLOYMENTS:-10000} --policies 1 $${SCALE_POLICIES:-100} \
+	$(BIN)/python bench/run.py scale --deployments $${SCALE:-1000} --policies 1 $${SCALE_POLICIES:-100} \
 		--minutes $${SCALE_MINUTES:-2} --soak-minutes $${SCALE_SOAK_MINUTES:-0}
 
 image: ## build the operator image (docker, else podman; IMAGE=localhost/hemostat:dev) and print its size
