@@ -495,7 +495,26 @@ def scale(
     finally:
         b.core.delete_namespace(ns)
         b.stop_all()
+    _scale_table(results)
     return results
+
+
+def _scale_table(results: list[dict[str, Any]]) -> None:
+    print(
+        f"\n{'layout':>22} {'rounds/10s':>10} {'mean s':>7} {'p95<= s':>7} {'max<= s':>7} {'queries':>7} "
+        f"{'LISTs':>5} {'RSS first/last/max MiB':>23} {'CPU s':>6} {'bad rollout s':>13}"
+    )
+    for r in results:
+        calls = r["operator_kube_calls_per_round"]
+        lists = sum(v for k, v in calls.items() if k.startswith("list_"))
+        rss = r["operator_rss_mib"]
+        layout = f"{r['policies']} x {r['deployments'] // r['policies']}, {r['signals'].split(' ', 1)[1]}"
+        print(
+            f"{layout:>22} {r['rounds_per_policy_per_10s']:>10} {r['round_mean_s']:>7} {r['round_p95_le_s']:>7} "
+            f"{r['round_max_le_s']:>7} {r['queries_per_round']:>7} {lists:>5} "
+            f"{rss['first']:>7}/{rss['last']}/{rss['max']:<7} {r['operator_cpu_s']:>6} "
+            f"{r['bad_rollout_to_rollback_s']:>13}"
+        )
 
 
 def _layout(
