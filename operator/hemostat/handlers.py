@@ -25,12 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kubernetes import client
 
 from . import informer
 from .actions.rollback import REVISION
 from .cycle import Evaluator, Settings, world
-from .kube import Kube
+from .kube import Kube, pooled_client
 from .leader import LeaderElector
 from .metrics import Metrics
 from .models.common import GROUP, VERSION
@@ -111,7 +110,9 @@ def _informers(namespaces: tuple[str, ...], memo: kopf.Memo, on_call: Any) -> in
         "incident_index": world.incident_keys,
     }
     indices = {name: informer.Index() for name in keys}
-    found = informer.sources(client.ApiClient(), namespaces, GROUP, VERSION)  # its own connections
+    # its own connections: one per watch (a kind in a namespace), each in its own thread
+    pooled = pooled_client(len(keys) * max(1, len(namespaces)))
+    found = informer.sources(pooled, namespaces, GROUP, VERSION)
     informers = [
         informer.Informer(
             source,
