@@ -502,7 +502,7 @@ def scale(
 def _scale_table(results: list[dict[str, Any]]) -> None:
     print(
         f"\n{'layout':>22} {'rounds/10s':>10} {'mean s':>7} {'p95<= s':>7} {'max<= s':>7} {'queries':>7} "
-        f"{'LISTs':>5} {'RSS first/last/max MiB':>23} {'CPU s':>6} {'bad rollout s':>13}"
+        f"{'errors':>6} {'LISTs':>5} {'RSS first/last/max MiB':>23} {'CPU s':>6} {'bad rollout s':>13}"
     )
     for r in results:
         calls = r["operator_kube_calls_per_round"]
@@ -511,7 +511,7 @@ def _scale_table(results: list[dict[str, Any]]) -> None:
         layout = f"{r['policies']} x {r['deployments'] // r['policies']}, {r['signals'].split(' ', 1)[1]}"
         print(
             f"{layout:>22} {r['rounds_per_policy_per_10s']:>10} {r['round_mean_s']:>7} {r['round_p95_le_s']:>7} "
-            f"{r['round_max_le_s']:>7} {r['queries_per_round']:>7} {lists:>5} "
+            f"{r['round_max_le_s']:>7} {r['queries_per_round']:>7} {r['query_errors']:>6g} {lists:>5} "
             f"{rss['first']:>7}/{rss['last']}/{rss['max']:<7} {r['operator_cpu_s']:>6} "
             f"{r['bad_rollout_to_rollback_s']:>13}"
         )
@@ -624,6 +624,7 @@ def _layout(
         "queries_per_round": round(delta("hemostat_signal_query_duration_seconds_count") / rounds, 2)
         if rounds
         else None,
+        "query_errors": delta("hemostat_signal_query_errors_total"),  # timeouts, refusals, bad answers
         # the operator's own calls, by client method: list_* are LISTs
         "operator_kube_calls_per_round": {
             k.split('method="')[1].split('"')[0]: round((v - first.get(k, 0.0)) / rounds, 2)
