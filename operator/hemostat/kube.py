@@ -109,8 +109,8 @@ def matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
 def pooled_client(connections: int) -> client.ApiClient:
     """A client on the loaded kubeconfig that keeps `connections` connections alive.
 
-    The official client keeps 5 per CPU; more threads than that each open a connection per
-    call and discard it (with a urllib3 warning each time)."""
+    The official client keeps 5 per CPU; threads beyond that open connections and then
+    discard them, with a urllib3 warning each time."""
     cfg = client.Configuration.get_default_copy()
     cfg.connection_pool_maxsize = connections
     return client.ApiClient(configuration=cfg)
