@@ -65,9 +65,9 @@ test: $(STAMP) testenv-up ## everything: lint, unit and end-to-end tests
 demo: $(STAMP) testenv-deps ## watch an automatic rollback on the local control plane
 	hack/demo.sh
 
-bench-scale: $(STAMP) testenv-up ## scale: round CPU in-process, a 1-Deployment baseline, then SCALE Deployments (1000; SCALE=10000) under 1 policy and under SCALE_POLICIES (100); SCALE_SOAK_MINUTES=30 soaks the last
+bench-scale: $(STAMP) testenv-up ## scale: round CPU in-process, a baseline (3 Deployments, 1 policy), then SCALE Deployments (1000; SCALE=10000) under 1 policy and under SCALE_POLICIES (100); SCALE_SOAK_MINUTES=30 soaks the last
 	$(BIN)/python bench/round_cpu.py --deployments $${SCALE:-1000} --policies 1 $${SCALE_POLICIES:-100}
-	$(BIN)/python bench/run.py scale --deployments 1 --policies 1 --minutes $${SCALE_MINUTES:-2}
+	$(BIN)/python bench/run.py scale --deployments 3 --policies 1 --minutes $${SCALE_MINUTES:-2}
 	$(BIN)/python bench/run.py scale --deployments $${SCALE:-1000} --policies 1 $${SCALE_POLICIES:-100} \
 		--minutes $${SCALE_MINUTES:-2} --soak-minutes $${SCALE_SOAK_MINUTES:-0}
 

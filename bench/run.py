@@ -4,7 +4,8 @@
     python bench/run.py fastlane [--runs N]    bad pods Ready -> rollback (interval 10s, for 0s), rollout watch on/off
     python bench/run.py soak [--minutes M]     hundreds of Deployments under policies; operator RSS over time
     python bench/run.py scale [--deployments N] [--policies P ...]
-                                               one fleet under each layout in turn: rounds, queries, API calls, RSS
+                                               one fleet under each layout in turn: rounds, queries, API calls, RSS,
+                                               bad rollouts timed (--bad-rollouts 3)
     python bench/round_cpu.py                  CPU of one round of the operator code alone (no control plane)
 
 Needs the local control plane (`make testenv-up`); starts its own simulator and
@@ -460,11 +461,22 @@ def _apiserver_requests(b: Bench) -> dict[str, float]:
 
 
 def scale(
-    deployments: int, layouts: list[int], minutes: float, soak_minutes: float = 0.0, per_target: bool = False
+    deployments: int,
+    layouts: list[int],
+    minutes: float,
+    soak_minutes: float = 0.0,
+    per_target: bool = False,
+    bad_rollouts: int = 3,
 ) -> list[dict[str, Any]]:
     """N Deployments (one replica each), created once, then each layout in turn: P policies with two batched
-    (or per-target) signals, interval 10s, a fresh operator, `minutes` measured, one bad rollout timed.
-    The last layout keeps running to `soak_minutes` (if longer) with its RSS sampled, before its bad rollout."""
+    (or per-target) signals, interval 10s, a fresh operator, `minutes` measured, then `bad_rollouts` bad
+    rollouts timed one after the other, each on its own Deployment (where in the interval the breach shows
+    moves one figure by up to an interval: their median compares). The last layout keeps running to
+    `soak_minutes` (if longer) with its RSS sampled, before its bad rollouts."""
+    if deployments < bad_rollouts * len(layouts):
+        raise SystemExit(
+            f"bench: {bad_rollouts} bad rollouts in each of {len(layouts)} layouts need as many Deployments"
+        )
     b = Bench()
     ns = f"scale-{datetime.now(UTC):%H%M%S}"
     b.namespace(ns)
@@ -491,7 +503,8 @@ def scale(
             last = n == len(layouts) - 1
             window = max(minutes, soak_minutes) if last else minutes
             signals = PER_TARGET_SIGNALS if per_target else BATCHED_SIGNALS
-            results.append(_layout(b, ns, deployments, policies, window, f"svc-{n:05d}", signals))
+            bad = [f"svc-{n * bad_rollouts + k:05d}" for k in range(bad_rollouts)]
+            results.append(_layout(b, ns, deployments, policies, window, bad, signals))
     finally:
         b.core.delete_namespace(ns)
         b.stop_all()
@@ -502,7 +515,7 @@ def scale(
 def _scale_table(results: list[dict[str, Any]]) -> None:
     print(
         f"\n{'layout':>22} {'rounds/10s':>10} {'mean s':>7} {'p95<= s':>7} {'max<= s':>7} {'queries':>7} "
-        f"{'errors':>6} {'LISTs':>5} {'RSS first/last/max MiB':>23} {'CPU s':>6} {'bad rollout s':>13}"
+        f"{'errors':>6} {'LISTs':>5} {'RSS first/last/max MiB':>23} {'CPU s':>6}  bad rollouts s (median)"
     )
     for r in results:
         calls = r["operator_kube_calls_per_round"]
@@ -513,12 +526,12 @@ def _scale_table(results: list[dict[str, Any]]) -> None:
             f"{layout:>22} {r['rounds_per_policy_per_10s']:>10} {r['round_mean_s']:>7} {r['round_p95_le_s']:>7} "
             f"{r['round_max_le_s']:>7} {r['queries_per_round']:>7} {r['query_errors']:>6g} {lists:>5} "
             f"{rss['first']:>7}/{rss['last']}/{rss['max']:<7} {r['operator_cpu_s']:>6} "
-            f"{r['bad_rollout_to_rollback_s']:>13}"
+            f"{' '.join(map(str, r['bad_rollouts_s']))} ({r['bad_rollout_to_rollback_s']})"
         )
 
 
 def _layout(
-    b: Bench, ns: str, deployments: int, policies: int, minutes: float, bad: str, signals: list[dict[str, Any]]
+    b: Bench, ns: str, deployments: int, policies: int, minutes: float, bad: list[str], signals: list[dict[str, Any]]
 ) -> dict[str, Any]:
     def selector(p: int) -> dict[str, Any]:
         if policies == 1:
@@ -567,7 +580,7 @@ def _layout(
         last, api_last = _scrape(metrics), _apiserver_requests(b)
         samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mib": round(_rss_kib(op.pid) / 1024, 1)})
         cpu = _cpu_seconds(op.pid)
-        detect = _bad_rollout_to_rollback(b, ns, bad)
+        detect = [round(_bad_rollout_to_rollback(b, ns, name), 2) for name in bad]
     finally:
         for name in names:  # while the operator runs, so it releases its finalizers
             b.custom.delete_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", name)
@@ -645,7 +658,8 @@ def _layout(
         "rss_samples": samples,
         "operator_cpu_s": cpu,
         # one bad rollout among them, bad Pods Ready -> rollback patch (interval 10s, no rollout watch)
-        "bad_rollout_to_rollback_s": round(detect, 2),
+        "bad_rollout_to_rollback_s": statistics.median(detect),
+        "bad_rollouts_s": detect,
     }
     _write("scale", result)
     print(
@@ -704,6 +718,7 @@ def main() -> None:
     sc.add_argument("--minutes", type=float, default=2, help="measured per layout")
     sc.add_argument("--per-target", action="store_true", help="signals queried once per target, not batched")
     sc.add_argument("--soak-minutes", type=float, default=0, help="the last layout runs this long, RSS sampled")
+    sc.add_argument("--bad-rollouts", type=int, default=3, help="timed one after the other per layout")
     sk = sub.add_parser("soak")
     sk.add_argument("--minutes", type=float, default=30)
     sk.add_argument("--namespaces", type=int, default=10)
@@ -715,7 +730,7 @@ def main() -> None:
     elif args.cmd == "fastlane":
         fastlane(args.runs)
     elif args.cmd == "scale":
-        scale(args.deployments, args.policies, args.minutes, args.soak_minutes, args.per_target)
+        scale(args.deployments, args.policies, args.minutes, args.soak_minutes, args.per_target, args.bad_rollouts)
     else:
         soak(args.minutes, args.namespaces, args.per_namespace, args.policies_per_namespace)
 
