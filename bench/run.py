@@ -528,6 +528,18 @@ def _scale_table(results: list[dict[str, Any]]) -> None:
             f"{rss['first']:>7}/{rss['last']}/{rss['max']:<7} {r['operator_cpu_s']:>6} "
             f"{' '.join(map(str, r['bad_rollouts_s']))} ({r['bad_rollout_to_rollback_s']})"
         )
+    print("\nbad rollouts, seconds from bad Pods Ready (median of each stage; Incident times are whole seconds)")
+    stages = list(results[0]["bad_rollout_stages_s"][0])
+    print(f"{'layout':>22} " + " ".join(f"{k:>24}" for k in stages) + f" {'failed scrapes':>15} {'slowest':>8}")
+    for r in results:
+        layout = f"{r['policies']} x {r['deployments'] // r['policies']}"
+        medians = [statistics.median([s[k] for s in r["bad_rollout_stages_s"]]) for k in stages]
+        scrapes = r["simulator_scrapes"]
+        print(
+            f"{layout:>22} "
+            + " ".join(f"{m:>24.2f}" for m in medians)
+            + f" {scrapes['failed']:>7g} of {scrapes['total']:<5g} {scrapes['slowest_s']:>7g}s"
+        )
 
 
 def _layout(
@@ -580,7 +592,8 @@ def _layout(
         last, api_last = _scrape(metrics), _apiserver_requests(b)
         samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mib": round(_rss_kib(op.pid) / 1024, 1)})
         cpu = _cpu_seconds(op.pid)
-        detect = [round(_bad_rollout_to_rollback(b, ns, name), 2) for name in bad]
+        stages = [_bad_rollout_to_rollback(b, ns, name) for name in bad]
+        scrapes = _scrape_health(b, time.monotonic() - start)
     finally:
         for name in names:  # while the operator runs, so it releases its finalizers
             b.custom.delete_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", name)
@@ -657,9 +670,12 @@ def _layout(
         },
         "rss_samples": samples,
         "operator_cpu_s": cpu,
+        # the simulator's exposition as Prometheus scraped it over the layout (bad rollouts included)
+        "simulator_scrapes": scrapes,
         # one bad rollout among them, bad Pods Ready -> rollback patch (interval 10s, no rollout watch)
-        "bad_rollout_to_rollback_s": statistics.median(detect),
-        "bad_rollouts_s": detect,
+        "bad_rollout_to_rollback_s": statistics.median([s["rollback_patch"] for s in stages]),
+        "bad_rollouts_s": [s["rollback_patch"] for s in stages],
+        "bad_rollout_stages_s": stages,
     }
     _write("scale", result)
     print(
@@ -672,25 +688,67 @@ def _layout(
     return result
 
 
-def _bad_rollout_to_rollback(b: Bench, ns: str, name: str) -> float:
-    """Seconds from a bad revision's Pods being Ready to the operator's rollback patch."""
+def _bad_rollout_to_rollback(b: Bench, ns: str, name: str) -> dict[str, Any]:
+    """One bad rollout, bad Pods Ready -> the operator's rollback patch, split into stages (seconds from Ready):
+    Prometheus shows the breach (the simulator and the scrape), the policy's first round that read it (the
+    Incident's startedAt, the breach clock), the Incident's detection (`for` and rounds) and the patch.
+    The Incident's times are whole seconds (the API's timestamp precision)."""
     bad = {"sim.hemostat.dev/error-rate": "0.5"}
     template = {"metadata": {"annotations": bad}, "spec": {"containers": [{"name": "app", "image": "bad:v2"}]}}
     b.apps.patch_namespaced_deployment(name, ns, {"spec": {"template": template}})
 
-    def revision(rs: Any) -> str | None:
-        return (rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
+    def revision(obj: Any) -> str | None:
+        return (obj.metadata.annotations or {}).get("deployment.kubernetes.io/revision")
 
-    t_ready = wait(
-        "bad pods ready",
-        lambda: any(
+    probes = {
+        "ready": lambda: any(
             revision(rs) == "2" and (rs.status.ready_replicas or 0) >= 1
             for rs in b.apps.list_namespaced_replica_set(ns, label_selector=f"app={name}").items
         ),
-        timeout=300,
+        "visible": lambda: (b.ratio(ns, name) or 0) > THRESHOLD,
+        "patch": lambda: revision(b.apps.read_namespaced_deployment(name, ns)) == "3",
+    }
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 300
+    while "patch" not in seen:  # one loop for all stages, so a slow one cannot delay another's timestamp
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: no rollback of {ns}/{name} within 300 s (stages seen: {sorted(seen)})")
+        for stage, probe in probes.items():
+            if stage not in seen and probe():
+                seen[stage] = time.time()
+        time.sleep(POLL)
+    ready = seen.get("ready", seen["patch"])  # a Ready missed between polls counts from the patch (0 s)
+    incident = next(
+        i for i in b.incidents(ns) if i["spec"]["target"]["name"] == name and i["status"].get("revision") == 2
     )
-    t_patch = wait("rollback patch", lambda: revision(b.apps.read_namespaced_deployment(name, ns)) == "3", timeout=300)
-    return t_patch - t_ready
+    status = incident["status"]
+
+    def at(text: str) -> float:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp() - ready
+
+    return {
+        "prometheus_shows_breach": round(seen.get("visible", seen["patch"]) - ready, 2),
+        "breach_clock_started": round(at(status["startedAt"]), 2),
+        "detected": round(at(status["detectedAt"]), 2),
+        "rollback_patch": round(seen["patch"] - ready, 2),
+    }
+
+
+def _scrape_health(b: Bench, seconds: float) -> dict[str, float]:
+    """Failed scrapes and the slowest scrape of the simulator (job testenv) over the last `seconds`."""
+    window = f"{int(seconds) + 1}s"
+    queries = {
+        "failed": f'max(count_over_time(up{{job="testenv"}}[{window}]) - sum_over_time(up{{job="testenv"}}[{window}]))',
+        "total": f'max(count_over_time(up{{job="testenv"}}[{window}]))',
+        "slowest_s": f'max(max_over_time(scrape_duration_seconds{{job="testenv"}}[{window}]))',
+    }
+    out = {}
+    for key, query in queries.items():
+        url = f"{b.prom}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            result = json.load(r)["data"]["result"]
+        out[key] = round(float(result[0]["value"][1]), 3) if result else float("nan")
+    return out
 
 
 def _cpu_seconds(pid: int) -> float:
