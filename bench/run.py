@@ -735,12 +735,12 @@ def _bad_rollout_to_rollback(b: Bench, ns: str, name: str) -> dict[str, Any]:
 
 
 def _scrape_health(b: Bench, seconds: float) -> dict[str, float]:
-    """Failed scrapes and the slowest scrape of the simulator (job testenv) over the last `seconds`."""
-    window = f"{int(seconds) + 1}s"
+    """Failed scrapes and the slowest scrape of the simulator (job hemostat-sim) over the last `seconds`."""
+    window, job = f"{int(seconds) + 1}s", 'job="hemostat-sim"'
     queries = {
-        "failed": f'max(count_over_time(up{{job="testenv"}}[{window}]) - sum_over_time(up{{job="testenv"}}[{window}]))',
-        "total": f'max(count_over_time(up{{job="testenv"}}[{window}]))',
-        "slowest_s": f'max(max_over_time(scrape_duration_seconds{{job="testenv"}}[{window}]))',
+        "failed": f"max(count_over_time(up{{{job}}}[{window}]) - sum_over_time(up{{{job}}}[{window}]))",
+        "total": f"max(count_over_time(up{{{job}}}[{window}]))",
+        "slowest_s": f"max(max_over_time(scrape_duration_seconds{{{job}}}[{window}]))",
     }
     out = {}
     for key, query in queries.items():
