@@ -718,9 +718,10 @@ def _bad_rollout_to_rollback(b: Bench, ns: str, name: str) -> dict[str, Any]:
                 seen[stage] = time.time()
         time.sleep(POLL)
     ready = seen.get("ready", seen["patch"])  # a Ready missed between polls counts from the patch (0 s)
-    incident = next(
-        i for i in b.incidents(ns) if i["spec"]["target"]["name"] == name and i["status"].get("revision") == 2
-    )
+    mine = [i for i in b.incidents(ns) if i["spec"]["target"]["name"] == name]
+    incident = next((i for i in mine if i.get("status", {}).get("revision") == 2), None)
+    if incident is None:
+        raise SystemExit(f"bench: {ns}/{name} was rolled back, but no Incident records revision 2")
     status = incident["status"]
 
     def at(text: str) -> float:
