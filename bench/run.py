@@ -32,6 +32,8 @@ from typing import Any
 
 from kubernetes import client, config
 
+from hemostat.sim.metrics import TARGETS_JOB
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 POLL = 0.05
@@ -92,11 +94,15 @@ class Bench:
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(15)
 
-    def ratio(self, ns: str, name: str) -> float | None:
-        q = RATIO.replace("{{ namespace }}", ns).replace("{{ deployment }}", name)
-        with urllib.request.urlopen(f"{self.prom}/api/v1/query?{urllib.parse.urlencode({'query': q})}", timeout=5) as r:
+    def query(self, promql: str, timeout: float = 5) -> float | None:
+        """The first sample of an instant query, or None when it returns no series."""
+        url = f"{self.prom}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             result = json.load(r)["data"]["result"]
         return float(result[0]["value"][1]) if result else None
+
+    def ratio(self, ns: str, name: str) -> float | None:
+        return self.query(RATIO.replace("{{ namespace }}", ns).replace("{{ deployment }}", name))
 
     def namespace(self, ns: str) -> None:
         self.core.create_namespace({"metadata": {"name": ns}})
@@ -593,6 +599,7 @@ def _layout(
         samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mib": round(_rss_kib(op.pid) / 1024, 1)})
         cpu = _cpu_seconds(op.pid)
         stages = [_bad_rollout_to_rollback(b, ns, name) for name in bad]
+        patches = [s["rollback_patch"] for s in stages]
         scrapes = _scrape_health(b, time.monotonic() - start)
     finally:
         for name in names:  # while the operator runs, so it releases its finalizers
@@ -673,8 +680,8 @@ def _layout(
         # the simulator's exposition as Prometheus scraped it over the layout (bad rollouts included)
         "simulator_scrapes": scrapes,
         # one bad rollout among them, bad Pods Ready -> rollback patch (interval 10s, no rollout watch)
-        "bad_rollout_to_rollback_s": statistics.median([s["rollback_patch"] for s in stages]),
-        "bad_rollouts_s": [s["rollback_patch"] for s in stages],
+        "bad_rollout_to_rollback_s": statistics.median(patches),
+        "bad_rollouts_s": patches,
         "bad_rollout_stages_s": stages,
     }
     _write("scale", result)
@@ -736,20 +743,15 @@ def _bad_rollout_to_rollback(b: Bench, ns: str, name: str) -> dict[str, Any]:
 
 
 def _scrape_health(b: Bench, seconds: float) -> dict[str, float]:
-    """Failed scrapes and the slowest scrape of the simulator (job hemostat-sim) over the last `seconds`."""
-    window, job = f"{int(seconds) + 1}s", 'job="hemostat-sim"'
+    """Failed scrapes and the slowest scrape of the simulator (its job label) over the last `seconds`."""
+    window, job = f"{int(seconds) + 1}s", f'job="{TARGETS_JOB}"'
     queries = {
         "failed": f"max(count_over_time(up{{{job}}}[{window}]) - sum_over_time(up{{{job}}}[{window}]))",
         "total": f"max(count_over_time(up{{{job}}}[{window}]))",
         "slowest_s": f"max(max_over_time(scrape_duration_seconds{{{job}}}[{window}]))",
     }
-    out = {}
-    for key, query in queries.items():
-        url = f"{b.prom}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
-        with urllib.request.urlopen(url, timeout=30) as r:
-            result = json.load(r)["data"]["result"]
-        out[key] = round(float(result[0]["value"][1]), 3) if result else float("nan")
-    return out
+    values = {key: b.query(query, timeout=30) for key, query in queries.items()}
+    return {key: float("nan") if v is None else round(v, 3) for key, v in values.items()}
 
 
 def _cpu_seconds(pid: int) -> float:
