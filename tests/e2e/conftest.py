@@ -108,21 +108,25 @@ def crds(testenv: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def simulator(testenv: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    """The traffic simulator, registered with Prometheus through a file_sd target file."""
+    """The traffic simulator, registered with Prometheus through a file_sd target file.
+
+    Two shards, as the scale benchmark runs it: every e2e test then proves that Prometheus
+    scrapes each shard on its own path and instance and that queries see the series of both.
+    """
     if testenv.prometheus_targets is None or testenv.prometheus_url is None:
         pytest.fail("the simulator needs PROMETHEUS_URL and HEMOSTAT_PROMETHEUS_TARGETS", pytrace=False)
     logs = tmp_path_factory.mktemp("sim")
     target = testenv.prometheus_targets / "e2e-sim.json"
     sim = Proc(
         "simulator",
-        python_module("hemostat.sim", "--targets-file", str(target), "--tick", "0.25", "--resync", "0.5"),
+        python_module("hemostat.sim", "--targets-file", str(target), "--tick", "0.25", "--shards", "2"),
         testenv.env,
         logs,
     ).start()
     url = testenv.prometheus_url
     wait_for(
         "Prometheus scraping the simulator",
-        lambda: prom_value(url, 'up{job="hemostat-sim"}') == 1 or not sim.alive(),
+        lambda: prom_value(url, 'count(up{job="hemostat-sim"} == 1)') == 2 or not sim.alive(),
         timeout=60,
     )
     assert sim.alive(), f"simulator exited:\n{sim.log()}"

@@ -288,11 +288,22 @@ def test_observed_pods_follows_pod_replicaset_deployment() -> None:
 
 
 class FakeApi:
-    """Serves pod and ReplicaSet lists like the API server, two items per page."""
+    """Serves pod and ReplicaSet LISTs (two items per page) and WATCHes like the API server.
+
+    Every change is an event with a resourceVersion; a watch streams the events after its
+    version and ends after `watch_seconds` (the server may end a watch early), a watch from a
+    version older than `compacted` gets 410 Gone, and `fail` answers 500 and ends watches.
+    """
+
+    KINDS = ("pods", "replicasets")
 
     def __init__(self) -> None:
-        self.pods: list[dict[str, Any]] = []
-        self.replicasets: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in self.KINDS}
+        self._events: list[tuple[int, str, str, dict[str, Any]]] = []  # (version, kind, type, object)
+        self.version = 1
+        self.compacted = 0
+        self.watch_seconds = 0.5
         self.fail = False
         self.paths: list[str] = []
         api = self
@@ -304,17 +315,41 @@ class FakeApi:
                 query = parse_qs(url.query)
                 parts = url.path.strip("/").split("/")
                 kind, namespace = parts[-1], parts[-2] if "namespaces" in parts else None
-                items = {"pods": api.pods, "replicasets": api.replicasets}.get(kind)
-                if api.fail or items is None or query.get("labelSelector") != ["pod-template-hash"]:
+                if api.fail or kind not in api.KINDS or query.get("labelSelector") != ["pod-template-hash"]:
                     self._send(500 if api.fail else 404, {"kind": "Status", "status": "Failure"})
-                    return
-                items = [i for i in items if namespace in (None, i["metadata"]["namespace"])]
-                start = int(query.get("continue", ["0"])[0])
-                more = start + 2 < len(items)
-                meta = {"continue": str(start + 2)} if more else {}
+                elif query.get("watch") == ["true"]:
+                    self._watch(kind, namespace, int(query["resourceVersion"][0]))
+                else:
+                    self._list(kind, namespace, int(query.get("continue", ["0"])[0]))
+
+            def _list(self, kind: str, namespace: str | None, start: int) -> None:
+                with api._lock:
+                    items = [i for i in api._objects[kind].values() if namespace in (None, i["metadata"]["namespace"])]
+                    meta: dict[str, Any] = {"resourceVersion": str(api.version)}
+                if start + 2 < len(items):
+                    meta["continue"] = str(start + 2)
                 self._send(
                     200, {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": items[start : start + 2]}
                 )
+
+            def _watch(self, kind: str, namespace: str | None, since: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()  # HTTP/1.0 without a length: the stream ends when the connection closes
+                if since < api.compacted:
+                    gone = {"kind": "Status", "status": "Failure", "reason": "Expired", "code": 410}
+                    self.wfile.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+                    return
+                deadline = time.monotonic() + api.watch_seconds
+                while time.monotonic() < deadline and not api.fail:
+                    with api._lock:
+                        events = [e for e in api._events if e[0] > since and e[1] == kind]
+                    for version, _, type_, obj in events:
+                        if namespace in (None, obj["metadata"]["namespace"]):
+                            self.wfile.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
+                        since = version
+                    self.wfile.flush()
+                    time.sleep(0.01)
 
             def _send(self, code: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -328,8 +363,31 @@ class FakeApi:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def put(self, kind: str, obj: dict[str, Any]) -> None:
+        """Create or update an object (keyed by uid; one is made up from the name when missing)."""
+        meta = obj["metadata"]
+        meta.setdefault("uid", f"uid-{meta['namespace']}-{meta['name']}")
+        with self._lock:
+            self.version += 1
+            meta["resourceVersion"] = str(self.version)
+            type_ = "MODIFIED" if meta["uid"] in self._objects[kind] else "ADDED"
+            self._objects[kind][meta["uid"]] = obj
+            self._events.append((self.version, kind, type_, json.loads(json.dumps(obj))))
+
+    def delete(self, kind: str, name: str) -> None:
+        with self._lock:
+            uid, obj = next((u, o) for u, o in self._objects[kind].items() if o["metadata"]["name"] == name)
+            del self._objects[kind][uid]
+            self.version += 1
+            self._events.append((self.version, kind, "DELETED", obj))
+
+    def lists(self, kind: str) -> int:
+        """LIST requests of `kind` so far (pages after the first not counted)."""
+        return sum(f"/{kind}?" in p and "watch=true" not in p and "continue" not in p for p in self.paths)
 
     def kubeconfig(self, directory: Path) -> Path:
         path = directory / "kubeconfig"
@@ -352,32 +410,96 @@ class FakeApi:
 @pytest.fixture
 def fake_api() -> Iterator[FakeApi]:
     api = FakeApi()
-    api.replicasets = [rs_obj("uid-a", "web"), rs_obj("uid-b", "web"), rs_obj("uid-o", "other", namespace="ops")]
-    api.pods = [
+    for rs in (rs_obj("uid-a", "web"), rs_obj("uid-b", "web"), rs_obj("uid-o", "other", namespace="ops")):
+        api.put("replicasets", rs)
+    for pod in (
         pod_obj("web-aaa-1", "uid-a", "aaa", annotations={RPS: "40"}),
         pod_obj("web-aaa-2", "uid-a", "aaa", annotations={RPS: "40"}),
         pod_obj("web-aaa-3", "uid-a", "aaa", ready=False),
         pod_obj("web-bbb-1", "uid-b", "bbb", annotations={RPS: "40", ERROR_RATE: "0.5"}),
         pod_obj("other-1", "uid-o", "ooo", namespace="ops"),
-    ]
+    ):
+        api.put("pods", pod)
     yield api
+    api.fail = True  # ends open watches
     api.httpd.shutdown()
     api.httpd.server_close()
 
 
-def test_cluster_source_lists_pages_and_namespaces(fake_api: FakeApi, tmp_path: Path) -> None:
-    every = ClusterPodSource(load_api_client(str(fake_api.kubeconfig(tmp_path))))
+@pytest.fixture
+def source(fake_api: FakeApi, tmp_path: Path) -> Iterator[ClusterPodSource]:
+    src = ClusterPodSource(load_api_client(str(fake_api.kubeconfig(tmp_path))))
+    src.start()
+    yield src
+    src.close()
+
+
+def names(source: ClusterPodSource) -> list[str]:
+    return sorted(p.ref.name for p in source())
+
+
+def test_cluster_source_lists_pages_and_namespaces(fake_api: FakeApi, source: ClusterPodSource, tmp_path: Path) -> None:
     shop = ClusterPodSource(load_api_client(str(fake_api.kubeconfig(tmp_path))), ["shop", "shop"])
+    shop.start()
     try:
-        assert sorted(p.ref.name for p in every()) == ["other-1", "web-aaa-1", "web-aaa-2", "web-bbb-1"]
-        assert sorted(p.ref.name for p in shop()) == ["web-aaa-1", "web-aaa-2", "web-bbb-1"]
+        assert names(source) == ["other-1", "web-aaa-1", "web-aaa-2", "web-bbb-1"]
+        assert names(shop) == ["web-aaa-1", "web-aaa-2", "web-bbb-1"]
         assert any("/namespaces/shop/pods" in p for p in fake_api.paths)
-        fake_api.fail = True
-        with pytest.raises(ClusterError, match="HTTP 500"):
-            every()
+        assert any("continue=" in p for p in fake_api.paths), "five pods in pages of two"
     finally:
-        every.close()
         shop.close()
+
+
+def test_a_source_that_cannot_list_at_start_says_why(fake_api: FakeApi, tmp_path: Path) -> None:
+    fake_api.fail = True
+    broken = ClusterPodSource(load_api_client(str(fake_api.kubeconfig(tmp_path))))
+    with pytest.raises(ClusterError, match=r"listing pods from http://127\.0\.0\.1:\d+ failed: HTTP 500"):
+        broken.start()
+    broken.close()
+
+
+def test_changes_arrive_by_watch_without_listing_again(fake_api: FakeApi, source: ClusterPodSource) -> None:
+    lists = fake_api.lists("pods"), fake_api.lists("replicasets")
+    fake_api.put("replicasets", rs_obj("uid-c", "web"))
+    fake_api.put("pods", pod_obj("web-ccc-1", "uid-c", "ccc"))  # a new revision's pod
+    wait_for(lambda: "web-ccc-1" in names(source))
+    fake_api.put("pods", pod_obj("web-aaa-3", "uid-a", "aaa"))  # turns Ready
+    wait_for(lambda: "web-aaa-3" in names(source))
+    fake_api.delete("pods", "web-bbb-1")
+    wait_for(lambda: "web-bbb-1" not in names(source))
+    time.sleep(3 * fake_api.watch_seconds)  # the server ended watches meanwhile: they resume
+    fake_api.put("pods", pod_obj("web-ccc-2", "uid-c", "ccc"))
+    wait_for(lambda: "web-ccc-2" in names(source))
+    assert names(source) == ["other-1", "web-aaa-1", "web-aaa-2", "web-aaa-3", "web-ccc-1", "web-ccc-2"]
+    assert (fake_api.lists("pods"), fake_api.lists("replicasets")) == lists, "a steady state makes no LIST"
+
+
+def test_an_expired_watch_lists_again_and_misses_nothing(fake_api: FakeApi, source: ClusterPodSource) -> None:
+    before = fake_api.lists("pods")
+    fake_api.compacted = fake_api.version + 100  # every version the watches hold is now too old
+    fake_api.put("pods", pod_obj("web-aaa-3", "uid-a", "aaa"))  # turns Ready
+    wait_for(lambda: fake_api.lists("pods") > before)
+    fake_api.compacted = 0
+    wait_for(lambda: "web-aaa-3" in names(source))
+    assert names(source) == ["other-1", "web-aaa-1", "web-aaa-2", "web-aaa-3", "web-bbb-1"]
+
+
+def test_a_failing_api_is_reported_until_the_watch_recovers(fake_api: FakeApi, source: ClusterPodSource) -> None:
+    fake_api.fail = True
+
+    def failing() -> bool:
+        try:
+            source()
+        except ClusterError as exc:
+            assert "watching pods failed: HTTP 500" in str(exc) or "watching replicasets failed" in str(exc)
+            return True
+        return False
+
+    wait_for(failing)
+    fake_api.delete("pods", "web-bbb-1")  # while the watches are down
+    fake_api.fail = False
+    wait_for(lambda: not failing())
+    assert names(source) == ["other-1", "web-aaa-1", "web-aaa-2"]
 
 
 # --- the CLI as the end-to-end test will run it -----------------------------------
@@ -436,15 +558,22 @@ def test_cli_serves_metrics_and_cleans_up_on_sigterm(fake_api: FakeApi, tmp_path
         assert requests_total(samples, PodRef("shop", "web", "aaa", "-"), "200") > 0
         assert not any(dict(labels).get("namespace") == "ops" for _, labels in samples)
 
-        # The rollback: the bad ReplicaSet's pod goes away, its counters freeze.
-        fake_api.pods = [p for p in fake_api.pods if p["metadata"]["name"] != "web-bbb-1"]
-        seen = len(fake_api.paths)
-        # Two pod listings started after the change: the first one has completed.
-        wait_for(lambda: sum("/pods?" in p and "continue" not in p for p in fake_api.paths[seen:]) >= 2)
-        time.sleep(0.2)  # let a tick that was already running finish
-        frozen = requests_total(scrape(url), PodRef("shop", "web", "bbb", "-"), "500")
+        # The rollback: the bad ReplicaSet's pod goes away (a watch event), its counters freeze.
+        fake_api.delete("pods", "web-bbb-1")
+
+        def bad_errors() -> float:
+            return requests_total(scrape(url), PodRef("shop", "web", "bbb", "-"), "500")
+
+        def frozen() -> bool:  # 0.05 s ticks: a pod still served would add errors within 0.2 s
+            before = bad_errors()
+            time.sleep(0.2)
+            return bad_errors() == before
+
+        wait_for(frozen)
+        still = bad_errors()
         time.sleep(0.3)
-        assert requests_total(scrape(url), PodRef("shop", "web", "bbb", "-"), "500") == frozen
+        assert bad_errors() == still
+        assert fake_api.lists("pods") == 1, "the simulator watches pods after its first LIST"
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)
@@ -507,3 +636,60 @@ def test_the_hand_written_exposition_says_what_prometheus_client_says(metrics: T
     ours = samples(metrics.exposition().decode())
     theirs = samples(generate_latest(registry).decode())
     assert ours == pytest.approx(theirs) and len(ours) == 3 * (2 + len(LATENCY_BUCKETS) + 3)
+
+
+def test_shards_split_the_series_by_deployment_and_each_is_served_on_its_path() -> None:
+    metrics = TrafficMetrics(shards=4)
+    metrics.apply(
+        Increment(PodRef("shop", f"svc-{i}", h, f"svc-{i}-{h}"), 8.0, 2.0, 10, 0.02) for i in range(40) for h in "ab"
+    )
+    server = start_metrics_server(metrics.exposition, "127.0.0.1", 0, shards=4)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        shards = [scrape(f"{base}/metrics/{i}") for i in range(4)]
+        whole = scrape(f"{base}/metrics")
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{base}/metrics/4", timeout=2)
+    finally:
+        server.stop()
+    assert len(whole) == 40 * 2 * (2 + len(LATENCY_BUCKETS) + 3)
+    deployments = [{dict(labels)["deployment"] for _, labels in shard} for shard in shards]
+    assert all(deployments), "40 Deployments over 4 shards: none empty"
+    assert sum(len(d) for d in deployments) == 40, "each Deployment (both its hashes) in exactly one shard"
+    merged = {k: v for shard in shards for k, v in shard.items()}
+    assert sum(len(shard) for shard in shards) == len(merged) and merged == whole
+
+
+def test_a_sharded_app_registers_one_scrape_target_per_shard(tmp_path: Path) -> None:
+    targets = tmp_path / "sim.json"
+    app = App(Pods([ObservedPod(STABLE_A1, {RPS: "10"})]), Options(tick=0.02, shards=3, targets_file=targets))
+    try:
+        server = app.start()
+        address = f"127.0.0.1:{server.port}"
+        assert json.loads(targets.read_text()) == [
+            {
+                "targets": [address],
+                # its own instance, else the shards' `up` series would collide
+                "labels": {
+                    "job": "hemostat-sim",
+                    "instance": f"{address}/metrics/{i}",
+                    "__metrics_path__": f"/metrics/{i}",
+                },
+            }
+            for i in range(3)
+        ]
+        shard = app.metrics.shard_of(STABLE_A1.namespace, STABLE_A1.deployment)
+        wait_for(lambda: bool(scrape(f"http://{address}/metrics/{shard}")))  # after the first tick
+        assert requests_total(scrape(f"http://{address}/metrics/{shard}"), STABLE_A1, "200") > 0
+        assert all(not scrape(f"http://{address}/metrics/{i}") for i in range(3) if i != shard)
+    finally:
+        app.stop()
+
+
+def test_the_shard_of_a_deployment_does_not_depend_on_the_process() -> None:
+    script = "from hemostat.sim.metrics import TrafficMetrics; print(TrafficMetrics(7).shard_of('shop', 'checkout'))"
+    runs = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert runs == {f"{TrafficMetrics(7).shard_of('shop', 'checkout')}\n"}

@@ -1,6 +1,7 @@
 """The simulator process: poll pods, turn them into traffic each tick, serve /metrics.
 
-Threads: a poller refreshes the pod set every `resync` seconds, a ticker adds
+Threads: a poller refreshes the pod set every `resync` seconds (from the watch caches
+of cluster.py: cheap, recomputed only after a change), a ticker adds
 traffic every `tick` seconds using the measured elapsed time, and the metrics
 HTTP server answers scrapes. The pod source is injected, so all of this runs
 without a cluster in tests.
@@ -104,7 +105,8 @@ class Options:
     host: str = "127.0.0.1"
     port: int = 0
     tick: float = 0.25
-    resync: float = 1.0
+    resync: float = 0.25
+    shards: int = 1
     targets_file: Path | None = None
     effects: Sequence[Effect] = field(default_factory=tuple)
 
@@ -114,7 +116,7 @@ class App:
 
     def __init__(self, source: PodSource, options: Options, initial: Sequence[ObservedPod] = ()) -> None:
         self.options = options
-        self.metrics = TrafficMetrics()
+        self.metrics = TrafficMetrics(options.shards)
         self.simulator = Simulator(source, self.metrics, options.effects, initial)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -122,9 +124,10 @@ class App:
 
     def start(self) -> MetricsServer:
         """Bind, publish the targets file, start the loops; returns the bound server."""
-        self.server = start_metrics_server(self.metrics.exposition, self.options.host, self.options.port)
-        if self.options.targets_file is not None:
-            write_targets_file(self.options.targets_file, self.server.target)
+        o = self.options
+        self.server = start_metrics_server(self.metrics.exposition, o.host, o.port, o.shards)
+        if o.targets_file is not None:
+            write_targets_file(o.targets_file, self.server.target, o.shards)
         for name, loop in (("sim-poller", self._poll_loop), ("sim-ticker", self._tick_loop)):
             thread = threading.Thread(target=loop, name=name, daemon=True)
             thread.start()
@@ -186,6 +189,16 @@ def _positive(value: str) -> float:
     return number
 
 
+def _shards(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, got {value!r}")
+    return number
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The CLI; argparse exits with code 2 on bad usage."""
     p = argparse.ArgumentParser(
@@ -202,7 +215,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--listen", type=_listen, default=("127.0.0.1", 0), metavar="HOST:PORT")
     p.add_argument("--tick", type=_positive, default=0.25, help="seconds between traffic updates")
-    p.add_argument("--resync", type=_positive, default=1.0, help="seconds between pod listings")
+    p.add_argument("--resync", type=_positive, default=0.25, help="seconds between reads of the pod watch cache")
+    p.add_argument(
+        "--shards",
+        type=_shards,
+        default=1,
+        help="split the series over N scrape targets (/metrics/0 .. /metrics/N-1; /metrics has all)",
+    )
     p.add_argument("--targets-file", type=Path, help="write a Prometheus file_sd JSON entry here")
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     return p.parse_args(argv)
@@ -244,7 +263,8 @@ def _serve(args: argparse.Namespace, source: ClusterPodSource, flag_effect: Effe
     from .cluster import ClusterError
 
     try:
-        # The first listing doubles as the reachability (and RBAC) check.
+        # The first LIST doubles as the reachability (and RBAC) check.
+        source.start()
         initial = source()
     except ClusterError as exc:
         source.close()
@@ -256,6 +276,7 @@ def _serve(args: argparse.Namespace, source: ClusterPodSource, flag_effect: Effe
         port=port,
         tick=args.tick,
         resync=args.resync,
+        shards=args.shards,
         targets_file=args.targets_file,
         effects=(capacity, flag_effect),
     )

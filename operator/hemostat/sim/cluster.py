@@ -1,20 +1,27 @@
-"""Read the Ready pods of Deployments from the Kubernetes API (sync client, polled).
+"""Read the Ready pods of Deployments from watch caches of the Kubernetes API (sync client).
 
 Mapping: Pod -(ownerReference kind ReplicaSet)-> ReplicaSet -(ownerReference
 kind Deployment)-> Deployment; the series label `pod_template_hash` is the
 Pod's `pod-template-hash` label. Pods whose chain does not end in a Deployment
 are ignored.
+
+Pods and ReplicaSets are LISTed once and then WATCHed, one thread per watch, so a
+new Ready pod serves traffic one event after the API server reports it. Re-LISTing
+every few seconds made Prometheus see a bad rollout among 10,000 Pods 10-17 s later
+than among three: the benchmark measured the simulator, not the operator.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
@@ -25,8 +32,18 @@ TEMPLATE_HASH_LABEL = "pod-template-hash"
 # server filters out everything else (Jobs, bare Pods, StatefulSets...).
 _SELECTOR = TEMPLATE_HASH_LABEL
 _PAGE_SIZE = 500
-# (connect, read) seconds: a hung API server must not stall the poller forever.
+# (connect, read) seconds: a hung API server must not stall a LIST forever.
 _REQUEST_TIMEOUT = (3.0, 10.0)
+# Raw JSON, not the generated models: we need a few fields, and strict model validation
+# of whole Pods would be slow at 10,000 and one more way to fail.
+_REQUEST: dict[str, Any] = {
+    "label_selector": _SELECTOR,
+    "_preload_content": False,
+    "_request_timeout": _REQUEST_TIMEOUT,
+}
+_WATCH_SECONDS = 240  # the server ends each watch after this; it resumes from the last version
+_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+_KEPT_METADATA = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences", "deletionTimestamp")
 
 Obj = Mapping[str, Any]
 
@@ -103,60 +120,185 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class _Reflector:
+    """One kind in one namespace (or all): LIST in pages, then WATCH from the list's version.
+
+    The items, trimmed to what `observed_pods` reads, are replaced by each LIST and updated
+    by each event. A watch the server ends on time resumes from the last version; 410 Gone
+    LISTs again at once; any other failure sets `error` and LISTs again after a backoff.
+    """
+
+    def __init__(
+        self, what: str, list_fn: Callable[..., Any], args: tuple[Any, ...], on_change: Callable[[], None]
+    ) -> None:
+        self.what = what
+        self.error: str | None = None
+        self._list_fn, self._args, self._on_change = list_fn, args, on_change
+        self._lock = threading.Lock()
+        self._items: dict[str, Obj] = {}
+        self._stop = threading.Event()
+
+    def items(self) -> list[Obj]:
+        with self._lock:
+            return list(self._items.values())
+
+    def sync(self) -> str:
+        """LIST every page, replace the items, return the list's resourceVersion; raises on failure."""
+        items: dict[str, Obj] = {}
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": _PAGE_SIZE, **_REQUEST}
+            if token:
+                kwargs["_continue"] = token
+            resp = self._list_fn(*self._args, **kwargs)
+            try:
+                body = json.loads(resp.data)
+            finally:
+                resp.release_conn()
+            for obj in body.get("items") or []:
+                items[obj["metadata"]["uid"]] = _trim(obj)
+            meta = body.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:  # every page is of one snapshot: the last page's version is the list's
+                break
+        with self._lock:
+            self._items = items
+        self.error = None
+        self._on_change()
+        return str(meta.get("resourceVersion") or "")
+
+    def start(self, version: str) -> None:
+        threading.Thread(target=self._run, args=(version,), name=f"sim-watch {self.what}", daemon=True).start()
+
+    def stop(self) -> None:
+        # Only a flag: the thread may be blocked reading the watch; it is a daemon.
+        self._stop.set()
+
+    def _run(self, version: str | None) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self.sync()
+                    failures = 0
+                version = self._watch(version)
+            except Exception as exc:  # the API server is away or refused: LIST again
+                version = None
+                if self._stop.is_set():
+                    return
+                if isinstance(exc, ApiException) and exc.status == 410:
+                    continue  # our version was compacted away: a fresh LIST is the whole remedy
+                self.error = f"watching {self.what} failed: {_one_line(exc)}"
+                self._stop.wait(_BACKOFF[min(failures, len(_BACKOFF) - 1)])
+                failures += 1
+
+    def _watch(self, version: str) -> str:
+        """Apply events from `version` until the server ends the watch; returns the last version seen."""
+        resp = self._list_fn(
+            *self._args,
+            watch=True,
+            resource_version=version,
+            timeout_seconds=_WATCH_SECONDS,
+            allow_watch_bookmarks=True,
+            **{**_REQUEST, "_request_timeout": (_REQUEST_TIMEOUT[0], _WATCH_SECONDS + 30.0)},
+        )
+        try:
+            for line in iter_resp_lines(resp):
+                if self._stop.is_set():
+                    break
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":  # 410 Gone, or anything else the server gave up on
+                    raise ApiException(status=obj.get("code"), reason=obj.get("reason") or "watch error")
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                    continue  # BOOKMARK: only the version moves
+                uid = obj["metadata"]["uid"]
+                with self._lock:
+                    if kind == "DELETED":
+                        self._items.pop(uid, None)
+                    else:
+                        self._items[uid] = _trim(obj)
+                self._on_change()
+        finally:
+            resp.release_conn()
+        return version
+
+
+def _trim(obj: Obj) -> Obj:
+    """Only what `observed_pods` reads: 10,000 whole Pods would cost the simulator hundreds of MiB."""
+    meta = obj.get("metadata") or {}
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return {
+        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+        "status": {"conditions": [c for c in conditions if c.get("type") == "Ready"]},
+    }
+
+
 class ClusterPodSource:
-    """Callable returning the current Ready Deployment pods; raises ClusterError on any API failure."""
+    """Callable returning the current Ready Deployment pods from watch caches of Pods and ReplicaSets.
+
+    `start()` LISTs everything once (doubling as the reachability and RBAC check) and starts the
+    watches. A call raises ClusterError while a watch is failing, so the simulator keeps the pod
+    set it knew and says so; otherwise it answers from the caches, recomputed only after a change.
+    """
 
     def __init__(self, api: client.ApiClient, namespaces: Sequence[str] = ()) -> None:
         self._api = api
-        self._core = client.CoreV1Api(api)
-        self._apps = client.AppsV1Api(api)
-        self._namespaces = tuple(dict.fromkeys(namespaces))  # dedupe, keep order; empty = all
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        self._changes = 0
+        self._changes_lock = threading.Lock()
+        self._answer: tuple[int, list[ObservedPod]] | None = None
+
+        def each(what: str, everywhere: Any, per_namespace: Any) -> list[_Reflector]:
+            if not namespaces:
+                return [_Reflector(what, everywhere, (), self._changed)]
+            unique = dict.fromkeys(namespaces)  # dedupe, keep order
+            return [_Reflector(f"{what} in {ns}", per_namespace, (ns,), self._changed) for ns in unique]
+
+        self._pods = each("pods", core.list_pod_for_all_namespaces, core.list_namespaced_pod)
+        self._replicasets = each(
+            "replicasets", apps.list_replica_set_for_all_namespaces, apps.list_namespaced_replica_set
+        )
 
     @property
     def host(self) -> str:
         """The API server URL, for messages."""
         return str(self._api.configuration.host)
 
-    def _list(self, all_ns: Any, one_ns: Any) -> list[Obj]:
-        items: list[Obj] = []
-        for ns in self._namespaces or (None,):
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {
-                    "label_selector": _SELECTOR,
-                    "limit": _PAGE_SIZE,
-                    # Raw JSON, not the generated models: we need five fields, and strict
-                    # model validation of whole Pods would be one more way to fail.
-                    "_preload_content": False,
-                    "_request_timeout": _REQUEST_TIMEOUT,
-                }
-                if token:
-                    kwargs["_continue"] = token
-                resp = all_ns(**kwargs) if ns is None else one_ns(ns, **kwargs)
-                try:
-                    body = json.loads(resp.data)
-                finally:
-                    resp.release_conn()
-                items.extend(body.get("items") or [])
-                token = (body.get("metadata") or {}).get("continue")
-                if not token:
-                    break
-        return items
+    def start(self) -> None:
+        """LIST every watched kind once, then watch each from its list; raises ClusterError."""
+        reflectors = self._pods + self._replicasets
+        try:
+            versions = [r.sync() for r in reflectors]
+        except Exception as exc:  # urllib3, HTTP status, JSON: all mean "no pod set"
+            raise ClusterError(f"listing pods from {self.host} failed: {_one_line(exc)}") from exc
+        for reflector, version in zip(reflectors, versions, strict=True):
+            reflector.start(version)
+
+    def _changed(self) -> None:
+        with self._changes_lock:
+            self._changes += 1
 
     def __call__(self) -> list[ObservedPod]:
-        try:
-            # Pods first: a ReplicaSet always exists before its pods, so every pod
-            # listed here finds its owner in the ReplicaSet list that follows.
-            pods = self._list(self._core.list_pod_for_all_namespaces, self._core.list_namespaced_pod)
-            replicasets = self._list(
-                self._apps.list_replica_set_for_all_namespaces, self._apps.list_namespaced_replica_set
-            )
-        except Exception as exc:  # urllib3, HTTP status, JSON: all mean "no fresh pod set"
-            raise ClusterError(f"listing pods from {self.host} failed: {_one_line(exc)}") from exc
-        return observed_pods(pods, replicasets)
+        failing = next((r.error for r in self._pods + self._replicasets if r.error), None)
+        if failing:
+            raise ClusterError(f"{failing} ({self.host})")
+        with self._changes_lock:
+            changes = self._changes
+        if self._answer is None or self._answer[0] != changes:
+            # Counted before reading: a change during the read only makes the next call recompute.
+            pods = [p for r in self._pods for p in r.items()]
+            replicasets = [rs for r in self._replicasets for rs in r.items()]
+            self._answer = (changes, observed_pods(pods, replicasets))
+        return self._answer[1]
 
     def close(self) -> None:
-        """Release the client's connection pool."""
+        """Stop the watches and release the client's idle connections."""
+        for reflector in self._pods + self._replicasets:
+            reflector.stop()
         self._api.close()
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +54,25 @@ class TrafficMetrics:
     prometheus_client's generic rendering takes about 2 s for 10,000 Pods' series, longer
     than Prometheus' default 1 s scrape timeout in the benchmarks; this one renders only
     what changed in shape (nothing) and formats plain numbers.
+
+    With `shards` > 1 the series are split over that many expositions, one scrape target
+    each, so Prometheus scrapes them in parallel and no one scrape nears its timeout. A
+    Deployment's series all live in one shard, so one scrape sees its errors and its total.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shards: int = 1) -> None:
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        self.shards = shards
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, str, str], _Series] = {}
-        self._body: bytes | None = None
+        self._series: list[dict[tuple[str, str, str], _Series]] = [{} for _ in range(shards)]
+        self._bodies: dict[int | None, bytes] = {}
         self.generation = 0  # bumped by each tick
-        self.renders = 0  # how many times the exposition was rendered (once per tick at most)
+        self.renders = 0  # how many times an exposition was rendered (once per tick and shard at most)
+
+    def shard_of(self, namespace: str, deployment: str) -> int:
+        """Stable across restarts and processes (not Python's salted hash)."""
+        return zlib.crc32(f"{namespace}/{deployment}".encode()) % self.shards
 
     def apply(self, increments: Iterable[Increment]) -> None:
         """Add one tick's increments atomically w.r.t. scrapes.
@@ -70,44 +82,48 @@ class TrafficMetrics:
         with self._lock:
             for inc in increments:
                 key = (inc.ref.namespace, inc.ref.deployment, inc.ref.pod_template_hash)
-                series = self._series.get(key)
+                shard = self._series[self.shard_of(key[0], key[1])]
+                series = shard.get(key)
                 if series is None:
-                    series = self._series[key] = _Series(_label_text(key))
+                    series = shard[key] = _Series(_label_text(key))
                 series.ok += inc.ok
                 series.error += inc.error
                 if inc.observations:
                     series.observe(inc.latency_seconds, inc.observations)
             self.generation += 1
-            self._body = None
+            self._bodies = {}
 
-    def exposition(self) -> bytes:
-        """The text exposition of whole ticks only, rendered at most once per tick."""
+    def exposition(self, shard: int | None = None) -> bytes:
+        """The text exposition of one shard (None: all), of whole ticks only, rendered at most once per tick."""
         with self._lock:
-            if self._body is None:
-                self._body = self._render()
+            body = self._bodies.get(shard)
+            if body is None:
+                shards = self._series if shard is None else [self._series[shard]]
+                body = self._bodies[shard] = _render([s for series in shards for s in series.values()])
                 self.renders += 1
-            return self._body
+            return body
 
-    def _render(self) -> bytes:
-        out = [
-            "# HELP http_requests_total Synthetic HTTP requests served, by response code.",
-            "# TYPE http_requests_total counter",
-        ]
-        for s in self._series.values():
-            out.append(f'http_requests_total{{{s.labels},code="200"}} {float(s.ok)!r}')
-            out.append(f'http_requests_total{{{s.labels},code="500"}} {float(s.error)!r}')
-        out += [
-            "# HELP http_request_duration_seconds Synthetic HTTP request latency.",
-            "# TYPE http_request_duration_seconds histogram",
-        ]
-        for s in self._series.values():
-            for le, n in zip(_LE, s.buckets, strict=True):
-                out.append(f'http_request_duration_seconds_bucket{{{s.labels},le="{le}"}} {n}')
-            out.append(f'http_request_duration_seconds_bucket{{{s.labels},le="+Inf"}} {s.count}')
-            out.append(f"http_request_duration_seconds_sum{{{s.labels}}} {float(s.sum)!r}")
-            out.append(f"http_request_duration_seconds_count{{{s.labels}}} {s.count}")
-        out.append("")
-        return "\n".join(out).encode()
+
+def _render(series: list[_Series]) -> bytes:
+    out = [
+        "# HELP http_requests_total Synthetic HTTP requests served, by response code.",
+        "# TYPE http_requests_total counter",
+    ]
+    for s in series:
+        out.append(f'http_requests_total{{{s.labels},code="200"}} {float(s.ok)!r}')
+        out.append(f'http_requests_total{{{s.labels},code="500"}} {float(s.error)!r}')
+    out += [
+        "# HELP http_request_duration_seconds Synthetic HTTP request latency.",
+        "# TYPE http_request_duration_seconds histogram",
+    ]
+    for s in series:
+        for le, n in zip(_LE, s.buckets, strict=True):
+            out.append(f'http_request_duration_seconds_bucket{{{s.labels},le="{le}"}} {n}')
+        out.append(f'http_request_duration_seconds_bucket{{{s.labels},le="+Inf"}} {s.count}')
+        out.append(f"http_request_duration_seconds_sum{{{s.labels}}} {float(s.sum)!r}")
+        out.append(f"http_request_duration_seconds_count{{{s.labels}}} {s.count}")
+    out.append("")
+    return "\n".join(out).encode()
 
 
 _LE = [repr(float(b)) for b in LATENCY_BUCKETS]
@@ -161,14 +177,17 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def start_metrics_server(render: Callable[[], bytes], host: str, port: int) -> MetricsServer:
-    """Serve `render()` on host:port (0 = any free port); raises OSError if it cannot bind."""
+def start_metrics_server(render: Callable[[int | None], bytes], host: str, port: int, shards: int = 1) -> MetricsServer:
+    """Serve `render(None)` on /metrics and `render(i)` on /metrics/<i> for each shard i, on
+    host:port (0 = any free port); raises OSError if it cannot bind."""
+    paths: dict[str, int | None] = {"/": None, "/metrics": None, **{shard_path(i): i for i in range(shards)}}
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        if environ.get("PATH_INFO") not in ("/", "/metrics"):
+        path = environ.get("PATH_INFO")
+        if path not in paths:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found"]
-        body = render()
+        body = render(paths[path])
         start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
         return [body]
 
@@ -178,9 +197,30 @@ def start_metrics_server(render: Callable[[], bytes], host: str, port: int) -> M
     return MetricsServer(host, int(server.server_port), server, thread)
 
 
-def write_targets_file(path: Path, target: str) -> None:
-    """Atomically write a Prometheus file_sd entry for `target` (temp file + rename)."""
-    content = json.dumps([{"targets": [target], "labels": {"job": TARGETS_JOB}}], indent=2) + "\n"
+def shard_path(shard: int) -> str:
+    return f"/metrics/{shard}"
+
+
+def targets(target: str, shards: int = 1) -> list[dict[str, Any]]:
+    """Prometheus file_sd entries: the whole exposition, or one target per shard.
+
+    Shards share host:port, so each gets its own `instance` (else their `up` series collide)
+    and its path in `__metrics_path__`, which Prometheus takes from discovered labels.
+    """
+    if shards == 1:
+        return [{"targets": [target], "labels": {"job": TARGETS_JOB}}]
+    return [
+        {
+            "targets": [target],
+            "labels": {"job": TARGETS_JOB, "instance": f"{target}{shard_path(i)}", "__metrics_path__": shard_path(i)},
+        }
+        for i in range(shards)
+    ]
+
+
+def write_targets_file(path: Path, target: str, shards: int = 1) -> None:
+    """Atomically write the Prometheus file_sd entries for `target` (temp file + rename)."""
+    content = json.dumps(targets(target, shards), indent=2) + "\n"
     # The temp name must not match file_sd's *.json glob, or Prometheus could read it half-written.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
