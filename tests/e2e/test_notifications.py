@@ -54,7 +54,15 @@ def test_phase_changes_reach_json_and_slack_receivers(
     operators.start(namespace)
     _setup(testenv, namespace, "mail", {"json": f"{url}/json", "slack": f"{url}/slack"})
     inc = wait_phase(testenv, namespace, "Resolved", timeout=120)
-    wait_for("the Resolved update", lambda: any(b.get("phase") == "Resolved" for p, b in received if p == "/json"), 30)
+    # The receivers are posted to one after the other: the Slack update lands after the JSON one (a race seen in CI).
+    wait_for(
+        "the Resolved update at both receivers",
+        lambda: (
+            any(b.get("phase") == "Resolved" for p, b in received if p == "/json")
+            and any("is *Resolved*" in b.get("text", "") for p, b in received if p == "/slack")
+        ),
+        30,
+    )
     phases = [b["phase"] for p, b in received if p == "/json"]
     assert phases == ["Monitoring", "Resolved"]  # detection and rollback happened in one cycle
     first = next(b for p, b in received if p == "/json")
