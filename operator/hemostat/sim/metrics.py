@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -65,7 +65,8 @@ class TrafficMetrics:
             raise ValueError(f"shards must be at least 1, got {shards}")
         self.shards = shards
         self._lock = threading.Lock()
-        self._series: list[dict[tuple[str, str, str], _Series]] = [{} for _ in range(shards)]
+        self._series: dict[tuple[str, str, str], _Series] = {}
+        self._by_shard: list[list[_Series]] = [[] for _ in range(shards)]  # each series, filed once at birth
         self._bodies: dict[int | None, bytes] = {}
         self.generation = 0  # bumped by each tick
         self.renders = 0  # how many times an exposition was rendered (once per tick and shard at most)
@@ -82,10 +83,10 @@ class TrafficMetrics:
         with self._lock:
             for inc in increments:
                 key = (inc.ref.namespace, inc.ref.deployment, inc.ref.pod_template_hash)
-                shard = self._series[self.shard_of(key[0], key[1])]
-                series = shard.get(key)
+                series = self._series.get(key)
                 if series is None:
-                    series = shard[key] = _Series(_label_text(key))
+                    series = self._series[key] = _Series(_label_text(key))
+                    self._by_shard[self.shard_of(key[0], key[1])].append(series)
                 series.ok += inc.ok
                 series.error += inc.error
                 if inc.observations:
@@ -98,13 +99,13 @@ class TrafficMetrics:
         with self._lock:
             body = self._bodies.get(shard)
             if body is None:
-                shards = self._series if shard is None else [self._series[shard]]
-                body = self._bodies[shard] = _render([s for series in shards for s in series.values()])
+                series = self._series.values() if shard is None else self._by_shard[shard]
+                body = self._bodies[shard] = _render(series)
                 self.renders += 1
             return body
 
 
-def _render(series: list[_Series]) -> bytes:
+def _render(series: Collection[_Series]) -> bytes:
     out = [
         "# HELP http_requests_total Synthetic HTTP requests served, by response code.",
         "# TYPE http_requests_total counter",
