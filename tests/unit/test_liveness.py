@@ -35,3 +35,42 @@ def test_a_status_write_never_seen_back_means_the_watch_is_dead() -> None:
 
     reason = watch_stale([9_700.0, 9_950.0], seconds_now=10_000, limit=180)
     assert reason == "the policy watch has not delivered a status write made 300s ago"
+
+
+def test_a_new_leader_is_alive_before_its_first_cycle() -> None:
+    # a standby's last cycle was long ago (it evaluates nothing); it took the Lease a second ago
+    import time
+    from types import SimpleNamespace
+
+    import kopf
+
+    from hemostat.handlers import last_cycle
+
+    now = time.monotonic()
+    leader = SimpleNamespace(is_leader=True, acquired_at=now - 1, stalled=lambda _now: None)
+    memo = kopf.Memo(
+        heartbeat={"last_cycle": now - 3600, "intervals": {"uid": 10.0}, "unseen": {}},
+        leader=leader,
+        informers=SimpleNamespace(stale=lambda _now: None),
+    )
+    assert last_cycle(memo=memo) < 5
+
+
+def test_a_hung_election_fails_liveness() -> None:
+    import time
+    from types import SimpleNamespace
+
+    import kopf
+    import pytest
+
+    from hemostat.handlers import last_cycle
+
+    now = time.monotonic()
+    leader = SimpleNamespace(is_leader=False, acquired_at=None, stalled=lambda _now: "leader election hangs")
+    memo = kopf.Memo(
+        heartbeat={"last_cycle": now, "intervals": {}, "unseen": {}},
+        leader=leader,
+        informers=SimpleNamespace(stale=lambda _now: None),
+    )
+    with pytest.raises(kopf.PermanentError, match="leader election hangs"):
+        last_cycle(memo=memo)
