@@ -29,6 +29,13 @@ class Metrics:
             ["namespace", "policy"],
             registry=r,
         )
+        self.ignored_records = Gauge(
+            "hemostat_ignored_records",
+            "Targets of the policy whose markers or action-ledger entries were not trusted in its last cycle "
+            "(unparsable, unknown action, dated in the future; condition RecordsReadable)",
+            ["namespace", "policy"],
+            registry=r,
+        )
         self.is_leader = Gauge(
             "hemostat_is_leader", "1 when this replica acts (holds the Lease, or runs without election)", registry=r
         )

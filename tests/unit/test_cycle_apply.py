@@ -40,6 +40,9 @@ class FrozenServer:
         self.status = patch
         return {"metadata": {"name": name, "namespace": ns, "resourceVersion": "2"}}
 
+    async def get_incident(self, ns: str, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": ns, "resourceVersion": "1"}, "status": {}}
+
     async def post_event(self, *args: Any) -> None:
         return None
 
@@ -60,10 +63,11 @@ def test_a_change_the_server_refuses_is_a_failed_step_that_counts() -> None:
     assert written.timeline[-1].reason == "MitigationFailed" and written.phase == "Mitigating"
     # the ledger entry was refused along with the change, so it is written on its own
     alone = server.deployment_patches[-1]
-    assert [op["op"] for op in alone] == ["test", "add"] and alone[1]["path"].endswith("hemostat.dev~1actions")
+    assert [op["path"] for op in alone[:-1]] == ["/metadata/generation", "/metadata/annotations"]
+    assert alone[-1]["op"] == "add" and alone[-1]["path"].endswith("hemostat.dev~1actions")
 
     # next cycle, still breaching: the refused step is not retried, and it holds the next one for the cooldown
-    annotations = {ledger.LEDGER: alone[1]["value"]}
+    annotations = {ledger.LEDGER: alone[-1]["value"]}
     later = NOW + timedelta(seconds=10)
     again = open_incident(written)
     tp = only(

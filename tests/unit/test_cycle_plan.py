@@ -151,7 +151,8 @@ def test_a_breach_opens_an_incident_and_plans_a_guarded_rollback_with_its_ledger
     assert tp.change.patch[0] == {"op": "test", "path": "/metadata/generation", "value": 4}
     last = tp.change.patch[-1]
     assert last["path"] == "/metadata/annotations/hemostat.dev~1actions"
-    assert ledger.read({ledger.LEDGER: last["value"]}) == [ledger.Entry(NOW, f"shop/{tp.incident_name}", "rollback")]
+    entry = ledger.Entry(NOW, f"shop/{tp.incident_name}", "rollback", undone="web-2")
+    assert ledger.read({ledger.LEDGER: last["value"]}).entries == (entry,)
     assert tp.change.ledger_patch is None  # the entry travels in the same patch as the rollback
     assert tp.target.incident == tp.incident_name
 
@@ -216,15 +217,16 @@ def test_the_ledger_keeps_a_day_and_at_most_a_hundred_entries() -> None:
     for i in range(150):
         entry = ledger.Entry(NOW - timedelta(minutes=150 - i), "shop/x", "scaleUp")
         annotations = {ledger.LEDGER: ledger.with_entry(annotations, entry)}
-    entries = ledger.read(annotations)
+    entries = ledger.read(annotations).entries
     assert len(entries) == ledger.MAX_ENTRIES and entries[-1].at == NOW - timedelta(minutes=1)
     old = ledger.with_entry(annotations, ledger.Entry(NOW + timedelta(hours=25), "shop/y", "rollback"))
-    assert len(ledger.read({ledger.LEDGER: old})) == 1
+    assert len(ledger.read({ledger.LEDGER: old}).entries) == 1
 
 
 @pytest.mark.parametrize("raw", ["not json", "{}", '[{"at": "yesterday"}]', "[1]"])
 def test_a_ledger_someone_spoiled_is_ignored_not_fatal(raw: str) -> None:
-    assert ledger.read({ledger.LEDGER: raw}) == []
+    read = ledger.read({ledger.LEDGER: raw})
+    assert read.entries == () and read.problem is not None
 
 
 # --- the record survives a crash ---------------------------------------------------------------

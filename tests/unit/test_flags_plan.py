@@ -89,8 +89,8 @@ def test_off_variant_choice() -> None:
 
 
 def test_marker_means_done() -> None:
-    marker = marker_value("inc", 1, "disableFlag", "a", "b", "t")
-    assert do(cm(annotations={MARKER: marker})) == Done("disableFlag", "a", "b", "t")
+    marker = marker_value("inc", 1, "disableFlag", "a", "b", "2026-11-23T13:59:00Z")
+    assert do(cm(annotations={MARKER: marker})) == Done("disableFlag", "a", "b", "2026-11-23T13:59:00Z")
     assert PREVIOUS == "hemostat.dev/previous-flags"
 
 

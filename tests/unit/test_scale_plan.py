@@ -62,7 +62,9 @@ def test_hpa_already_at_the_cap_is_skipped() -> None:
 def test_marker_of_this_step_means_done() -> None:
     marker = marker_value("inc", 1, "scaleUp", "2 replicas", "4 replicas", "2026-11-23T13:59:00Z")
     assert do(dep(4, {MARKER: marker})) == Done("scaleUp", "2 replicas", "4 replicas", "2026-11-23T13:59:00Z")
-    hpa_marker = marker_value("inc", 1, "scaleUpHpa", "HPA api-hpa minReplicas 2", "minReplicas 4", "t")
+    hpa_marker = marker_value(
+        "inc", 1, "scaleUpHpa", "HPA api-hpa minReplicas 2", "minReplicas 4", "2026-11-23T13:59:00Z"
+    )
     assert isinstance(do(dep(2), [hpa(annotations={MARKER: hpa_marker})]), Done)
 
 

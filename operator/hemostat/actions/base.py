@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 MARKER = "hemostat.dev/mitigation"
+SKEW = timedelta(minutes=1)  # a record dated later than now + SKEW is not trusted (clocks drift, not by years)
+# Every action a registered step can record (StepKind adds its own): a marker naming another is not ours.
+ACTIONS: set[str] = set()
 Body = dict[str, Any]
 SourceKey = tuple[str, str]  # (kind, name) of an object a step reads besides the Deployment
 
@@ -38,10 +41,19 @@ class Plan:
     kind: str = "Deployment"  # the object the patch applies to
     name: str = ""  # its name, when it is not the target Deployment
     confirm: FlagCheck | None = None  # what OpenFeature must evaluate after the patch
+    undoes: str | None = None  # a rollback: the ReplicaSet it rolls back from (goes into the ledger)
 
 
 @dataclass(frozen=True)
 class Skip:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The step cannot be planned yet, for a reason that may pass by the next cycle (two watch
+    caches out of step): wait, never skip the step for it."""
+
     reason: str
 
 
@@ -62,26 +74,45 @@ def marker_value(incident: str, index: int, action: str, from_: str, to: str, at
     )
 
 
-def read_marker(annotations: dict[str, str] | None, incident: str, index: int) -> Done | None:
-    raw = (annotations or {}).get(MARKER)
-    if not raw:
-        return None
-    data = parse_marker(raw)
+def read_marker(
+    annotations: dict[str, str] | None, incident: str, index: int, now: datetime | None = None
+) -> Done | None:
+    data = parse_marker((annotations or {}).get(MARKER), now)
     if data is None or data["incident"] != incident or data["step"] != index:
         return None
     return Done(action=data["action"], from_=data["from"], to=data["to"], at=data["at"])
 
 
-def parse_marker(raw: str | None) -> dict[str, Any] | None:
-    """The marker as a dict, or None when absent or not ours (a hand-edited value is ignored, never fatal)."""
+def parse_marker(raw: str | None, now: datetime | None = None) -> dict[str, Any] | None:
+    """The marker as a dict, or None when absent or not ours (see marker_problem: ignored, never fatal)."""
+    return json.loads(raw) if raw and not marker_problem(raw, now) else None
+
+
+def marker_problem(raw: str | None, now: datetime | None = None) -> str | None:
+    """Why a marker cannot be trusted, or None (also when there is none): a value that does not
+    parse, names an action no step records, or is dated in the future."""
+    if not raw:
+        return None
     try:
-        data = json.loads(raw or "")
+        data = json.loads(raw)
     except ValueError:
-        return None
-    keys = ("incident", "step", "action", "from", "to", "at")
-    if not isinstance(data, dict) or not all(k in data for k in keys):
-        return None
-    return data
+        return "not JSON"
+    text = ("incident", "action", "from", "to", "at")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in text):
+        return "not a marker (needs incident, step, action, from, to, at)"
+    if not isinstance(data.get("step"), int) or isinstance(data["step"], bool):
+        return "its step is not a number"
+    if data["action"] not in ACTIONS:
+        return f"unknown action {data['action']!r}"
+    try:
+        at = datetime.fromisoformat(data["at"].replace("Z", "+00:00"))
+    except ValueError:
+        return f"its time {data['at']!r} is not a UTC timestamp"
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if now is not None and at > now + SKEW:
+        return f"dated {data['at']}, in the future"
+    return None
 
 
 def guard(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -141,15 +172,19 @@ class StepKind:
     """One mitigation step: adding one means its module, its model and one line in steps.py."""
 
     name: str
-    plan: Callable[[Objects, Any, Context], Plan | Skip | Done]  # pure
+    plan: Callable[[Objects, Any, Context], Plan | Skip | Done | Hold]  # pure
     applied: Callable[[Body, Plan], bool]  # pure: does the patched object hold the change?
+    actions: Mapping[str, str] = field(default_factory=dict)  # action it records -> its timeline reason
     sources: Callable[[Any], list[SourceKey]] = lambda _config: []  # objects to read for it
 
+    def __post_init__(self) -> None:
+        ACTIONS.update(self.actions)
 
-def find_marker(objects: Objects, incident: str, index: int) -> Done | None:
+
+def find_marker(objects: Objects, incident: str, index: int, now: datetime) -> Done | None:
     """The marker of (incident, step) on any object this target's steps change."""
     for obj in objects.annotated():
-        done = read_marker(obj["metadata"].get("annotations"), incident, index)
+        done = read_marker(obj["metadata"].get("annotations"), incident, index, now)
         if done:
             return done
     return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..decide import conditions as c
 from ..decide.conditions import now_iso
 from ..models.policy import DisableFlagStep
 from .base import (
@@ -99,7 +100,7 @@ def plan(facts: Facts, step: DisableFlagStep, *, incident: str, index: int, now:
     """Pure: the ConfigMap patch that makes the flag evaluate to its off variant for everyone."""
     ref = step.config_map
     assert ref is not None
-    done = read_marker(facts.annotations, incident, index)
+    done = read_marker(facts.annotations, incident, index, now)
     if done:
         return done
     if not facts.opted_in:
@@ -137,7 +138,7 @@ def plan_featureflag(
     assert ref is not None
     meta = featureflag["metadata"]
     annotations = dict(meta.get("annotations") or {})
-    done = read_marker(annotations, incident, index)
+    done = read_marker(annotations, incident, index, now)
     if done:
         return done
     where = f"FeatureFlag {meta['name']}"
@@ -220,4 +221,10 @@ def _plan_step(objects: Objects, step: DisableFlagStep, ctx: Context) -> Plan | 
     return plan(facts_from(obj), step, incident=ctx.incident, index=ctx.index, now=ctx.now)
 
 
-STEP = StepKind("disableFlag", _plan_step, applied, sources=lambda step: [_source(step)])
+STEP = StepKind(
+    "disableFlag",
+    _plan_step,
+    applied,
+    actions={"disableFlag": c.FLAG_DISABLED},
+    sources=lambda step: [_source(step)],
+)

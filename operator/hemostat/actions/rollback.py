@@ -11,10 +11,13 @@ re-read, never overwritten.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..decide import conditions as c
+from ..decide import ledger
 from ..decide.conditions import now_iso
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
@@ -22,6 +25,7 @@ from .base import (
     MARKER,
     Context,
     Done,
+    Hold,
     Objects,
     Plan,
     Skip,
@@ -154,23 +158,27 @@ def plan(
     rollout_window: timedelta,
     now: datetime,
     current_since: datetime | None = None,
-) -> Plan | Skip | Done:
+    undone: Mapping[str, ledger.Entry] | None = None,
+) -> Plan | Skip | Done | Hold:
     """Pure: what the rollback step would change, or why it does not apply.
 
     `current_since` is when the operator first saw the current revision; without
     it the age comes from the ReplicaSet (creation or the controller's last change).
+    `undone` holds the ReplicaSets Hemostat rolled back from within the rollout window,
+    by name: never a rollback target again (the known-bad version would be live again).
     """
-    done = read_marker(facts.annotations, incident, index)
+    done = read_marker(facts.annotations, incident, index, now)
     if done:
         return done
-    earlier = parse_marker(facts.annotations.get(MARKER))
-    if earlier and earlier["incident"] == incident:
+    earlier = parse_marker(facts.annotations.get(MARKER), now)
+    if earlier and earlier["incident"] == incident and earlier["action"] in ("rollback", "scaleToZero"):
         did = f"{earlier['action']}: {earlier['from']} -> {earlier['to']}"
         return Skip(f"step {earlier['step']} of this incident already did {did}")
     at = now_iso(now)
     current = facts.current
     if current is None:
-        return Skip("the Deployment's current revision has no ReplicaSet yet")
+        revision = facts.annotations.get(REVISION, "?")
+        return Hold(f"the Deployment's current revision {revision} has no ReplicaSet yet")
     if detected_revision is not None and current.number != detected_revision:
         return Skip(
             f"the Deployment changed since detection (revision {detected_revision} -> {current.number}); "
@@ -202,6 +210,12 @@ def plan(
     target = facts.previous
     if target is None:
         return Skip(f"no revision older than {current.number} is left to roll back to")
+    gone = (undone or {}).get(target.replicaset)
+    if gone is not None:
+        return Skip(
+            f"{target.describe()} is the revision Hemostat rolled back from at {c.now_iso(gone.at)} ({gone.by}); "
+            f"not rolling back onto it within the rollout window of {_human(rollout_window)}"
+        )
     annotations = {k: v for k, v in facts.annotations.items() if k in SKIP_ANNOTATIONS}
     annotations.update({k: v for k, v in target.annotations.items() if k not in SKIP_ANNOTATIONS})
     annotations[MARKER] = marker_value(incident, index, "rollback", current.describe(), target.describe(), at)
@@ -214,6 +228,7 @@ def plan(
             {"op": "replace", "path": "/spec/template", "value": target.template},
             {"op": "replace", "path": "/metadata/annotations", "value": annotations},
         ],
+        undoes=current.replicaset,
     )
 
 
@@ -229,8 +244,9 @@ def _human(delta: timedelta) -> str:
     return format_duration(delta.total_seconds())
 
 
-def _plan_step(objects: Objects, step: RollbackStep, ctx: Context) -> Plan | Skip | Done:
+def _plan_step(objects: Objects, step: RollbackStep, ctx: Context) -> Plan | Skip | Done | Hold:
     facts = facts_from(objects.deployment, list(objects.replicasets))
+    undone = ledger.read(facts.annotations, ctx.now).undone(since=ctx.now - ctx.rollout_window)
     # The first-seen time only describes the revision the incident was detected on.
     same = facts.current is not None and facts.current.number == ctx.detected_revision
     return plan(
@@ -242,7 +258,8 @@ def _plan_step(objects: Objects, step: RollbackStep, ctx: Context) -> Plan | Ski
         rollout_window=ctx.rollout_window,
         now=ctx.now,
         current_since=ctx.revision_since if same else None,
+        undone=undone,
     )
 
 
-STEP = StepKind("rollback", _plan_step, applied)
+STEP = StepKind("rollback", _plan_step, applied, actions={"rollback": c.ROLLED_BACK, "scaleToZero": c.SCALED_TO_ZERO})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..decide import conditions as c
 from ..decide.conditions import now_iso
 from ..models.policy import ScaleUpStep
 from .base import Context, Done, Objects, Plan, Skip, StepKind, guard, marker_op, marker_value, read_marker
@@ -63,7 +64,7 @@ def facts_from(deployment: dict[str, Any], hpas: list[dict[str, Any]]) -> Facts:
 def plan(facts: Facts, step: ScaleUpStep, *, incident: str, index: int, now: datetime) -> Plan | Skip | Done:
     """Pure: the scale-up to apply, on the HPA when one owns the Deployment."""
     at = now_iso(now)
-    done = read_marker(facts.hpa.annotations if facts.hpa else facts.annotations, incident, index)
+    done = read_marker(facts.hpa.annotations if facts.hpa else facts.annotations, incident, index, now)
     if done:
         return done
     wanted = math.ceil(facts.replicas * step.factor)
@@ -117,4 +118,4 @@ def _plan_step(objects: Objects, step: ScaleUpStep, ctx: Context) -> Plan | Skip
     )
 
 
-STEP = StepKind("scaleUp", _plan_step, applied)
+STEP = StepKind("scaleUp", _plan_step, applied, actions={"scaleUp": c.SCALED_UP, "scaleUpHpa": c.SCALED_UP})

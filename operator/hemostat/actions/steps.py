@@ -11,6 +11,9 @@ from . import flags, rollback, scale
 from .base import SourceKey, StepKind
 
 STEPS: dict[str, StepKind] = {s.name: s for s in (rollback.STEP, scale.STEP, flags.STEP)}
+# action (what a record or marker names) -> the step that records it, and its timeline reason
+STEP_OF_ACTION: dict[str, str] = {action: s.name for s in STEPS.values() for action in s.actions}
+ACTION_REASONS: dict[str, str] = {action: r for s in STEPS.values() for action, r in s.actions.items()}
 
 
 def kind_of(step: MitigationStep) -> StepKind:

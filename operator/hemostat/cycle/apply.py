@@ -22,7 +22,7 @@ from typing import Any
 from .. import flageval
 from ..actions import flags
 from ..actions.base import Plan
-from ..actions.steps import kind_of
+from ..actions.steps import ACTION_REASONS, kind_of
 from ..decide import conditions as c
 from ..decide import lifecycle as lc
 from ..kube import ApiError, Conflict, Kube, merge_patch
@@ -30,7 +30,7 @@ from ..metrics import Metrics
 from ..models.incident import ActionRecord, IncidentStatus
 from ..models.policy import TargetStatus
 from .plan import Change, CyclePlan, TargetPlan, dump, phase_counts, policy_status
-from .snapshot import one_line
+from .snapshot import known_status, one_line
 from .world import World
 
 log = logging.getLogger("hemostat.apply")
@@ -67,6 +67,8 @@ class Applier:
             self.metrics.incidents.labels(namespace=snap.namespace, policy=snap.name, phase=phase).set(count)
         available = next((x.status == "True" for x in new.conditions if x.type == "SignalsAvailable"), False)
         self.metrics.signals_available.labels(namespace=snap.namespace, policy=snap.name).set(int(available))
+        ignored = sum(1 for t in targets if t.ignored)
+        self.metrics.ignored_records.labels(namespace=snap.namespace, policy=snap.name).set(ignored)
         return any(r[1] for r in results), written, raced
 
     async def _isolated(self, tp: TargetPlan, now: datetime, world: World) -> tuple[TargetStatus, bool]:
@@ -101,14 +103,33 @@ class Applier:
         acted = False
         if tp.change is not None:
             record = await self.carry_out(tp.change, now)
-            status = lc.record_action(status, record, lc.ACTION_REASONS[tp.change.plan.action], now)
+            status = lc.record_action(status, record, ACTION_REASONS[tp.change.plan.action], now)
             acted = True
+            # The change is made: its record must land. The copy decided on may be stale by now (a
+            # lagging cache, kopf's or a person's write to the Incident), and a Conflict would leave
+            # the next cycle to rebuild the record from the marker as "applied before a restart".
+            incident, written = await self._fresh(incident)
         if self.notifier is not None and tp.spec is not None:
             status = self.notifier.fold(incident, tp.spec, status, now)
         before = _parsed(written)
-        await self.write_incident(incident, tp.deployment, written, before, status)
+        for attempt in range(3 if acted else 1):
+            try:
+                await self.write_incident(incident, tp.deployment, written, before, status)
+                break
+            except Conflict:
+                if not acted or attempt == 2:
+                    raise
+                incident, written = await self._fresh(incident)
         self.observe(before, status, fresh=written is None or before is None or before.phase is None)
         return tp.target, acted
+
+    async def _fresh(self, incident: Body) -> tuple[Body, dict[str, Any] | None]:
+        """The Incident and its status as the server holds them now (only the operator writes status)."""
+        meta = incident["metadata"]
+        fresh = await self.kube.get_incident(meta["namespace"], meta["name"])
+        if fresh is None:
+            raise RuntimeError(f"incident {meta['namespace']}/{meta['name']} was deleted while acting")
+        return fresh, known_status(fresh)
 
     async def _create(self, tp: TargetPlan) -> tuple[Body, dict[str, Any] | None]:
         assert tp.create is not None

@@ -25,8 +25,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..actions import rollback
-from ..actions.base import Context, Done, Objects, Plan, Skip, SourceKey, find_marker
-from ..actions.steps import kind_of
+from ..actions.base import (
+    MARKER,
+    Context,
+    Done,
+    Hold,
+    Objects,
+    Plan,
+    Skip,
+    SourceKey,
+    find_marker,
+    guard,
+    marker_problem,
+)
+from ..actions.steps import ACTION_REASONS, STEP_OF_ACTION, kind_of
 from ..decide import conditions as c
 from ..decide import health as h
 from ..decide import ledger
@@ -108,7 +120,33 @@ def decide(snap: Snapshot, now: datetime) -> CyclePlan:
     if snap.spec is None:
         return CyclePlan(snap, (), now)
     around = Around.of(snap.replicasets, snap.hpas)
-    return CyclePlan(snap, tuple(decide_target(snap, snap.spec, view, now, around) for view in snap.targets), now)
+    return CyclePlan(snap, tuple(_isolated(snap, snap.spec, view, now, around) for view in snap.targets), now)
+
+
+def _isolated(
+    snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, now: datetime, around: Around
+) -> TargetPlan:
+    """One target's decision; one that raises (a case nobody foresaw) fails that target alone."""
+    try:
+        return decide_target(snap, spec, view, now, around)
+    except Exception as exc:
+        error = f"could not decide: {type(exc).__name__}: {exc}"[:512]
+        kept = view.previous or TargetStatus(name=view.name)  # its clocks and incident, as a read error keeps them
+        return TargetPlan(view.name, view.deployment, kept.model_copy(update={"error": error}))
+
+
+def ignored_records(objects: Objects, now: datetime) -> str | None:
+    """Markers and ledger entries on the target's objects that are not trusted, said in one line."""
+    said = []
+    ledger_problem = ledger.read(objects.deployment["metadata"].get("annotations"), now).problem
+    if ledger_problem:
+        said.append(f"{ledger.LEDGER} on Deployment {objects.deployment['metadata']['name']}: {ledger_problem}")
+    for obj in objects.annotated():
+        problem = marker_problem((obj["metadata"].get("annotations") or {}).get(MARKER), now)
+        if problem:
+            kind = obj.get("kind") or "object"
+            said.append(f"{MARKER} on {kind} {obj['metadata']['name']}: {problem}; ignored")
+    return "; ".join(said)[:512] or None
 
 
 @dataclass(frozen=True)
@@ -171,6 +209,7 @@ def decide_target(
         revision=revision,
         revision_since=c.now_iso(revision_since) if revision_since else None,
         error=view.error,
+        ignored=ignored_records(objects, now),
     )
     if view.error:  # keep the clocks and the incident it had; decide nothing for it
         return TargetPlan(
@@ -198,7 +237,7 @@ def decide_target(
     assert name is not None and ispec is not None and status is not None
     status = recover_markers(status, objects, name, len(spec.mitigation.steps), now)
     status = lc.track_health(status, health, now)
-    guard = guardrails(snap, spec, view.deployment, now)
+    guardrail = guardrails(snap, spec, view.deployment, now)
     ctx = Context(
         incident=name,
         index=0,
@@ -207,7 +246,7 @@ def decide_target(
         rollout_window=parse_duration(spec.mitigation.rollout_window),
         revision_since=revision_since,
     )
-    status, change = advance(status, ispec, spec, health, guard, objects, ctx, f"{snap.namespace}/{name}")
+    status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, f"{snap.namespace}/{name}")
     open_now = status.phase != "Resolved"
     return replace(
         plan, status=status, change=change, target=target.model_copy(update={"incident": name if open_now else None})
@@ -224,7 +263,7 @@ def guardrails(snap: Snapshot, spec: MitigationPolicySpec, deployment: Body, now
         paused=paused,
         cooldown=parse_duration(spec.guardrails.cooldown),
         max_actions_per_hour=spec.guardrails.max_actions_per_hour,
-        recent_actions=ledger.times(annotations),
+        recent_actions=ledger.read(annotations, now).times(),
     )
 
 
@@ -234,16 +273,15 @@ def recover_markers(
     """Record steps whose marker shows they were applied but whose record was lost (a crash)."""
     recorded = {a.index for a in status.actions}
     for index in [*range(status.next_step, steps), lc.MANUAL_STEP]:
-        done = None if index in recorded else find_marker(objects, incident, index)
+        done = None if index in recorded else find_marker(objects, incident, index, now)
         if done is not None:
-            status = lc.record_action(status, from_marker(done, index), lc.ACTION_REASONS[done.action], now)
+            status = lc.record_action(status, from_marker(done, index), ACTION_REASONS[done.action], now)
     return status
 
 
 def from_marker(done: Done, index: int) -> ActionRecord:
-    step = {"scaleToZero": "rollback", "scaleUpHpa": "scaleUp"}.get(done.action, done.action)
     return ActionRecord(
-        step=step,
+        step=STEP_OF_ACTION[done.action],
         action=done.action,
         index=index,
         result="Succeeded",
@@ -259,40 +297,40 @@ def advance(
     ispec: IncidentSpec,
     spec: MitigationPolicySpec,
     health: h.Health,
-    guard: lc.Guardrails,
+    guardrail: lc.Guardrails,
     objects: Objects,
     ctx: Context,
     by: str,
 ) -> tuple[IncidentStatus, Change | None]:
     """Walk the ladder: skipped steps fall through; anything else ends this cycle's moves."""
     for _ in range(len(spec.mitigation.steps) + 1):
-        move = lc.next_move(status, ispec.resolve, spec, health, guard, ctx.now)
+        move = lc.next_move(status, ispec.resolve, spec, health, guardrail, ctx.now)
         if isinstance(move, lc.Wait):
             return (lc.record_note(status, move.note, ctx.now) if move.note else status), None
         if isinstance(move, lc.Resolve):
             return lc.record_resolved(status, move.message, ctx.now, by_person=move.by_person), None
         if isinstance(move, lc.Escalate):
             return lc.record_escalated(status, move.message, ctx.now), None
-        status, change = take(status, move, objects, Context(**{**ctx.__dict__, "index": move.index}), by)
+        planned = kind_of(move.step).plan(objects, move.step.config, replace(ctx, index=move.index))
+        if isinstance(planned, Hold):  # may pass by the next cycle: wait, never skip the step for it
+            return lc.record_note(status, f"next step {move.step.kind} held: {planned.reason}", ctx.now), None
+        status, change = take(status, move, planned, objects, ctx.now, by)
         if change is not None or status.phase == "Monitoring":
             return status, change
     return status, None
 
 
 def take(
-    status: IncidentStatus, move: lc.Act, objects: Objects, ctx: Context, by: str
+    status: IncidentStatus, move: lc.Act, planned: Plan | Skip | Done, objects: Objects, now: datetime, by: str
 ) -> tuple[IncidentStatus, Change | None]:
-    """Plan one step: record a skip, a dry run or a step already done, or return the change to apply."""
+    """Record a skip, a dry run or a step already done, or return the change to apply."""
     kind = move.step.kind
-    at = c.now_iso(ctx.now)
-    planned = kind_of(move.step).plan(objects, move.step.config, ctx)
+    at = c.now_iso(now)
     if isinstance(planned, Done):
-        return lc.record_action(
-            status, from_marker(planned, move.index), lc.ACTION_REASONS[planned.action], ctx.now
-        ), None
+        return lc.record_action(status, from_marker(planned, move.index), ACTION_REASONS[planned.action], now), None
     if isinstance(planned, Skip):
         record = ActionRecord(step=kind, index=move.index, result="Skipped", message=planned.reason, at=at)
-        return lc.record_action(status, record, c.MITIGATION_SKIPPED, ctx.now), None
+        return lc.record_action(status, record, c.MITIGATION_SKIPPED, now), None
     if move.dry_run:
         record = ActionRecord(
             step=kind,
@@ -304,21 +342,19 @@ def take(
             message=f"dry run: would {planned.action}; nothing changed",
             at=at,
         )
-        return lc.record_action(status, record, c.DRY_RUN, ctx.now), None
-    return status, change_for(move, planned, objects, ledger.Entry(ctx.now, by, planned.action))
+        return lc.record_action(status, record, c.DRY_RUN, now), None
+    return status, change_for(move, planned, objects, ledger.Entry(now, by, planned.action, planned.undoes))
 
 
 def change_for(move: lc.Act, planned: Plan, objects: Objects, entry: ledger.Entry) -> Change:
-    annotations = objects.deployment["metadata"].get("annotations") or {}
+    meta = objects.deployment["metadata"]
+    annotations = meta.get("annotations") or {}
     value = ledger.with_entry(annotations, entry)
     entry_op = {"op": "add", "path": f"/metadata/annotations/{_escape(ledger.LEDGER)}", "value": value}
-    guard = {
-        "op": "test",
-        "path": "/metadata/resourceVersion",
-        "value": objects.deployment["metadata"]["resourceVersion"],
-    }
+    # Guarded by what the entry depends on (the spec and the annotations, where the ledger and a
+    # person's pause live), not the resourceVersion: status churns all through a rollout.
     alone = [
-        guard,
+        *guard(meta),
         entry_op if annotations else {"op": "add", "path": "/metadata/annotations", "value": {ledger.LEDGER: value}},
     ]
     if planned.kind == "Deployment":
@@ -403,6 +439,16 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
         new.conditions = c.set_condition(
             new.conditions, "SignalsAvailable", True, c.SIGNALS_OK, "all queries answered", now, gen
         )
+    ignored = [t for t in targets if t.ignored]
+    if ignored:
+        shown = "; ".join(f"{t.name}: {t.ignored}" for t in ignored[:3])
+        more = f" (and {len(ignored) - 3} more)" if len(ignored) > 3 else ""
+        new.conditions = c.set_condition(
+            new.conditions, "RecordsReadable", False, c.RECORDS_IGNORED, f"{shown}{more}", now, gen
+        )
+    else:
+        message = "every marker and ledger entry is readable"
+        new.conditions = c.set_condition(new.conditions, "RecordsReadable", True, c.RECORDS_OK, message, now, gen)
     failing = [t for t in targets if t.error]
     kept = _fit(targets)
     failures = ""
@@ -433,7 +479,7 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
 def _fit(targets: list[TargetStatus]) -> list[TargetStatus]:
     """The targets the status can hold: at most MAX_TARGETS_IN_STATUS and STATUS_BUDGET bytes,
     those with state to keep (a breach clock, an incident, an error) first."""
-    ordered = sorted(targets, key=lambda t: (not (t.breaching_since or t.incident or t.error), t.name))
+    ordered = sorted(targets, key=lambda t: (not (t.breaching_since or t.incident or t.error or t.ignored), t.name))
     kept, size = [], 0
     for t in ordered[:MAX_TARGETS_IN_STATUS]:
         size += len(json.dumps(dump(t))) + 1
@@ -474,19 +520,22 @@ def decide_manual(
     if objects is not None:
         status = recover_markers(status, objects, name, 0, now)
     annotations = objects.deployment["metadata"].get("annotations") or {} if objects else {}
-    guard = lc.Guardrails(
+    guardrail = lc.Guardrails(
         dry_run=dry_run,
         paused="Deployment is annotated hemostat.dev/paused" if annotations.get(PAUSED) == "true" else None,
         cooldown=MANUAL_COOLDOWN,
         max_actions_per_hour=MANUAL_BUDGET,
-        recent_actions=ledger.times(annotations),
+        recent_actions=ledger.read(annotations, now).times(),
     )
-    move = lc.manual_move(status, ispec, guard, objects is not None, now)
+    move = lc.manual_move(status, ispec, guardrail, objects is not None, now)
     if isinstance(move, lc.Resolve):
         return lc.record_resolved(status, move.message, now, by_person=True), None
     if isinstance(move, lc.Wait):
         return (lc.record_note(status, move.note, now) if move.note else status), None
     if isinstance(move, lc.Act) and objects is not None:
         ctx = Context(name, move.index, now, detected_revision=status.revision, rollout_window=MANUAL_WINDOW)
-        return take(status, move, objects, ctx, by)
+        planned = kind_of(move.step).plan(objects, move.step.config, ctx)
+        if isinstance(planned, Hold):
+            return lc.record_note(status, f"requested {move.step.kind} held: {planned.reason}", now), None
+        return take(status, move, planned, objects, now, by)
     return status, None

@@ -32,6 +32,8 @@ TARGETS_FAILING = "TargetsFailing"
 TOO_MANY_TARGETS = "TooManyTargets"
 ALL_TARGETS_OK = "AllTargetsEvaluated"
 EVALUATION_FAILED = "EvaluationFailed"
+RECORDS_OK = "RecordsTrusted"
+RECORDS_IGNORED = "RecordsIgnored"
 
 
 def now_iso(now: datetime) -> str:

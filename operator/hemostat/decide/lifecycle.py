@@ -26,14 +26,6 @@ from ..models.policy import MitigationPolicySpec, MitigationStep
 from . import conditions as c
 from .health import Health, State, Verdict
 
-ACTION_REASONS = {
-    "rollback": c.ROLLED_BACK,
-    "scaleToZero": c.SCALED_TO_ZERO,
-    "scaleUp": c.SCALED_UP,
-    "scaleUpHpa": c.SCALED_UP,
-    "disableFlag": c.FLAG_DISABLED,
-}
-
 
 @dataclass(frozen=True)
 class Guardrails:

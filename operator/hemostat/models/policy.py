@@ -321,6 +321,11 @@ class TargetStatus(Model):
     error: Annotated[str, Field(max_length=512)] | None = Field(
         None, description="Why this target could not be evaluated or acted on in the last cycle."
     )
+    ignored: Annotated[str, Field(max_length=512)] | None = Field(
+        None,
+        description="Markers or action-ledger entries on this target's objects that the last cycle did not trust "
+        "(unparsable, unknown action, dated in the future) and ignored.",
+    )
 
 
 class MitigationPolicyStatus(Model):
