@@ -245,9 +245,12 @@ def watch_stale(unseen: list[float], seconds_now: float, limit: float = WATCH_ST
 def last_cycle(memo: kopf.Memo, **_: Any) -> float:
     """Liveness: /healthz fails (HTTP 500) when evaluations stop completing or the watch is dead."""
     now = time.monotonic()
-    ago = now - memo.heartbeat["last_cycle"]
-    leading = memo.leader is None or memo.leader.is_leader  # a standby evaluates nothing, by design
-    reason = stalled(list(memo.heartbeat["intervals"].values()) if leading else [], ago, STALL_LIMIT)
+    leader = memo.leader
+    # a new leader's clock starts when it took the Lease, not at its last cycle as a standby
+    ago = now - max(memo.heartbeat["last_cycle"], (leader.acquired_at or 0.0) if leader else 0.0)
+    leading = leader is None or leader.is_leader  # a standby evaluates nothing, by design
+    reason = leader.stalled(now) if leader is not None else None
+    reason = reason or stalled(list(memo.heartbeat["intervals"].values()) if leading else [], ago, STALL_LIMIT)
     reason = reason or watch_stale([t for _, t in memo.heartbeat["unseen"].values()], now)
     reason = reason or memo.informers.stale(now)
     if reason:

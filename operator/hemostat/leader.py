@@ -5,6 +5,9 @@ take the Lease only after it has seen the same record unchanged for `duration` s
 by its OWN clock (no trust in other machines' clocks); a leader that could not renew
 for `deadline` seconds stops acting before anyone else may start. Takeover and renewal
 use the Lease's resourceVersion, so two replicas can never both win a round.
+
+Every Lease call has a timeout (one renew period): a half-open connection must not stop
+the election for good. Liveness fails when no round has finished for three renew periods.
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ def observe(previous: Observed | None, holder: str, renew_time: str, now: float)
     return Observed(holder, renew_time, now)
 
 
+def election_stalled(last_round: float, now: float, renew: float) -> str | None:
+    """Pure: why the election looks stuck, or None (a round ends, won, lost or failed, every renew period)."""
+    if now - last_round > 3 * renew:
+        return (
+            f"leader election has not finished a round for {now - last_round:.0f}s "
+            f"(3 renew periods of {renew:g}s): a Lease call hangs"
+        )
+    return None
+
+
 class LeaderElector:
     def __init__(
         self,
@@ -58,6 +71,12 @@ class LeaderElector:
         self.duration, self.renew, self.deadline = duration, renew, deadline
         self._observed: Observed | None = None
         self._last_renewed: float | None = None
+        self.timeout = (renew, renew)  # connect, read: each Lease call ends within a renew period
+        self.last_round = time.monotonic()  # when a round last finished, whatever its outcome
+        self.acquired_at: float | None = None  # when this replica last became the leader
+
+    def stalled(self, now: float) -> str | None:
+        return election_stalled(self.last_round, now, self.renew)
 
     @property
     def is_leader(self) -> bool:
@@ -72,6 +91,9 @@ class LeaderElector:
                 log.warning("lease %s/%s: %s %s", self.namespace, self.name, exc.status, exc.reason)
             except Exception as exc:  # the API being away must not end the elector
                 log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+            self.last_round = time.monotonic()
+            if self.is_leader and not was:
+                self.acquired_at = self.last_round
             if self.is_leader != was:
                 log.info(
                     "%s %s leadership (lease %s/%s)",
@@ -103,11 +125,13 @@ class LeaderElector:
 
     def _round(self) -> None:
         try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace)
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.coord.create_namespaced_lease(self.namespace, self._body(0, None, None))
+            self.coord.create_namespaced_lease(
+                self.namespace, self._body(0, None, None), _request_timeout=self.timeout
+            )
             self._last_renewed = time.monotonic()
             return
         spec = lease.spec
@@ -119,10 +143,12 @@ class LeaderElector:
         rv = lease.metadata.resource_version
         if holder == self.identity:
             acquire = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if spec.acquire_time else None
-            self.coord.replace_namespaced_lease(self.name, self.namespace, self._body(transitions, acquire, rv))
+            body = self._body(transitions, acquire, rv)
+            self.coord.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self.timeout)
             self._last_renewed = now
         elif expired(self._observed, now, self.duration):
-            self.coord.replace_namespaced_lease(self.name, self.namespace, self._body(transitions + 1, None, rv))
+            body = self._body(transitions + 1, None, rv)
+            self.coord.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self.timeout)
             self._last_renewed = now
         else:
             self._last_renewed = None
@@ -133,9 +159,9 @@ class LeaderElector:
             return
         self._last_renewed = None
         try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace)
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.timeout)
             if lease.spec.holder_identity == self.identity:
                 lease.spec.holder_identity = ""
-                self.coord.replace_namespaced_lease(self.name, self.namespace, lease)
-        except ApiException as exc:
-            log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc.reason)
+                self.coord.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=self.timeout)
+        except Exception as exc:  # shutting down: a standby takes over after the lease duration instead
+            log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc)
