@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from conftest import Cluster, deployment, wait_for
 from kubernetes import config as kube_config
 
@@ -75,12 +76,21 @@ def scripted_policy(
 class Story:
     """One namespace, one operator brain, driven cycle by cycle."""
 
-    def __init__(self, cluster: Cluster, namespace: str, *, crash_after_patch: bool = False, **settings: Any) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        *,
+        crash_after_patch: bool = False,
+        notify: bool = False,
+        **settings: Any,
+    ) -> None:
         self.cluster, self.ns = cluster, namespace
         self.readings: dict[tuple[str, str], Any] = {}
         self.provider = ScriptedProvider(self.readings)
         self.loop = asyncio.new_event_loop()
         self.crash_after_patch = crash_after_patch
+        self.notify = notify  # webhooks are delivered (httpx), beside the cycles as in the operator
         self.t0 = datetime.now(UTC).replace(microsecond=0)
         self.settings = settings
         self.engine = self._engine()
@@ -99,7 +109,10 @@ class Story:
                 raise Crash("killed right after the patch")
 
             kube.json_patch_deployment = patch_then_die  # type: ignore[method-assign]
-        return Evaluator(kube, lambda url: self.provider, Settings("http://prometheus.invalid", **self.settings))
+        http = httpx.AsyncClient() if self.notify else None
+        return Evaluator(
+            kube, lambda url: self.provider, Settings("http://prometheus.invalid", **self.settings), http=http
+        )
 
     def restart(self) -> None:
         """A new process: nothing kept in memory survives, the fault is gone."""
@@ -113,6 +126,12 @@ class Story:
         """One evaluation of `policy` at t0+seconds; `body` stands for kopf's cached copy (default: fresh)."""
         cached = body if body is not None else self.policy(policy)
         self.loop.run_until_complete(self.engine.evaluate(cached, now=self.at(seconds)))
+
+    def deliveries(self) -> None:
+        """Let the webhook deliveries the cycles started finish (they run beside the loop)."""
+        notifier = self.engine.notifier
+        while notifier is not None and notifier._tasks:
+            self.loop.run_until_complete(asyncio.gather(*notifier._tasks))
 
     # --- reading the world back -------------------------------------------------------------
 

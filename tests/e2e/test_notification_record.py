@@ -1,0 +1,94 @@
+"""A delivery records its own outcome on the Incident, so the last update of a Resolved Incident is
+recorded, retried when it failed, and neither lost nor repeated by a restart."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import Cluster
+from cycles import Story, scripted_policy, stories
+
+BAD, GOOD = 0.5, 0.0
+
+
+@pytest.fixture
+def story(testenv: Cluster, crds: None, namespace: str) -> Iterator[Callable[..., Story]]:
+    yield from stories(testenv, namespace)
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers `code` and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.code = 204
+        self.phases: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import json
+
+                receiver.phases.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["phase"])
+                self.send_response(receiver.code)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def notified(s: Story, target: str) -> tuple[dict, dict]:
+    status = s.incident(target).get("status") or {}
+    condition = {c["type"]: c for c in status.get("conditions", [])}.get("Notified", {})
+    return condition, status.get("notifications") or {}
+
+
+def test_the_resolved_update_is_recorded_retried_and_survives_a_restart(story, receiver: Receiver) -> None:
+    s = story(notify=True)
+    s.deploy("web", "app:v1", "app:v2")
+    s.cluster.apply(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks"}, "stringData": {"url": receiver.url}}, s.ns
+    )
+    policy = scripted_policy("web", "web", verify_for="20s")
+    policy["spec"]["notify"] = {"webhooks": [{"secretRef": {"name": "hooks", "key": "url"}}]}
+    s.cluster.apply(policy, s.ns)
+
+    s.readings[("web", "err")] = BAD
+    s.cycle("web", 0)
+    s.deliveries()
+    s.readings[("web", "err")] = GOOD
+    s.cycle("web", 10)
+    s.deliveries()
+    assert notified(s, "web")[1].get("lastPhase") == "Monitoring"
+
+    receiver.code = 503  # the receiver is down when the incident resolves
+    s.cycle("web", 40)
+    s.deliveries()
+    condition, state = notified(s, "web")
+    assert (s.incident("web")["status"]["phase"], condition.get("status")) == ("Resolved", "False"), condition
+    assert "HTTP 503" in condition["message"] and state["failures"] == 1 and state["retryAt"]
+
+    s.restart()  # nothing of the failed delivery lives in memory
+    receiver.code = 204
+    s.cycle("web", 120)  # past the backoff
+    s.deliveries()
+    condition, state = notified(s, "web")
+    assert condition["status"] == "True" and state["lastPhase"] == "Resolved"
+    assert receiver.phases == ["Monitoring", "Resolved", "Resolved"]
+
+    s.cycle("web", 300)  # delivered: not sent again
+    s.deliveries()
+    assert receiver.phases == ["Monitoring", "Resolved", "Resolved"]
