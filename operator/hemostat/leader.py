@@ -129,9 +129,7 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.coord.create_namespaced_lease(
-                self.namespace, self._body(0, None, None), _request_timeout=self.timeout
-            )
+            self.coord.create_namespaced_lease(self.namespace, self._body(0, None, None), _request_timeout=self.timeout)
             self._last_renewed = time.monotonic()
             return
         spec = lease.spec

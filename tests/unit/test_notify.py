@@ -97,3 +97,34 @@ def test_a_failed_delivery_is_an_error_that_never_shows_the_secret_url(url: str)
 
     error = asyncio.run(attempt())
     assert error and "SECRETTOKEN" not in error
+
+
+def test_a_delivery_outcome_keeps_the_rest_of_the_status_and_sets_notified() -> None:
+    from hemostat.cycle.notifier import after_delivery, keep_deliveries
+
+    at = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+    status = IncidentStatus(phase="Resolved", revision=2)
+    failed = after_delivery(status, "Resolved", "hooks.example answered HTTP 503", 1, at)
+    assert (failed.phase, failed.revision) == ("Resolved", 2)
+    assert failed.notifications.failures == 1 and failed.notifications.retry_at == "2026-11-23T14:00:10Z"
+    (notified,) = failed.conditions
+    assert (notified.type, notified.status, notified.reason) == ("Notified", "False", "DeliveryFailed")
+
+    # a cycle that decided on an older copy keeps what the delivery recorded
+    decided = IncidentStatus(phase="Resolved", revision=2)
+    kept = keep_deliveries(decided, failed.model_dump(by_alias=True, exclude_none=True, mode="json"))
+    assert kept.notifications == failed.notifications and kept.conditions == failed.conditions
+
+
+def test_only_a_recently_resolved_incident_with_its_update_undelivered_is_unsent() -> None:
+    from hemostat.cycle.snapshot import is_unsent
+
+    now = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+
+    def incident(phase: str, last: str | None, resolved: str = "2026-11-23T13:00:00Z") -> dict:
+        return {"status": {"phase": phase, "resolvedAt": resolved, "notifications": {"lastPhase": last}}}
+
+    assert is_unsent(incident("Resolved", "Monitoring"), now)
+    assert not is_unsent(incident("Resolved", "Resolved"), now)
+    assert not is_unsent(incident("Monitoring", "Detected"), now)
+    assert not is_unsent(incident("Resolved", "Monitoring", resolved="2026-11-21T13:00:00Z"), now)

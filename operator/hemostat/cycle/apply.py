@@ -29,8 +29,9 @@ from ..kube import ApiError, Conflict, Kube, merge_patch
 from ..metrics import Metrics
 from ..models.incident import ActionRecord, IncidentStatus
 from ..models.policy import TargetStatus
+from .notifier import ATTEMPTS, keep_deliveries
 from .plan import Change, CyclePlan, TargetPlan, dump, phase_counts, policy_status
-from .snapshot import known_status, one_line
+from .snapshot import known_status, one_line, open_incident
 from .world import World
 
 log = logging.getLogger("hemostat.apply")
@@ -50,6 +51,13 @@ class Applier:
         targets = [r[0] for r in results]
         for name in snap.expired:
             await self._quietly(self.kube.delete_incident(snap.namespace, name), f"delete expired incident {name}")
+        if self.notifier is not None:
+            for raw in snap.unsent:  # Resolved: no target plan carries them any more
+                try:
+                    incident = open_incident(raw)
+                except ValueError:  # pydantic's ValidationError too: a status someone spoiled sends nothing
+                    continue
+                self.notifier.start_if_due(raw, incident.spec, incident.status, plan.now)
         new = policy_status(snap, targets, plan.now)
         patch = merge_patch(snap.written, dump(new))
         written, raced = None, False
@@ -106,20 +114,22 @@ class Applier:
             status = lc.record_action(status, record, ACTION_REASONS[tp.change.plan.action], now)
             acted = True
             # The change is made: its record must land. The copy decided on may be stale by now (a
-            # lagging cache, kopf's or a person's write to the Incident), and a Conflict would leave
-            # the next cycle to rebuild the record from the marker as "applied before a restart".
+            # lagging cache, kopf's or a person's write to the Incident, a delivery's record), and a
+            # Conflict would leave the next cycle to rebuild it as "applied before a restart".
             incident, written = await self._fresh(incident)
-        if self.notifier is not None and tp.spec is not None:
-            status = self.notifier.fold(incident, tp.spec, status, now)
-        before = _parsed(written)
-        for attempt in range(3 if acted else 1):
+            status = keep_deliveries(status, written)
+        for attempt in range(ATTEMPTS if acted else 1):
+            before = _parsed(written)
             try:
                 await self.write_incident(incident, tp.deployment, written, before, status)
                 break
             except Conflict:
-                if not acted or attempt == 2:
+                if not acted or attempt == ATTEMPTS - 1:
                     raise
                 incident, written = await self._fresh(incident)
+                status = keep_deliveries(status, written)
+        if self.notifier is not None and tp.spec is not None:
+            self.notifier.start_if_due(incident, tp.spec, status, now)
         self.observe(before, status, fresh=written is None or before is None or before.phase is None)
         return tp.target, acted
 

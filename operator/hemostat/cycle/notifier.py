@@ -1,65 +1,59 @@
 """Webhook notifications, delivered beside the loop.
 
-A delivery never delays a cycle: it runs as its own task, and its outcome is folded into
-the Incident's status on the next cycle (one status write per cycle). What was last sent
-and when lives in the Incident, so a restart neither loses nor repeats much.
+A delivery never delays a cycle: it runs as its own task, started after the cycle wrote the
+Incident, and records its own outcome on the Incident (a status patch guarded by the version it
+read, re-read on a Conflict). What was last sent, when, and what failed live in the Incident
+only, so a restart neither loses nor repeats an update; a failed one is retried with backoff by
+whichever cycle sees it due, Resolved Incidents included (the read phase hands those over).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from .. import notify
 from ..decide import conditions as c
-from ..kube import Kube
+from ..kube import Conflict, Kube, merge_patch
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import Notify
+from .snapshot import known_status
 
 log = logging.getLogger("hemostat.notify")
 Body = dict[str, Any]
+ATTEMPTS = 3  # status writes per outcome before giving up (the next cycle then sends it again)
 
 
 class Notifier:
     def __init__(self, kube: Kube, http: httpx.AsyncClient) -> None:
         self.kube, self.http = kube, http
-        self._outcomes: dict[str, tuple[str, str | None, datetime]] = {}
-        self._inflight: set[str] = set()
+        self._inflight: set[str] = set()  # only stops two tasks for one Incident at once
         self._tasks: set[asyncio.Task[None]] = set()
         self.settings: dict[str, Notify] = {}  # policy namespace/name -> its notify settings
 
-    def fold(self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, now: datetime) -> IncidentStatus:
-        """Fold the last delivery's outcome into status; start the next delivery if one is due."""
+    def start_if_due(self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, now: datetime) -> None:
+        """Start the delivery the Incident's recorded state says is due, if any."""
         meta = incident["metadata"]
         settings = self.settings.get(f"{meta['namespace']}/{ispec.policy_ref.name}") if ispec.policy_ref else None
-        if settings is None or not settings.webhooks:
-            return status
-        uid = meta["uid"]
-        out = status.model_copy(deep=True)
-        if uid in self._outcomes:
-            phase, error, at = self._outcomes.pop(uid)
-            out.notifications = notify.after_attempt(out.notifications, phase, error, at)
-            message = error or f"{phase} update delivered to {len(settings.webhooks)} webhook(s)"
-            reason = "Delivered" if error is None else "DeliveryFailed"
-            out.conditions = c.set_condition(out.conditions, "Notified", error is None, reason, message, now)
-        if uid in self._inflight or out.phase is None:
-            return out
-        why = notify.due(out.notifications, out.phase, ispec.severity, settings.cadence, now)
+        if settings is None or not settings.webhooks or status.phase is None or meta["uid"] in self._inflight:
+            return
+        why = notify.due(status.notifications, status.phase, ispec.severity, settings.cadence, now)
         if why:
-            self._inflight.add(uid)
-            task = asyncio.create_task(self._deliver(uid, incident, ispec, out, settings, why))
+            self._inflight.add(meta["uid"])
+            task = asyncio.create_task(self._deliver(incident, ispec, status, settings, why, now))
             self._tasks.add(task)  # the loop holds tasks weakly: keep each until it is done
             task.add_done_callback(self._tasks.discard)
-        return out
 
     async def _deliver(
-        self, uid: str, incident: Body, ispec: IncidentSpec, status: IncidentStatus, settings: Notify, why: str
+        self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, settings: Notify, why: str, now: datetime
     ) -> None:
         meta = incident["metadata"]
+        started = time.monotonic()
         try:
             targets = []
             for hook in settings.webhooks:
@@ -71,5 +65,47 @@ class Notifier:
             error = str(exc)
         if error:
             log.warning("notification for incident %s/%s failed: %s", meta["namespace"], meta["name"], error)
-        self._outcomes[uid] = (status.phase or "", error, datetime.now(UTC))
-        self._inflight.discard(uid)
+        at = now + timedelta(seconds=time.monotonic() - started)
+        try:
+            await self._record(meta, status.phase or "", error, len(settings.webhooks), at)
+        except Exception as exc:  # unrecorded: the next cycle finds the update still due and sends it again
+            log.warning("could not record the notification of %s/%s: %s", meta["namespace"], meta["name"], exc)
+        finally:
+            self._inflight.discard(meta["uid"])
+
+    async def _record(self, meta: Body, phase: str, error: str | None, hooks: int, at: datetime) -> None:
+        """The outcome onto the Incident as the server holds it now."""
+        ns, name = meta["namespace"], meta["name"]
+        for _ in range(ATTEMPTS):
+            fresh = await self.kube.get_incident(ns, name)
+            if fresh is None:
+                return
+            written = known_status(fresh)
+            status = after_delivery(IncidentStatus.model_validate(written), phase, error, hooks, at)
+            patch = merge_patch(written, status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+            try:
+                await self.kube.patch_status("incidents", ns, name, patch, fresh["metadata"]["resourceVersion"])
+                return
+            except Conflict:  # the cycle wrote meanwhile: read again
+                continue
+        raise RuntimeError(f"the Incident kept changing ({ATTEMPTS} attempts)")
+
+
+def after_delivery(status: IncidentStatus, phase: str, error: str | None, hooks: int, at: datetime) -> IncidentStatus:
+    """Pure: the status with one delivery's outcome: its state (backoff on failure) and `Notified`."""
+    out = status.model_copy(deep=True)
+    out.notifications = notify.after_attempt(out.notifications, phase, error, at)
+    message = error or f"{phase} update delivered to {hooks} webhook(s)"
+    reason = "Delivered" if error is None else "DeliveryFailed"
+    out.conditions = c.set_condition(out.conditions, "Notified", error is None, reason, message, at)
+    return out
+
+
+def keep_deliveries(status: IncidentStatus, written: dict[str, Any] | None) -> IncidentStatus:
+    """`status` with the delivery state of the copy the server holds (deliveries record their own)."""
+    if not written:
+        return status
+    server = IncidentStatus.model_validate(written)
+    notified = [x for x in server.conditions if x.type == "Notified"]
+    conditions = [x for x in status.conditions if x.type != "Notified"] + notified
+    return status.model_copy(update={"notifications": server.notifications, "conditions": conditions})

@@ -30,6 +30,7 @@ from .snapshot import (
     adoptable,
     is_expired,
     is_open,
+    is_unsent,
     known_status,
     one_line,
     open_incident,
@@ -131,6 +132,7 @@ async def read(
         hpas=tuple(hpas),
         sources=dict(zip(wanted, found, strict=True)),
         expired=expired[:EXPIRED_PER_CYCLE],
+        unsent=tuple(i for i in incidents if spec.notify.webhooks and is_unsent(i, now)),
     )
 
 

@@ -87,6 +87,7 @@ class Snapshot:
     hpas: tuple[Body, ...] = ()
     sources: Mapping[SourceKey, Body | None] = field(default_factory=dict)
     expired: tuple[str, ...] = ()  # Resolved Incidents past retention
+    unsent: tuple[Body, ...] = ()  # Resolved Incidents whose Resolved update is not delivered yet
 
 
 def known_status(body: Body) -> dict[str, Any]:
@@ -164,6 +165,20 @@ def adoptable(raw: Body, policy: str) -> bool:
 
 def is_open(raw: Body) -> bool:
     return (raw.get("status") or {}).get("phase") != "Resolved"
+
+
+UNSENT_FOR = timedelta(days=1)  # how long a Resolved update that keeps failing is retried
+
+
+def is_unsent(raw: Body, now: datetime) -> bool:
+    """A Resolved Incident whose Resolved update was not delivered (yet), resolved within UNSENT_FOR."""
+    status = raw.get("status") or {}
+    if status.get("phase") != "Resolved" or (status.get("notifications") or {}).get("lastPhase") == "Resolved":
+        return False
+    try:
+        return now - c.parse_iso(status.get("resolvedAt") or "") < UNSENT_FOR
+    except ValueError:
+        return False
 
 
 def is_expired(raw: Body, retention: timedelta | None, now: datetime) -> bool:
