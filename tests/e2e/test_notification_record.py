@@ -3,6 +3,7 @@ recorded, retried when it failed, and neither lost nor repeated by a restart."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,14 +25,12 @@ class Receiver:
 
     def __init__(self) -> None:
         self.code = 204
-        self.phases: list[str] = []
+        self.bodies: list[dict] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                import json
-
-                receiver.phases.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["phase"])
+                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 self.send_response(receiver.code)
                 self.end_headers()
 
@@ -41,6 +40,10 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    @property
+    def phases(self) -> list[str | None]:
+        return [b.get("phase") for b in self.bodies]
 
 
 @pytest.fixture
@@ -92,3 +95,42 @@ def test_the_resolved_update_is_recorded_retried_and_survives_a_restart(story, r
     s.cycle("web", 300)  # delivered: not sent again
     s.deliveries()
     assert receiver.phases == ["Monitoring", "Resolved", "Resolved"]
+
+
+def test_signals_that_keep_failing_are_said_once_to_people_and_never_acted_on(story, receiver: Receiver) -> None:
+    s = story(notify=True)
+    s.deploy("web", "app:v1", "app:v2")
+    secret = {"url": receiver.url}
+    s.cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks"}, "stringData": secret}, s.ns)
+    policy = scripted_policy("web", "web", consecutiveErrorLimit=3)
+    policy["spec"]["notify"] = {"webhooks": [{"secretRef": {"name": "hooks", "key": "url"}}]}
+    s.cluster.apply(policy, s.ns)
+
+    s.readings[("web", "err")] = "error"  # Prometheus unreachable
+    for seconds in (0, 10):
+        s.cycle("web", seconds)
+        s.deliveries()
+    assert receiver.phases == [] and s.policy("web")["status"]["consecutiveErrors"] == 2
+
+    s.cycle("web", 20)  # the third failed round in a row: the limit
+    s.deliveries()
+    status = s.policy("web")["status"]
+    available = {c["type"]: c for c in status["conditions"]}["SignalsAvailable"]
+    assert available["status"] == "False" and "3 rounds in a row" in available["message"], available
+    events = s.cluster.kubectl(
+        "get", "events", "-n", s.ns, "--field-selector", "involvedObject.kind=MitigationPolicy", "-o", "json"
+    )
+    reasons = [e["reason"] for e in json.loads(events.stdout)["items"]]
+    assert reasons == ["SignalsUnavailable"], reasons
+    assert receiver.phases == [None], "one message to the policy's webhooks (not an incident phase)"
+    assert receiver.bodies[-1]["reason"] == "SignalsUnavailable" and receiver.bodies[-1]["policy"] == "web"
+
+    s.restart()
+    s.cycle("web", 30)  # still failing: said once per outage, also across a restart
+    s.deliveries()
+    assert len(receiver.phases) == 1
+    assert s.incidents() == [] and s.image("web") == "app:v2", "nothing is done on no data"
+
+    s.readings[("web", "err")] = 0.0
+    s.cycle("web", 40)
+    assert s.policy("web")["status"]["consecutiveErrors"] == 0
