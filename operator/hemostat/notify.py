@@ -75,6 +75,13 @@ def payload(
     return {"text": line}
 
 
+def policy_payload(fmt: str, policy: str, namespace: str, reason: str, message: str) -> dict[str, Any]:
+    """Pure: a message about a policy itself (e.g. its signals unavailable), not about an Incident."""
+    if fmt == "slack":
+        return {"text": f":warning: policy `{namespace}/{policy}`: *{reason}*: {slack_escape(message)}"}
+    return {"policy": policy, "namespace": namespace, "reason": reason, "message": message}
+
+
 def slack_escape(text: str) -> str:
     """Slack reads <!channel>, <@user> and <url|label> in text as commands; people's text stays text."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

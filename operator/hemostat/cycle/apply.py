@@ -27,11 +27,12 @@ from ..decide import conditions as c
 from ..decide import lifecycle as lc
 from ..kube import ApiError, Conflict, Kube, merge_patch
 from ..metrics import Metrics
+from ..models.common import API_VERSION
 from ..models.incident import ActionRecord, IncidentStatus
-from ..models.policy import TargetStatus
+from ..models.policy import MitigationPolicyStatus, TargetStatus
 from .notifier import ATTEMPTS, keep_deliveries
-from .plan import Change, CyclePlan, TargetPlan, dump, phase_counts, policy_status
-from .snapshot import known_status, one_line, open_incident
+from .plan import Change, CyclePlan, TargetPlan, dump, error_limit_reached, phase_counts, policy_status
+from .snapshot import Snapshot, known_status, one_line, open_incident
 from .world import World
 
 log = logging.getLogger("hemostat.apply")
@@ -70,6 +71,8 @@ class Applier:
             except Conflict:  # the policy changed since this cycle read it: the next cycle re-reads
                 log.info("policy %s/%s changed during the cycle; status written next cycle", snap.namespace, snap.name)
                 raced = True
+        if written is not None and error_limit_reached(snap, new):
+            await self._signals_unavailable(snap, new, plan.now)
         self.metrics.open_incidents.labels(namespace=snap.namespace, policy=snap.name).set(new.open_incidents)
         for phase, count in phase_counts(plan).items():
             self.metrics.incidents.labels(namespace=snap.namespace, policy=snap.name, phase=phase).set(count)
@@ -78,6 +81,20 @@ class Applier:
         ignored = sum(1 for t in targets if t.ignored)
         self.metrics.ignored_records.labels(namespace=snap.namespace, policy=snap.name).set(ignored)
         return any(r[1] for r in results), written, raced
+
+    async def _signals_unavailable(self, snap: Snapshot, new: MitigationPolicyStatus, now: datetime) -> None:
+        """Tell people once per outage that the policy is blind: an Event on it, a message to its webhooks."""
+        available = next(x for x in new.conditions if x.type == "SignalsAvailable")
+        message = f"queries failed {new.consecutive_errors} rounds in a row: {available.message}"[:1024]
+        log.warning("policy %s/%s: %s", snap.namespace, snap.name, message)
+        policy = {
+            "apiVersion": API_VERSION,
+            "kind": "MitigationPolicy",
+            "metadata": {"name": snap.name, "namespace": snap.namespace, "uid": snap.uid},
+        }
+        await self._quietly(self.kube.post_event(policy, "Warning", c.SIGNALS_UNAVAILABLE, message, now), "post event")
+        if self.notifier is not None and snap.spec is not None:
+            self.notifier.policy_alert(snap.namespace, snap.name, snap.spec.notify, c.SIGNALS_UNAVAILABLE, message)
 
     async def _isolated(self, tp: TargetPlan, now: datetime, world: World) -> tuple[TargetStatus, bool]:
         key = f"{tp.deployment['metadata']['namespace']}/{tp.name}" if tp.deployment else tp.name

@@ -73,6 +73,30 @@ class Notifier:
         finally:
             self._inflight.discard(meta["uid"])
 
+    def policy_alert(self, namespace: str, policy: str, settings: Notify, reason: str, message: str) -> None:
+        """A message about the policy itself (not an Incident) to its webhooks, in the background."""
+        if settings.webhooks:
+            task = asyncio.create_task(self._alert(namespace, policy, settings, reason, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _alert(self, namespace: str, policy: str, settings: Notify, reason: str, message: str) -> None:
+        for attempt in range(ATTEMPTS):
+            try:
+                targets = []
+                for hook in settings.webhooks:
+                    url = await self.kube.secret_value(namespace, hook.secret_ref.name, hook.secret_ref.key)
+                    targets.append((url, notify.policy_payload(hook.format, policy, namespace, reason, message)))
+                error = await notify.deliver(self.http, targets)
+            except Exception as exc:  # a missing Secret or key
+                error = str(exc)
+            if error is None:
+                return
+            log.warning(
+                "%s message for policy %s/%s failed (attempt %d): %s", reason, namespace, policy, attempt + 1, error
+            )
+            await asyncio.sleep(notify.BACKOFF_BASE.total_seconds() * 2**attempt)
+
     async def _record(self, meta: Body, phase: str, error: str | None, hooks: int, at: datetime) -> None:
         """The outcome onto the Incident as the server holds it now."""
         ns, name = meta["namespace"], meta["name"]

@@ -432,8 +432,10 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
     errors = [
         f"{v.name}/{n}: {r.detail}" for v in snap.targets for n, r in v.readings.items() if r.kind.value == "Error"
     ]
+    new.consecutive_errors = snap.status.consecutive_errors + 1 if errors else 0
     if errors:
         message = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+        message += f"; {new.consecutive_errors} rounds in a row, nothing is done without data"
         new.conditions = c.set_condition(new.conditions, "SignalsAvailable", False, c.SIGNALS_FAILED, message, now, gen)
     else:
         new.conditions = c.set_condition(
@@ -474,6 +476,15 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
     if stale or _without_heartbeat(new) != _without_heartbeat(snap.status):
         new.last_evaluated = c.now_iso(now)
     return new
+
+
+def error_limit_reached(snap: Snapshot, new: MitigationPolicyStatus) -> bool:
+    """This round's failed queries are the `consecutiveErrorLimit`-th in a row: tell people, once per outage
+    (the count lives in the status, so a restart neither repeats nor forgets it)."""
+    if snap.spec is None:
+        return False
+    limit = snap.spec.consecutive_error_limit
+    return snap.status.consecutive_errors < limit <= new.consecutive_errors
 
 
 def _fit(targets: list[TargetStatus]) -> list[TargetStatus]:

@@ -99,6 +99,7 @@ async def read(
         name=name,
         generation=meta.get("generation"),
         resource_version=meta["resourceVersion"],
+        uid=meta.get("uid", ""),
         spec=spec,
         invalid=invalid,
         status=status,

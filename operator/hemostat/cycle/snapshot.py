@@ -82,6 +82,7 @@ class Snapshot:
     written: dict[str, Any]  # the policy status as the server holds it
     paused: bool
     settings: Settings
+    uid: str = ""
     targets: tuple[TargetView, ...] = ()
     replicasets: tuple[Body, ...] = ()
     hpas: tuple[Body, ...] = ()

@@ -32,6 +32,7 @@ TARGETS_FAILING = "TargetsFailing"
 TOO_MANY_TARGETS = "TooManyTargets"
 ALL_TARGETS_OK = "AllTargetsEvaluated"
 EVALUATION_FAILED = "EvaluationFailed"
+SIGNALS_UNAVAILABLE = "SignalsUnavailable"  # an Event on the policy at consecutiveErrorLimit
 RECORDS_OK = "RecordsTrusted"
 RECORDS_IGNORED = "RecordsIgnored"
 

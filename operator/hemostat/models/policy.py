@@ -294,6 +294,14 @@ class MitigationPolicySpec(Model):
     mitigation: Mitigation = Mitigation()
     guardrails: Guardrails = Guardrails()
     notify: Notify = Notify()
+    consecutive_error_limit: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="After this many rounds in a row in which a query failed (timeout, unreachable, API error), "
+        "people are told once: a Warning Event on the policy and a message to notify.webhooks. Nothing is ever "
+        "done on no data.",
+    )
 
     @model_validator(mode="after")
     def _cross_fields(self) -> MitigationPolicySpec:
@@ -334,4 +342,5 @@ class MitigationPolicyStatus(Model):
     matched_targets: int = 0
     open_incidents: int = 0
     last_evaluated: Timestamp | None = None
+    consecutive_errors: int = Field(0, description="Rounds in a row in which a query failed.")
     targets: Annotated[list[TargetStatus], Field(max_length=MAX_TARGETS_IN_STATUS)] = []
