@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from chart import token_kubeconfig
 from conftest import Cluster, wait_for
 from kubernetes import client, config
@@ -306,3 +307,54 @@ def hemostat(testenv: Cluster, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=testenv.env, timeout=60
     )
+
+
+def test_a_step_without_admission_rules_is_refused(
+    testenv: Cluster, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    # The chart's incident-requests policy as it would be generated from a registry that lacks the rules of
+    # one step (disableFlag): a request for that step is refused, not let through.
+    from chart import CHART, helm
+    from container import kube_version
+
+    from hemostat.actions.steps import STEPS
+    from hemostat.crdgen import step_rules
+
+    rendered = helm(
+        testenv,
+        "template",
+        "hs",
+        str(CHART),
+        "--show-only",
+        "templates/admission-incidents.yaml",
+        "--kube-version",
+        kube_version(),
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["metadata"]["name"] == "hs-hemostat-incident-requests"]
+    policy, binding = sorted(docs, key=lambda d: d["kind"])
+    name = f"no-flag-rules-{namespace}"
+    policy["metadata"]["name"] = binding["metadata"]["name"] = binding["spec"]["policyName"] = name
+    policy["spec"]["validations"] = step_rules({k: v for k, v in STEPS.items() if k != "disableFlag"})
+    testenv.apply(policy)
+    testenv.apply(binding)
+    try:
+        everything = [
+            {"apiGroups": ["hemostat.dev"], "resources": ["incidents"], "verbs": ["create"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]},
+        ]
+        responder = account(testenv, namespace, "responder", everything, tmp_path)
+        flag = incident("flag", "web", {"disableFlag": {"configMap": {"name": "flags", "flag": "x"}}})
+
+        def refused() -> subprocess.CompletedProcess | None:
+            out = create_as(testenv, responder, namespace, flag, "--dry-run=server")
+            return out if out.returncode != 0 else None
+
+        out = wait_for("the policy enforced", refused, 30)
+        assert "spec.mitigation asks for a step that has no admission rule" in out.stderr, out.stderr
+        rollback = incident("back", "web", {"rollback": {}})
+        assert create_as(testenv, responder, namespace, rollback, "--dry-run=server").returncode == 0
+    finally:
+        testenv.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False)

@@ -56,3 +56,17 @@ def test_cross_field_rules_are_cel() -> None:
     text = json.dumps(crds())
     assert "exactly one of rollback, disableFlag, scaleUp must be set" in text
     assert "signal names must be unique" in text
+
+
+def test_the_admission_step_rules_match_the_step_registry() -> None:
+    from hemostat.crdgen import STEP_RULES, render_step_rules
+
+    assert (ROOT / STEP_RULES).read_text() == render_step_rules(), f"{STEP_RULES} is stale: run `make crds`"
+
+
+def test_every_step_of_the_model_has_a_plugin_with_admission_rules() -> None:
+    from hemostat.actions.steps import STEPS
+    from hemostat.models.policy import STEP_KINDS
+
+    assert set(STEPS) == set(STEP_KINDS)
+    assert all(kind.admission and kind.actions for kind in STEPS.values())

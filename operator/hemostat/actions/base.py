@@ -168,6 +168,17 @@ class Context:
 
 
 @dataclass(frozen=True)
+class AdmissionRule:
+    """What a person asking for this step (a manual Incident's spec.mitigation) must be allowed to do
+    themselves, as the chart's admission policy checks it: a CEL condition and the refusal's text (a CEL
+    string). Both may use `variables.step` (spec.mitigation), `ns`, `target` (the Deployment), `who`,
+    `mayPatchTarget` and `mayPatchHpas`."""
+
+    allowed: str
+    refusal: str
+
+
+@dataclass(frozen=True)
 class StepKind:
     """One mitigation step: adding one means its module, its model and one line in steps.py."""
 
@@ -175,10 +186,23 @@ class StepKind:
     plan: Callable[[Objects, Any, Context], Plan | Skip | Done | Hold]  # pure
     applied: Callable[[Body, Plan], bool]  # pure: does the patched object hold the change?
     actions: Mapping[str, str] = field(default_factory=dict)  # action it records -> its timeline reason
+    # what a requester needs (the admission policy is generated from these and refuses any step without)
+    admission: tuple[AdmissionRule, ...] = ()
     sources: Callable[[Any], list[SourceKey]] = lambda _config: []  # objects to read for it
 
     def __post_init__(self) -> None:
+        if not self.actions or not self.admission:
+            raise ValueError(f"step {self.name} must declare the actions it records and its admission rules")
         ACTIONS.update(self.actions)
+
+
+def patch_target_rule(step: str, why: str = "") -> AdmissionRule:
+    """The rule every step has: it writes the Deployment (the change, or the ledger every policy reads)."""
+    return AdmissionRule(
+        "variables.mayPatchTarget",
+        f"'spec.mitigation.{step} needs permission to patch deployments/' + variables.target"
+        f" + ' in namespace ' + variables.ns + '{why}, which ' + variables.who + ' does not have'",
+    )
 
 
 def find_marker(objects: Objects, incident: str, index: int, now: datetime) -> Done | None:

@@ -22,6 +22,7 @@ from ..decide import conditions as c
 from ..decide.conditions import now_iso
 from ..models.policy import DisableFlagStep
 from .base import (
+    AdmissionRule,
     Context,
     Done,
     FlagCheck,
@@ -33,6 +34,7 @@ from .base import (
     guard,
     marker_op,
     marker_value,
+    patch_target_rule,
     read_marker,
 )
 
@@ -226,5 +228,24 @@ STEP = StepKind(
     _plan_step,
     applied,
     actions={"disableFlag": c.FLAG_DISABLED},
+    admission=(
+        patch_target_rule(
+            "disableFlag",
+            " (the action is recorded in its ledger, which every policy on it reads for cooldown and budget)",
+        ),
+        *(
+            AdmissionRule(
+                f"!has(variables.step.disableFlag.{field}) || authorizer.group('{group}').resource('{resource}')"
+                f".namespace(variables.ns).name(variables.step.disableFlag.{field}.name).check('patch').allowed()",
+                f"'spec.mitigation.disableFlag needs permission to patch {resource}/'"
+                f" + variables.step.disableFlag.{field}.name + ' in namespace ' + variables.ns + ', which '"
+                " + variables.who + ' does not have'",
+            )
+            for field, group, resource in (
+                ("configMap", "", "configmaps"),
+                ("featureFlag", "core.openfeature.dev", "featureflags"),
+            )
+        ),
+    ),
     sources=lambda step: [_source(step)],
 )

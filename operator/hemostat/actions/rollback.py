@@ -34,6 +34,7 @@ from .base import (
     marker_op,
     marker_value,
     parse_marker,
+    patch_target_rule,
     read_marker,
 )
 
@@ -262,4 +263,10 @@ def _plan_step(objects: Objects, step: RollbackStep, ctx: Context) -> Plan | Ski
     )
 
 
-STEP = StepKind("rollback", _plan_step, applied, actions={"rollback": c.ROLLED_BACK, "scaleToZero": c.SCALED_TO_ZERO})
+STEP = StepKind(
+    "rollback",
+    _plan_step,
+    applied,
+    actions={"rollback": c.ROLLED_BACK, "scaleToZero": c.SCALED_TO_ZERO},
+    admission=(patch_target_rule("rollback"),),
+)

@@ -17,7 +17,20 @@ from typing import Any
 from ..decide import conditions as c
 from ..decide.conditions import now_iso
 from ..models.policy import ScaleUpStep
-from .base import Context, Done, Objects, Plan, Skip, StepKind, guard, marker_op, marker_value, read_marker
+from .base import (
+    AdmissionRule,
+    Context,
+    Done,
+    Objects,
+    Plan,
+    Skip,
+    StepKind,
+    guard,
+    marker_op,
+    marker_value,
+    patch_target_rule,
+    read_marker,
+)
 
 
 @dataclass(frozen=True)
@@ -118,4 +131,19 @@ def _plan_step(objects: Objects, step: ScaleUpStep, ctx: Context) -> Plan | Skip
     )
 
 
-STEP = StepKind("scaleUp", _plan_step, applied, actions={"scaleUp": c.SCALED_UP, "scaleUpHpa": c.SCALED_UP})
+STEP = StepKind(
+    "scaleUp",
+    _plan_step,
+    applied,
+    actions={"scaleUp": c.SCALED_UP, "scaleUpHpa": c.SCALED_UP},
+    admission=(
+        patch_target_rule("scaleUp"),
+        # it raises the minReplicas of whichever HPA targets the Deployment, not known at admission
+        AdmissionRule(
+            "variables.mayPatchHpas",
+            "'spec.mitigation.scaleUp needs permission to patch horizontalpodautoscalers in namespace ' + variables.ns"
+            " + ' (it raises the minReplicas of any HPA that targets deployments/' + variables.target + '), which '"
+            " + variables.who + ' does not have'",
+        ),
+    ),
+)
