@@ -148,7 +148,7 @@ async def evaluate_policy(stopped: kopf.DaemonStopped, body: kopf.Body, memo: ko
     uid = body["metadata"]["uid"]
     try:
         await memo.informers.synced()  # never decide on a half-filled cache (it would miss Incidents)
-        await _evaluate_forever(stopped, body, memo, world.Cached(memo.informers.indices, memo.remembered))
+        await _evaluate_forever(stopped, body, memo, _caches(memo))
     finally:
         memo.heartbeat["intervals"].pop(uid, None)
         memo.heartbeat["unseen"].pop(uid, None)
@@ -276,11 +276,15 @@ async def manual_incident(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An Incident a person declared: record it, run the mitigation they asked for, close it when told."""
     if memo.leader is not None and not memo.leader.is_leader:
         raise kopf.TemporaryError("not the leader; the leader handles manual incidents", delay=10)
-    await memo.evaluator.handle_manual(_plain(body), now=datetime.now(UTC))
+    await memo.evaluator.handle_manual(_plain(body), now=datetime.now(UTC), world=_caches(memo))
 
 
 @kopf.timer(GROUP, VERSION, "incidents", interval=10.0, when=_request_pending)
 async def retry_held_request(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A held request is retried when the hold ends (pause lifted, cooldown over)."""
     if memo.leader is None or memo.leader.is_leader:
-        await memo.evaluator.handle_manual(_plain(body), now=datetime.now(UTC))
+        await memo.evaluator.handle_manual(_plain(body), now=datetime.now(UTC), world=_caches(memo))
+
+
+def _caches(memo: kopf.Memo) -> world.Cached:
+    return world.Cached(memo.informers.indices, memo.remembered)

@@ -107,3 +107,10 @@ def test_cached_replicasets_are_those_owned_by_the_round_s_deployments() -> None
     found = asyncio.run(w.replicasets("shop", ["uid-web"]))
     assert sorted(r["metadata"]["name"] for r in found) == ["web-1", "web-2"]
     assert asyncio.run(w.replicasets("shop", [])) == []
+
+
+def test_a_manual_request_finds_its_deployment_by_name_in_the_cache() -> None:
+    w = cached_world(dep("web", app="web"), dep("web", ns="elsewhere"))
+    found = asyncio.run(w.deployment("shop", "web"))
+    assert found is not None and found["metadata"]["uid"] == "uid-web" and found["metadata"]["namespace"] == "shop"
+    assert asyncio.run(w.deployment("shop", "nope")) is None

@@ -137,30 +137,32 @@ class Evaluator:
         except Exception as again:  # the API server itself is unreachable: the log line above says why
             log.debug("could not record the failure on policy %s: %s", key, again)
 
-    async def handle_manual(self, cached: dict[str, Any], now: datetime) -> None:
-        """An Incident a person declared: read it fresh, decide, apply (one status write).
+    async def handle_manual(self, cached: dict[str, Any], now: datetime, world: World | None = None) -> None:
+        """An Incident a person declared: read it fresh, decide, apply (one status write). The objects
+        around its target come from `world` (the watch caches in the operator), the Incident from the server.
 
         kopf runs the change handlers and the retry timer of one Incident concurrently, so they take
         turns here; a Conflict (the world moved between read and write) is re-read and re-decided."""
         ns, name = cached["metadata"]["namespace"], cached["metadata"]["name"]
+        world = world or Listed(self.kube)
         lock = self._manual_locks.setdefault(f"{ns}/{name}", asyncio.Lock())
         async with lock:
             for attempt in range(3):
                 try:
-                    return await self._handle_manual(ns, name, now)
+                    return await self._handle_manual(ns, name, now, world)
                 except Conflict:
                     log.info(
                         "incident %s/%s: the world changed while acting (attempt %d); re-reading", ns, name, attempt + 1
                     )
             raise RuntimeError(f"incident {ns}/{name}: still conflicting after 3 attempts")
 
-    async def _handle_manual(self, ns: str, name: str, now: datetime) -> None:
+    async def _handle_manual(self, ns: str, name: str, now: datetime, world: World) -> None:
         raw = await self.kube.get_incident(ns, name)
         if raw is None:
             return
         incident = snapshot.open_incident(raw)
         ispec: IncidentSpec = incident.spec
-        objects = await self._objects(ns, ispec.target.name, [ispec.mitigation] if ispec.mitigation else [])
+        objects = await self._objects(world, ns, ispec.target.name, [ispec.mitigation] if ispec.mitigation else [])
         status, change = planner.decide_manual(
             name,
             c.parse_iso(raw["metadata"]["creationTimestamp"]),
@@ -184,16 +186,16 @@ class Evaluator:
             change,
             ispec,
         )
-        await self.applier.target(tp, now, Listed(self.kube))
+        await self.applier.target(tp, now, world)
 
-    async def _objects(self, ns: str, target: str, steps: list[MitigationStep]) -> Objects | None:
-        deployment = await self.kube.find_deployment(ns, target)
+    async def _objects(self, world: World, ns: str, target: str, steps: list[MitigationStep]) -> Objects | None:
+        deployment = await world.deployment(ns, target)
         if deployment is None:
             return None
         wanted = step_sources(steps)
         replicasets, hpas, *found = await asyncio.gather(
-            self.kube.list_replicasets(ns),
-            self.kube.list_hpas(ns) if any(s.scale_up for s in steps) else reader.nothing(),
+            world.replicasets(ns, [deployment["metadata"]["uid"]]),
+            world.hpas(ns) if any(s.scale_up for s in steps) else reader.nothing(),
             *(reader.source(self.kube, ns, kind, obj) for kind, obj in wanted),
         )
         return planner.Around.of(replicasets, hpas).objects(deployment, dict(zip(wanted, found, strict=True)))

@@ -28,6 +28,8 @@ REMEMBER_FOR = 120.0  # seconds an Incident we created is kept beside the cache
 class World(Protocol):
     async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]: ...
 
+    async def deployment(self, namespace: str, name: str) -> Body | None: ...
+
     async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
         """The ReplicaSets owned by the Deployments with these uids."""
         ...
@@ -47,6 +49,9 @@ class Listed:
 
     async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
         return await self.kube.list_deployments(namespace, selector_string(selector))
+
+    async def deployment(self, namespace: str, name: str) -> Body | None:
+        return await self.kube.find_deployment(namespace, name)
 
     async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
         wanted = set(owners)
@@ -93,6 +98,10 @@ class Cached:
                 if matches(selector, d["metadata"].get("labels") or {}):
                     out.append(dict(d))
         return out
+
+    async def deployment(self, namespace: str, name: str) -> Body | None:
+        found = self._values("deployment_index", (namespace, name))
+        return found[0] if found else None
 
     async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
         return [rs for uid in owners for rs in self._values("replicaset_index", (namespace, uid))]
