@@ -124,3 +124,22 @@ def test_a_configmap_that_did_not_opt_in_is_never_changed() -> None:
         "ConfigMap flags is not labelled hemostat.dev/flag-source=true: Hemostat changes only ConfigMaps "
         "that opt in (kubectl label configmap flags hemostat.dev/flag-source=true)"
     )
+
+
+def test_verify_asks_openfeature_to_confirm_what_the_patched_source_holds() -> None:
+    from hemostat.actions import flags
+    from hemostat.actions.base import Objects, Verified
+
+    source = cm()
+    got = do(source)
+    assert isinstance(got, Plan)
+    patched = json.loads(json.dumps(source))
+    patched["data"]["flags.flagd.json"] = next(op["value"] for op in got.patch if op["path"].startswith("/data/"))
+    objects = Objects({"metadata": {"name": "web"}}, sources={("ConfigMap", "flags"): source})
+    verdict = flags.STEP.verify(objects, got, patched)
+    assert verdict.ok and verdict.evaluate is not None
+    assert (verdict.evaluate.flag, verdict.evaluate.variant) == ("new-pricing", "off")
+    assert json.loads(verdict.evaluate.before) == json.loads(source["data"]["flags.flagd.json"])
+    assert flags.STEP.verify(objects, got, source) == Verified(
+        False, "the ConfigMap does not hold the planned change after the patch"
+    )

@@ -45,6 +45,26 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Evaluate:
+    """A check a pure step cannot run itself: `flag` must evaluate to `variant` in the flagd JSON `after`
+    the patch, as applications evaluate it (the applier runs OpenFeature with the flagd provider)."""
+
+    flag: str
+    variant: str
+    before: str  # the flagd JSON before the patch, evaluated too for the record
+    after: str
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Does the patched object hold the planned change? With `evaluate`, only if that evaluation agrees."""
+
+    ok: bool
+    message: str = ""
+    evaluate: Evaluate | None = None
+
+
+@dataclass(frozen=True)
 class Skip:
     reason: str
 
@@ -184,7 +204,7 @@ class StepKind:
 
     name: str
     plan: Callable[[Objects, Any, Context], Plan | Skip | Done | Hold]  # pure
-    applied: Callable[[Body, Plan], bool]  # pure: does the patched object hold the change?
+    verify: Callable[[Objects, Plan, Body], Verified]  # pure: the objects planned on, the plan, the patched object
     actions: Mapping[str, str] = field(default_factory=dict)  # action it records -> its timeline reason
     # what a requester needs (the admission policy is generated from these and refuses any step without)
     admission: tuple[AdmissionRule, ...] = ()
@@ -194,6 +214,17 @@ class StepKind:
         if not self.actions or not self.admission:
             raise ValueError(f"step {self.name} must declare the actions it records and its admission rules")
         ACTIONS.update(self.actions)
+
+
+def holds(applied: Callable[[Body, Plan], bool]) -> Callable[[Objects, Plan, Body], Verified]:
+    """A step's verify from a check of the patched object alone."""
+
+    def verify(_objects: Objects, plan: Plan, patched: Body) -> Verified:
+        if applied(patched, plan):
+            return Verified(True)
+        return Verified(False, f"the {plan.kind} does not hold the planned change after the patch")
+
+    return verify
 
 
 def patch_target_rule(step: str, why: str = "") -> AdmissionRule:

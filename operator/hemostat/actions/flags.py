@@ -25,11 +25,13 @@ from .base import (
     AdmissionRule,
     Context,
     Done,
+    Evaluate,
     FlagCheck,
     Objects,
     Plan,
     Skip,
     StepKind,
+    Verified,
     escape,
     guard,
     marker_op,
@@ -205,6 +207,19 @@ def applied(obj: dict[str, Any], plan_: Plan) -> bool:
     return flag.get("defaultVariant") == check.variant and not flag.get("targeting")
 
 
+def verify(objects: Objects, plan_: Plan, patched: dict[str, Any]) -> Verified:
+    """The patched source serves the off variant to everyone, and OpenFeature must then agree."""
+    check = plan_.confirm
+    assert check is not None
+    if not applied(patched, plan_):
+        return Verified(False, f"the {plan_.kind} does not hold the planned change after the patch")
+    source = objects.sources.get((plan_.kind, plan_.name)) or {}
+    return Verified(
+        True,
+        evaluate=Evaluate(check.flag, check.variant, flagd_document(source, check), flagd_document(patched, check)),
+    )
+
+
 def _source(step: DisableFlagStep) -> tuple[str, str]:
     if step.feature_flag is not None:
         return ("FeatureFlag", step.feature_flag.name)
@@ -226,7 +241,7 @@ def _plan_step(objects: Objects, step: DisableFlagStep, ctx: Context) -> Plan | 
 STEP = StepKind(
     "disableFlag",
     _plan_step,
-    applied,
+    verify,
     actions={"disableFlag": c.FLAG_DISABLED},
     admission=(
         patch_target_rule(

@@ -31,6 +31,7 @@ from .base import (
     Skip,
     StepKind,
     guard,
+    holds,
     marker_op,
     marker_value,
     parse_marker,
@@ -266,7 +267,7 @@ def _plan_step(objects: Objects, step: RollbackStep, ctx: Context) -> Plan | Ski
 STEP = StepKind(
     "rollback",
     _plan_step,
-    applied,
+    holds(applied),
     actions={"rollback": c.ROLLED_BACK, "scaleToZero": c.SCALED_TO_ZERO},
     admission=(patch_target_rule("rollback"),),
 )

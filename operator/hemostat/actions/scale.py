@@ -26,6 +26,7 @@ from .base import (
     Skip,
     StepKind,
     guard,
+    holds,
     marker_op,
     marker_value,
     patch_target_rule,
@@ -134,7 +135,7 @@ def _plan_step(objects: Objects, step: ScaleUpStep, ctx: Context) -> Plan | Skip
 STEP = StepKind(
     "scaleUp",
     _plan_step,
-    applied,
+    holds(applied),
     actions={"scaleUp": c.SCALED_UP, "scaleUpHpa": c.SCALED_UP},
     admission=(
         patch_target_rule("scaleUp"),

@@ -1,7 +1,10 @@
 """The registry of mitigation steps: the one place that lists them.
 
-A step kind is a module with a pure `plan` (objects -> Plan | Skip | Done), a pure `applied`
-check, and the extra objects it reads; the cycle knows steps only through this table.
+A step kind is one module that declares, in its `STEP` (base.StepKind): a pure `plan` (objects ->
+Plan | Skip | Done | Hold), a pure `verify` of the patched object (with an OpenFeature evaluation the
+applier runs, when it needs one), the actions it records and their timeline reasons, its admission
+rules (the chart's admission policy is generated from them and refuses any step without), and the
+objects it reads besides the Deployment. The cycle knows steps only through this table.
 """
 
 from __future__ import annotations

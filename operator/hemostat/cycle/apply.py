@@ -20,8 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import flageval
-from ..actions import flags
-from ..actions.base import Plan
+from ..actions.base import Evaluate
 from ..actions.steps import ACTION_REASONS, kind_of
 from ..decide import conditions as c
 from ..decide import lifecycle as lc
@@ -185,10 +184,10 @@ class Applier:
             if not refused(exc):
                 raise
             return await self._refused(change, f"{ns}/{target}", exc, now)
-        ok = kind_of(act.step).applied(patched, plan)
-        message = "" if ok else f"the {plan.kind} does not hold the planned change after the patch"
-        if ok and plan.confirm is not None:
-            ok, message = await self._confirm_flag(change, patched)
+        verified = kind_of(act.step).verify(change.objects, plan, patched)
+        ok, message = verified.ok, verified.message
+        if ok and verified.evaluate is not None:
+            ok, message = await evaluate(verified.evaluate)
         log.info("%s %s/%s: %s -> %s (%s)", plan.action, ns, target, plan.from_, plan.to, "ok" if ok else "NOT applied")
         return ActionRecord(
             step=act.step.kind,
@@ -232,17 +231,6 @@ class Applier:
         if kind == "FeatureFlag":
             return await self.kube.json_patch_featureflag(ns, name, patch)
         return await self.kube.json_patch_deployment(ns, name, patch)
-
-    async def _confirm_flag(self, change: Change, patched: Body) -> tuple[bool, str]:
-        """Evaluate the flag as applications do (OpenFeature + flagd provider), before and after."""
-        plan: Plan = change.plan
-        check = plan.confirm
-        assert check is not None
-        source = change.objects.sources.get((plan.kind, plan.name))
-        docs = [flags.flagd_document(obj, check) for obj in (source or {}, patched)]
-        before, after = [await asyncio.to_thread(flageval.evaluate, doc, check.flag) for doc in docs]
-        ok = after.error is None and after.variant == check.variant
-        return ok, f"OpenFeature evaluation of {check.flag}: {before.describe()} -> {after.describe()}"
 
     async def write_incident(
         self,
@@ -292,6 +280,13 @@ class Applier:
             m.time_to_mitigate.observe((c.parse_iso(after.mitigated_at) - start).total_seconds())
         if after.phase == "Resolved" and (before.phase if before else None) != "Resolved" and after.resolved_at:
             m.time_to_resolve.observe((c.parse_iso(after.resolved_at) - start).total_seconds())
+
+
+async def evaluate(check: Evaluate) -> tuple[bool, str]:
+    """Evaluate the flag as applications do (OpenFeature + flagd provider), before and after the patch."""
+    before, after = [await asyncio.to_thread(flageval.evaluate, doc, check.flag) for doc in (check.before, check.after)]
+    ok = after.error is None and after.variant == check.variant
+    return ok, f"OpenFeature evaluation of {check.flag}: {before.describe()} -> {after.describe()}"
 
 
 def refused(exc: ApiError) -> bool:
