@@ -29,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import BATCHED_SIGNALS, _write
 
-from hemostat.cycle import Evaluator, Settings, world
+from hemostat.cycle import world
+from hemostat.cycle.evaluator import Evaluator
+from hemostat.cycle.snapshot import Settings
 from hemostat.decide.conditions import EVALUATION_FAILED
 from hemostat.informer import Index
-from hemostat.signals.base import Reading, Series
+from hemostat.reading import Reading, Series
 
 NS = "scale"
 NAMES = re.compile(r'deployment=~"([^"]*)"')

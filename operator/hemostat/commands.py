@@ -18,7 +18,7 @@ from urllib3.exceptions import HTTPError
 
 from . import postmortem
 from .actions import rollback
-from .decide.conditions import now_iso, parse_iso
+from .clock import now_iso, parse_iso
 from .errors import UserError
 from .models.common import GROUP, VERSION, format_duration, parse_duration
 

@@ -28,7 +28,9 @@ import kopf
 
 from . import informer
 from .actions.rollback import REVISION
-from .cycle import Evaluator, Settings, world
+from .cycle import world
+from .cycle.evaluator import Evaluator
+from .cycle.snapshot import Settings
 from .kube import Kube, pooled_client
 from .leader import LeaderElector
 from .metrics import Metrics

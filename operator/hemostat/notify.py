@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .decide.conditions import now_iso, parse_iso
+from .clock import now_iso, parse_iso
 from .models.common import parse_duration
 from .models.incident import IncidentSpec, IncidentStatus, NotificationState
 from .models.policy import Cadence

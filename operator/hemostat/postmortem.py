@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .decide.conditions import parse_iso
+from .clock import parse_iso
 from .models.common import format_duration
 from .models.incident import IncidentSpec, IncidentStatus
 

@@ -19,7 +19,7 @@ import httpx
 from conftest import Cluster, deployment, wait_for
 from kubernetes import config as kube_config
 
-from hemostat.signals.base import Reading
+from hemostat.reading import Reading
 
 # The query every scripted policy uses; the provider below answers it from `Story.readings`.
 QUERY = 'scripted{signal="{{ signal }}",deployment="{{ deployment }}"}'
@@ -96,7 +96,8 @@ class Story:
         self.engine = self._engine()
 
     def _engine(self) -> Any:
-        from hemostat.cycle import Evaluator, Settings
+        from hemostat.cycle.evaluator import Evaluator
+        from hemostat.cycle.snapshot import Settings
         from hemostat.kube import Kube
 
         api = kube_config.new_client_from_config(config_file=self.cluster.kubeconfig)

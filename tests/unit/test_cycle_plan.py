@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 
 from hemostat.actions.base import MARKER, marker_value
+from hemostat.cycle import objects
 from hemostat.cycle import plan as p
+from hemostat.cycle import status as status_
 from hemostat.cycle.snapshot import OpenIncident, Settings, Snapshot, TargetView
 from hemostat.decide import conditions as c
 from hemostat.decide import ledger
 from hemostat.kube import merge_patch
 from hemostat.models.incident import IncidentSpec, IncidentStatus
 from hemostat.models.policy import MAX_TARGETS_IN_STATUS, MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
-from hemostat.signals.base import Reading
+from hemostat.reading import Reading
 
 NOW = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
 UID = "dep-uid"
@@ -120,7 +122,7 @@ def open_incident(status: IncidentStatus, name: str = "web-1") -> OpenIncident:
         severity="SEV3", summary="x", target={"name": "web"}, policy_ref={"name": "errors"}, source="policy"
     )
     body = {"metadata": {"name": name, "namespace": "shop", "uid": "i-uid"}}
-    return OpenIncident(body=body, spec=spec, status=status, written=p.dump(status))
+    return OpenIncident(body=body, spec=spec, status=status, written=objects.dump(status))
 
 
 def monitoring(**fields: Any) -> IncidentStatus:
@@ -164,18 +166,18 @@ def test_a_healthy_target_opens_nothing() -> None:
 
 
 def test_incident_names_never_collide_between_policies_in_the_same_second() -> None:
-    a = p.incident_name("web", "errors", NOW)
-    b = p.incident_name("web", "latency", NOW)
+    a = objects.incident_name("web", "errors", NOW)
+    b = objects.incident_name("web", "latency", NOW)
     assert a != b and a.startswith("web-20261123-140000-")
-    assert len(p.incident_name("x" * 253, "errors", NOW)) <= 253
+    assert len(objects.incident_name("x" * 253, "errors", NOW)) <= 253
 
 
 def test_a_long_deployment_name_gets_a_valid_label_value() -> None:
     name = "checkout-" + "x" * 60
-    value = p.label_value(name)
+    value = objects.label_value(name)
     assert len(value) <= 63 and value[-1].isalnum()
-    assert value != p.label_value(name + "y")
-    assert p.label_value("web") == "web"
+    assert value != objects.label_value(name + "y")
+    assert objects.label_value("web") == "web"
 
 
 def test_a_skipped_step_falls_through_to_the_next_in_the_same_cycle() -> None:
@@ -257,7 +259,7 @@ def test_a_breach_during_verification_clears_the_healthy_streak() -> None:
     )
     tp = only(p.decide(snapshot(view(0.5, incident=open_incident(status))), NOW))
     assert tp.status.healthy_since is None
-    patch = merge_patch(p.dump(status), p.dump(tp.status))
+    patch = merge_patch(objects.dump(status), objects.dump(tp.status))
     assert patch["healthySince"] is None  # sent as null, so the server clears it
 
 
@@ -298,7 +300,7 @@ def test_a_target_with_an_error_keeps_its_clock_and_is_named_in_degraded() -> No
     snap = snapshot(view(0.5, previous=previous, error="incident web-1: healthySince: not a UTC timestamp"))
     tp = only(p.decide(snap, NOW))
     assert tp.change is None and tp.target.incident == "web-1"
-    status = p.policy_status(snap, [tp.target], NOW)
+    status = status_.policy_status(snap, [tp.target], NOW)
     degraded = c.get_condition(status.conditions, "Degraded")
     assert degraded.status == "True" and "web: incident web-1: healthySince" in degraded.message
 
@@ -312,25 +314,25 @@ def full_target(i: int, name_length: int = 40, signals: int = 2, error: int = 12
         breaching_since=dict.fromkeys(names, iso(NOW)),
         revision=123456,
         revision_since=iso(NOW),
-        incident=p.incident_name(name, "errors", NOW),
+        incident=objects.incident_name(name, "errors", NOW),
         error="e" * error,
     )
 
 
 def test_a_status_with_every_field_set_at_1000_targets_is_under_1_mib() -> None:
     snap = snapshot()
-    status = p.policy_status(snap, [full_target(i) for i in range(1000)], NOW)
+    status = status_.policy_status(snap, [full_target(i) for i in range(1000)], NOW)
     assert len(status.targets) == 1000
-    size = len(json.dumps(p.dump(status)))
+    size = len(json.dumps(objects.dump(status)))
     assert size < 1024 * 1024, f"{size} bytes at 1000 targets"
 
 
 def test_targets_at_their_longest_are_capped_by_bytes_and_the_policy_says_so() -> None:
     snap = snapshot()
     worst = [full_target(i, name_length=253, signals=16, error=512) for i in range(1000)]
-    status = p.policy_status(snap, worst, NOW)
+    status = status_.policy_status(snap, worst, NOW)
     assert 0 < len(status.targets) < 1000
-    assert len(json.dumps(p.dump(status))) < p.STATUS_BUDGET + 64 * 1024
+    assert len(json.dumps(objects.dump(status))) < status_.STATUS_BUDGET + 64 * 1024
     assert c.get_condition(status.conditions, "Degraded").status == "True"
 
 
@@ -339,7 +341,7 @@ def test_past_the_limit_targets_with_state_are_kept_and_the_policy_says_so() -> 
     breaching = TargetStatus(name="zzz", breaching_since={"err": iso(NOW)})
     snap = snapshot(*views)
     targets = [p.decide_target(snap, snap.spec, v, NOW).target for v in views] + [breaching]
-    status = p.policy_status(snap, targets, NOW)
+    status = status_.policy_status(snap, targets, NOW)
     assert len(status.targets) == MAX_TARGETS_IN_STATUS and status.matched_targets == MAX_TARGETS_IN_STATUS + 6
     assert "zzz" in {t.name for t in status.targets}
     assert c.get_condition(status.conditions, "Degraded").reason == c.TOO_MANY_TARGETS
@@ -351,7 +353,7 @@ def test_targets_cut_from_status_and_a_failing_target_are_both_said() -> None:
     snap = snapshot(*views)
     targets = [p.decide_target(snap, snap.spec, v, NOW).target for v in views]
     targets.append(TargetStatus(name="broken", error="403 Forbidden: incidents is forbidden"))
-    status = p.policy_status(snap, targets, NOW)
+    status = status_.policy_status(snap, targets, NOW)
     degraded = c.get_condition(status.conditions, "Degraded")
     assert (degraded.status, degraded.reason) == ("True", c.TOO_MANY_TARGETS)
     assert f"{MAX_TARGETS_IN_STATUS + 6} targets match; status lists {MAX_TARGETS_IN_STATUS}" in degraded.message
@@ -361,28 +363,31 @@ def test_targets_cut_from_status_and_a_failing_target_are_both_said() -> None:
 
 def test_last_evaluated_moves_only_with_a_change_or_the_heartbeat() -> None:
     snap = snapshot(view(0.0))
-    first = p.policy_status(snap, [only(p.decide(snap, NOW)).target], NOW)
+    first = status_.policy_status(snap, [only(p.decide(snap, NOW)).target], NOW)
     later = Snapshot(**{**snap.__dict__, "status": first})
-    second = p.policy_status(
+    second = status_.policy_status(
         later, [only(p.decide(later, NOW + timedelta(seconds=10))).target], NOW + timedelta(seconds=10)
     )
     assert second == first  # nothing to write
-    third = p.policy_status(later, [only(p.decide(later, NOW + p.HEARTBEAT)).target], NOW + p.HEARTBEAT)
-    assert third.last_evaluated == iso(NOW + p.HEARTBEAT)
+    third = status_.policy_status(
+        later, [only(p.decide(later, NOW + status_.HEARTBEAT)).target], NOW + status_.HEARTBEAT
+    )
+    assert third.last_evaluated == iso(NOW + status_.HEARTBEAT)
 
 
 def test_an_invalid_policy_is_reported_once_and_decides_nothing() -> None:
     snap = Snapshot(**{**snapshot(view(0.5)).__dict__, "spec": None, "invalid": "spec.interval: must be at most 1h"})
     assert p.decide(snap, NOW).targets == ()
-    status = p.policy_status(snap, [], NOW)
+    status = status_.policy_status(snap, [], NOW)
     valid = c.get_condition(status.conditions, "Valid")
     assert (valid.status, valid.message) == ("False", "spec.interval: must be at most 1h")
-    again = p.policy_status(Snapshot(**{**snap.__dict__, "status": status}), [], NOW + timedelta(minutes=5))
+    again = status_.policy_status(Snapshot(**{**snap.__dict__, "status": status}), [], NOW + timedelta(minutes=5))
     assert again == status  # nothing new to write: no status churn, no log line per cycle
 
 
 def test_phase_counts_cover_every_open_phase_and_only_open_ones() -> None:
-    from hemostat.cycle.plan import CyclePlan, TargetPlan, phase_counts
+    from hemostat.cycle.plan import CyclePlan, TargetPlan
+    from hemostat.cycle.status import phase_counts
     from hemostat.models.incident import IncidentStatus
     from hemostat.models.policy import TargetStatus
 

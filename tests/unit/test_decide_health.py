@@ -23,7 +23,7 @@ from hemostat.decide.health import (
     threshold_text,
 )
 from hemostat.models.policy import SeverityRule, Signal
-from hemostat.signals.base import Reading
+from hemostat.reading import Reading
 
 NOW = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
 

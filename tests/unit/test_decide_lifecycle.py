@@ -15,7 +15,7 @@ from hemostat.decide import lifecycle as lc
 from hemostat.decide.health import Health, State, assess
 from hemostat.models.incident import MAX_TIMELINE, ActionRecord, IncidentSpec, IncidentStatus
 from hemostat.models.policy import MitigationPolicySpec, Signal
-from hemostat.signals.base import Reading
+from hemostat.reading import Reading
 
 T0 = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)  # detection
 NOW = T0 + timedelta(minutes=5)

@@ -12,6 +12,7 @@ from test_cycle_plan import NOW, deployment, iso, monitoring, only, open_inciden
 
 from hemostat.actions.base import MARKER
 from hemostat.cycle import plan as p
+from hemostat.cycle import status as status_
 from hemostat.cycle.snapshot import Snapshot, TargetView
 from hemostat.decide import conditions as c
 from hemostat.decide import ledger
@@ -33,7 +34,7 @@ def test_a_ledger_entry_dated_in_the_future_is_ignored_and_said() -> None:
     snap = snapshot(view(0.5, dep=deployment(annotations={ledger.LEDGER: forged})))
     plan = p.decide(snap, NOW)
     assert only(plan).change is not None, "a forged date must not hold every action"
-    said = {x.type: x for x in p.policy_status(snap, [t.target for t in plan.targets], NOW).conditions}
+    said = {x.type: x for x in status_.policy_status(snap, [t.target for t in plan.targets], NOW).conditions}
     assert said["RecordsReadable"].status == "False"
     assert "web: hemostat.dev/actions" in said["RecordsReadable"].message
     assert "2099-01-01T00:00:00Z is in the future" in said["RecordsReadable"].message

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from hemostat.cycle import MAX_QUERIES_IN_FLIGHT, Evaluator, Settings
-from hemostat.signals.base import Reading, Series
+from hemostat.cycle.queries import MAX_QUERIES_IN_FLIGHT, Queries
+from hemostat.metrics import Metrics
+from hemostat.reading import Reading, Series
 
 
 class SlowPrometheus:
@@ -34,11 +35,11 @@ class SlowPrometheus:
 
 def test_queries_from_many_policies_never_exceed_the_cap_and_all_are_answered() -> None:
     prom = SlowPrometheus()
-    evaluator = Evaluator(None, lambda url: prom, Settings("http://prometheus.invalid"))  # type: ignore[arg-type]
+    queries = Queries(lambda url: prom, "http://prometheus.invalid", Metrics())
 
     async def a_big_round() -> None:
-        per_target = [evaluator.read_signal(None, f"q{i}") for i in range(300)]
-        batched = [evaluator.read_series(None, f"b{i}") for i in range(50)]
+        per_target = [queries.read_signal(None, f"q{i}") for i in range(300)]
+        batched = [queries.read_series(None, f"b{i}") for i in range(50)]
         await asyncio.gather(*per_target, *batched)
 
     asyncio.run(a_big_round())

@@ -209,6 +209,7 @@ class StepKind:
     # what a requester needs (the admission policy is generated from these and refuses any step without)
     admission: tuple[AdmissionRule, ...] = ()
     sources: Callable[[Any], list[SourceKey]] = lambda _config: []  # objects to read for it
+    reads: frozenset[str] = frozenset()  # kinds read from the caches besides ReplicaSets: "hpas"
 
     def __post_init__(self) -> None:
         if not self.actions or not self.admission:

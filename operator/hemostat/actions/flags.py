@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..clock import now_iso
 from ..decide import conditions as c
-from ..decide.conditions import now_iso
 from ..models.policy import DisableFlagStep
 from .base import (
     AdmissionRule,

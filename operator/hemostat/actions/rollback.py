@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..clock import now_iso
 from ..decide import conditions as c
 from ..decide import ledger
-from ..decide.conditions import now_iso
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
 from .base import (

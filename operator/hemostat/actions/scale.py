@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..clock import now_iso
 from ..decide import conditions as c
-from ..decide.conditions import now_iso
 from ..models.policy import ScaleUpStep
 from .base import (
     AdmissionRule,
@@ -137,6 +137,7 @@ STEP = StepKind(
     _plan_step,
     holds(applied),
     actions={"scaleUp": c.SCALED_UP, "scaleUpHpa": c.SCALED_UP},
+    reads=frozenset({"hpas"}),
     admission=(
         patch_target_rule("scaleUp"),
         # it raises the minReplicas of whichever HPA targets the Deployment, not known at admission

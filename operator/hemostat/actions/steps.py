@@ -30,3 +30,8 @@ def sources(steps: list[MitigationStep]) -> list[SourceKey]:
         for key in kind_of(step).sources(step.config):
             seen[key] = None
     return list(seen)
+
+
+def reads(steps: list[MitigationStep]) -> set[str]:
+    """What the steps read besides the Deployment and its ReplicaSets (e.g. "hpas")."""
+    return {what for step in steps for what in kind_of(step).reads}

@@ -30,8 +30,10 @@ from ..models.common import API_VERSION
 from ..models.incident import ActionRecord, IncidentStatus
 from ..models.policy import MitigationPolicyStatus, TargetStatus
 from .notifier import ATTEMPTS, keep_deliveries
-from .plan import Change, CyclePlan, TargetPlan, dump, error_limit_reached, phase_counts, policy_status
+from .objects import Change, dump
+from .plan import CyclePlan, TargetPlan
 from .snapshot import Snapshot, known_status, one_line, open_incident
+from .status import error_limit_reached, phase_counts, policy_status
 from .world import World
 
 log = logging.getLogger("hemostat.apply")
@@ -80,6 +82,24 @@ class Applier:
         ignored = sum(1 for t in targets if t.ignored)
         self.metrics.ignored_records.labels(namespace=snap.namespace, policy=snap.name).set(ignored)
         return any(r[1] for r in results), written, raced
+
+    async def record_failure(self, ns: str, name: str, message: str, now: datetime) -> None:
+        """A cycle that could not run at all: `Degraded` (EvaluationFailed) on the policy, written like any status."""
+        try:
+            body = await self.kube.get_policy(ns, name)
+            if body is None:
+                return
+            written = known_status(body)
+            status = MitigationPolicyStatus.model_validate(written)
+            generation = body["metadata"].get("generation")
+            status.conditions = c.set_condition(
+                status.conditions, "Degraded", True, c.EVALUATION_FAILED, message, now, generation
+            )
+            patch = merge_patch(written, dump(status))
+            if patch:
+                await self.kube.patch_status("mitigationpolicies", ns, name, patch)
+        except Exception as again:  # the API server itself is unreachable: the caller logged why
+            log.debug("could not record the failure on policy %s/%s: %s", ns, name, again)
 
     async def _signals_unavailable(self, snap: Snapshot, new: MitigationPolicyStatus, now: datetime) -> None:
         """Tell people once per outage that the policy is blind: an Event on it, a message to its webhooks."""
@@ -163,9 +183,10 @@ class Applier:
         try:
             created = await self.kube.create_incident(meta["namespace"], tp.create)
         except Conflict:  # created by us before a crash (same name, same second)
-            created = await self.kube.get_incident(meta["namespace"], meta["name"])
-            if created is None or created["spec"]["target"]["name"] != tp.name:
+            found = await self.kube.get_incident(meta["namespace"], meta["name"])
+            if found is None or found["spec"]["target"]["name"] != tp.name:
                 raise
+            created = found
         log.info("opened incident %s/%s: %s", meta["namespace"], meta["name"], tp.create["spec"]["summary"])
         self.metrics.incidents_opened.labels(severity=tp.create["spec"]["severity"]).inc()
         return created, None

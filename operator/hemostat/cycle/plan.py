@@ -11,14 +11,15 @@ Rules kept here, each with its own test:
 - cooldown and budget read the Deployment's own action ledger, shared by every policy
   and by people, and the ledger entry travels with the change;
 - a skipped step falls through to the next in the same cycle; anything else waits;
-- one change per target per cycle, planned on the objects read this cycle, guarded by
-  their resourceVersion.
+- one change per target per cycle, planned on the objects read this cycle, guarded by what
+  it depends on (generation and annotations; resourceVersion for objects without a spec);
+- each target is decided alone: one that raises fails with its own error, never the policy.
+
+The objects the decisions write are assembled in objects.py, the policy's status in status.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -35,7 +36,6 @@ from ..actions.base import (
     Skip,
     SourceKey,
     find_marker,
-    guard,
     marker_problem,
 )
 from ..actions.steps import ACTION_REASONS, STEP_OF_ACTION, kind_of
@@ -43,33 +43,18 @@ from ..decide import conditions as c
 from ..decide import health as h
 from ..decide import ledger
 from ..decide import lifecycle as lc
-from ..models.common import API_VERSION, parse_duration
-from ..models.incident import OPEN_PHASES, ActionRecord, IncidentSpec, IncidentStatus
-from ..models.policy import MAX_TARGETS_IN_STATUS, MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
-from .snapshot import DETECTION, PAUSED, POLICY_LABEL, TARGET_LABEL, Snapshot, TargetView
+from ..models.common import parse_duration
+from ..models.incident import ActionRecord, IncidentSpec, IncidentStatus
+from ..models.policy import MitigationPolicySpec, TargetStatus
+from .objects import Change, change_for, incident_body, incident_name
+from .snapshot import PAUSED, Snapshot, TargetView
 
 Body = dict[str, Any]
-HEARTBEAT = timedelta(minutes=1)  # lastEvaluated is refreshed at most this often
 RETRY = 30.0  # seconds before an invalid policy, or a cycle that could not run, is tried again
-STATUS_BUDGET = 768 * 1024  # bytes of status.targets: the object stays well under etcd's 1.5 MiB
 FROM_MARKER = "applied before a restart; confirmed from the marker on the changed object"
 
 
-@dataclass(frozen=True)
-class Change:
-    """A step to carry out: the guarded patch of the changed object, and the ledger entry."""
-
-    act: lc.Act
-    plan: Plan
-    patch: list[Body]  # the plan's patch, plus the ledger entry when the object is the Deployment
-    ledger_patch: list[Body] | None  # the ledger entry on the Deployment, written first otherwise
-    objects: Objects
-    # the ledger entry alone, written when the server refuses a change it travelled with: a
-    # refused step counts for cooldown and budget like any other
-    ledger_if_refused: list[Body] | None = None
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TargetPlan:
     name: str
     deployment: Body | None  # None: a manual Incident's target does not exist
@@ -103,19 +88,6 @@ class CyclePlan:
         return parse_duration(watch.interval if fresh else spec.interval).total_seconds()
 
 
-def incident_name(target: str, policy: str, now: datetime) -> str:
-    """Unique per (target, policy, second): two policies opening at once never collide."""
-    suffix = f"-{now:%Y%m%d-%H%M%S}-{hashlib.sha1(policy.encode()).hexdigest()[:4]}"
-    return target[: 253 - len(suffix)].rstrip("-.") + suffix
-
-
-def label_value(name: str) -> str:
-    """A Deployment name as a label value (at most 63 characters; long names keep a hash)."""
-    if len(name) <= 63:
-        return name
-    return f"{name[:54].rstrip('-.')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
 def decide(snap: Snapshot, now: datetime) -> CyclePlan:
     if snap.spec is None:
         return CyclePlan(snap, (), now)
@@ -132,7 +104,7 @@ def _isolated(
     except Exception as exc:
         error = f"could not decide: {type(exc).__name__}: {exc}"[:512]
         kept = view.previous or TargetStatus(name=view.name)  # its clocks and incident, as a read error keeps them
-        return TargetPlan(view.name, view.deployment, kept.model_copy(update={"error": error}))
+        return TargetPlan(name=view.name, deployment=view.deployment, target=kept.model_copy(update={"error": error}))
 
 
 def ignored_records(objects: Objects, now: datetime) -> str | None:
@@ -212,29 +184,26 @@ def decide_target(
         ignored=ignored_records(objects, now),
     )
     if view.error:  # keep the clocks and the incident it had; decide nothing for it
-        return TargetPlan(
-            view.name, view.deployment, target.model_copy(update={"incident": previous and previous.incident})
-        )
+        kept = target.model_copy(update={"incident": previous and previous.incident})
+        return TargetPlan(name=view.name, deployment=view.deployment, target=kept)
     if view.incident is not None:
         name, ispec, status = view.incident.name, view.incident.spec, view.incident.status
         plan = TargetPlan(
-            view.name,
-            view.deployment,
-            target,
-            name,
-            None,
-            view.incident.body,
-            view.incident.written,
-            status,
-            None,
-            ispec,
+            name=view.name,
+            deployment=view.deployment,
+            target=target,
+            incident_name=name,
+            incident=view.incident.body,
+            written=view.incident.written,
+            status=status,
+            spec=ispec,
         )
     elif health.state is h.State.BREACHING:
         plan = _open(snap, spec, view, objects, health, now, target)
+        assert plan.incident_name is not None and plan.spec is not None and plan.status is not None
         name, ispec, status = plan.incident_name, plan.spec, plan.status
     else:
-        return TargetPlan(view.name, view.deployment, target)
-    assert name is not None and ispec is not None and status is not None
+        return TargetPlan(name=view.name, deployment=view.deployment, target=target)
     status = recover_markers(status, objects, name, len(spec.mitigation.steps), now)
     status = lc.track_health(status, health, now)
     guardrail = guardrails(snap, spec, view.deployment, now)
@@ -346,27 +315,6 @@ def take(
     return status, change_for(move, planned, objects, ledger.Entry(now, by, planned.action, planned.undoes))
 
 
-def change_for(move: lc.Act, planned: Plan, objects: Objects, entry: ledger.Entry) -> Change:
-    meta = objects.deployment["metadata"]
-    annotations = meta.get("annotations") or {}
-    value = ledger.with_entry(annotations, entry)
-    entry_op = {"op": "add", "path": f"/metadata/annotations/{_escape(ledger.LEDGER)}", "value": value}
-    # Guarded by what the entry depends on (the spec and the annotations, where the ledger and a
-    # person's pause live), not the resourceVersion: status churns all through a rollout.
-    alone = [
-        *guard(meta),
-        entry_op if annotations else {"op": "add", "path": "/metadata/annotations", "value": {ledger.LEDGER: value}},
-    ]
-    if planned.kind == "Deployment":
-        # Every Deployment plan leaves an annotations map (its marker); the entry follows it.
-        return Change(move, planned, [*planned.patch, entry_op], None, objects, ledger_if_refused=alone)
-    return Change(move, planned, planned.patch, alone, objects)
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
 def _open(
     snap: Snapshot,
     spec: MitigationPolicySpec,
@@ -391,122 +339,17 @@ def _open(
         previous_incident=view.last_incident,
     )
     first = lc.open_status(health, dict(view.queries), revision, image, now)
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": "Incident",
-        "metadata": {
-            "name": name,
-            "namespace": snap.namespace,
-            "labels": {POLICY_LABEL: snap.name, TARGET_LABEL: label_value(view.name)},
-            # The first status travels with the Incident, created atomically: a crash before the
-            # first status write loses nothing (see snapshot.open_incident).
-            "annotations": {DETECTION: json.dumps(dump(first), sort_keys=True)},
-        },
-        "spec": ispec.model_dump(by_alias=True, exclude_none=True),
-    }
-    return TargetPlan(view.name, view.deployment, target, name, body, None, None, first, None, ispec)
+    return TargetPlan(
+        name=view.name,
+        deployment=view.deployment,
+        target=target,
+        incident_name=name,
+        create=incident_body(name, snap.namespace, snap.name, view.name, ispec, first),
+        status=first,
+        spec=ispec,
+    )
 
 
-def phase_counts(plan: CyclePlan) -> dict[str, int]:
-    """Open Incidents per phase after this cycle's decisions (every open phase, zeros included)."""
-    counts = dict.fromkeys(OPEN_PHASES, 0)
-    for tp in plan.targets:
-        if tp.status is not None and tp.status.phase in counts:
-            counts[tp.status.phase] += 1
-    return counts
-
-
-def dump(model: Any) -> dict[str, Any]:
-    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) -> MitigationPolicyStatus:
-    """The policy's new status from this cycle's per-target outcomes (errors included)."""
-    gen = snap.generation
-    new = snap.status.model_copy(deep=True)
-    new.observed_generation = gen
-    if snap.invalid is not None:
-        new.conditions = c.set_condition(new.conditions, "Valid", False, c.INVALID, snap.invalid, now, gen)
-        return new
-    new.conditions = c.set_condition(new.conditions, "Valid", True, c.VALID, "policy accepted", now, gen)
-    errors = [
-        f"{v.name}/{n}: {r.detail}" for v in snap.targets for n, r in v.readings.items() if r.kind.value == "Error"
-    ]
-    new.consecutive_errors = snap.status.consecutive_errors + 1 if errors else 0
-    if errors:
-        message = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
-        message += f"; {new.consecutive_errors} rounds in a row, nothing is done without data"
-        new.conditions = c.set_condition(new.conditions, "SignalsAvailable", False, c.SIGNALS_FAILED, message, now, gen)
-    else:
-        new.conditions = c.set_condition(
-            new.conditions, "SignalsAvailable", True, c.SIGNALS_OK, "all queries answered", now, gen
-        )
-    ignored = [t for t in targets if t.ignored]
-    if ignored:
-        shown = "; ".join(f"{t.name}: {t.ignored}" for t in ignored[:3])
-        more = f" (and {len(ignored) - 3} more)" if len(ignored) > 3 else ""
-        new.conditions = c.set_condition(
-            new.conditions, "RecordsReadable", False, c.RECORDS_IGNORED, f"{shown}{more}", now, gen
-        )
-    else:
-        message = "every marker and ledger entry is readable"
-        new.conditions = c.set_condition(new.conditions, "RecordsReadable", True, c.RECORDS_OK, message, now, gen)
-    failing = [t for t in targets if t.error]
-    kept = _fit(targets)
-    failures = ""
-    if failing:
-        shown = "; ".join(f"{t.name}: {t.error}" for t in failing[:3])
-        more = f" (and {len(failing) - 3} more)" if len(failing) > 3 else ""
-        failures = f"{len(failing)} target(s) failing: {shown}{more}"
-    if len(kept) < len(targets):  # the cut is said only here; failing targets keep their own lines
-        message = (
-            f"{len(targets)} targets match; status lists {len(kept)} (those with a breach, an incident or an "
-            "error first) and the others start their breach clocks afresh after a restart: split the policy"
-        ) + (f"; {failures}" if failures else "")
-        new.conditions = c.set_condition(new.conditions, "Degraded", True, c.TOO_MANY_TARGETS, message, now, gen)
-    elif failing:
-        new.conditions = c.set_condition(new.conditions, "Degraded", True, c.TARGETS_FAILING, failures, now, gen)
-    else:
-        message = "every target evaluated"
-        new.conditions = c.set_condition(new.conditions, "Degraded", False, c.ALL_TARGETS_OK, message, now, gen)
-    new.targets = sorted(kept, key=lambda t: t.name)
-    new.matched_targets = len(targets)
-    new.open_incidents = sum(1 for t in targets if t.incident)
-    stale = not snap.status.last_evaluated or now - c.parse_iso(snap.status.last_evaluated) >= HEARTBEAT
-    if stale or _without_heartbeat(new) != _without_heartbeat(snap.status):
-        new.last_evaluated = c.now_iso(now)
-    return new
-
-
-def error_limit_reached(snap: Snapshot, new: MitigationPolicyStatus) -> bool:
-    """This round's failed queries are the `consecutiveErrorLimit`-th in a row: tell people, once per outage
-    (the count lives in the status, so a restart neither repeats nor forgets it)."""
-    if snap.spec is None:
-        return False
-    limit = snap.spec.consecutive_error_limit
-    return snap.status.consecutive_errors < limit <= new.consecutive_errors
-
-
-def _fit(targets: list[TargetStatus]) -> list[TargetStatus]:
-    """The targets the status can hold: at most MAX_TARGETS_IN_STATUS and STATUS_BUDGET bytes,
-    those with state to keep (a breach clock, an incident, an error) first."""
-    ordered = sorted(targets, key=lambda t: (not (t.breaching_since or t.incident or t.error or t.ignored), t.name))
-    kept, size = [], 0
-    for t in ordered[:MAX_TARGETS_IN_STATUS]:
-        size += len(json.dumps(dump(t))) + 1
-        if size > STATUS_BUDGET:
-            break
-        kept.append(t)
-    return kept
-
-
-def _without_heartbeat(status: MitigationPolicyStatus) -> dict[str, Any]:
-    data = dump(status)
-    data.pop("lastEvaluated", None)
-    return data
-
-
-# A person asking for a mitigation is the decision; these only stop repeats and accidents.
 MANUAL_COOLDOWN = timedelta(minutes=1)
 MANUAL_BUDGET = 6
 MANUAL_WINDOW = timedelta(days=3650)  # a person may roll back a revision of any age

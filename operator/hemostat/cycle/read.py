@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from ..actions import steps
 from ..kube import Kube
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, TargetStatus
-from ..signals.base import Reading, Series, render_query, split, targets_regex
+from ..reading import Reading, Series
+from ..signals.base import render_query, split, targets_regex
 from .snapshot import (
     EXPIRED_PER_CYCLE,
     PAUSED,
@@ -111,13 +112,13 @@ async def read(
         return base
 
     wanted = steps.sources(spec.mitigation.steps)
-    needs_hpas = any(s.scale_up is not None for s in spec.mitigation.steps)
+    needs_hpas = "hpas" in steps.reads(spec.mitigation.steps)
     deployments = await world.deployments(namespace, spec.target.selector)
-    replicasets, incidents, hpas, *found = await asyncio.gather(
+    replicasets, incidents, hpas, found = await asyncio.gather(
         world.replicasets(namespace, [d["metadata"]["uid"] for d in deployments]),
         world.incidents(namespace, name),
         world.hpas(namespace) if needs_hpas else nothing(),
-        *(source(kube, namespace, kind, obj) for kind, obj in wanted),
+        asyncio.gather(*(source(kube, namespace, kind, obj) for kind, obj in wanted)),
     )
     incidents = [i for i in incidents if adoptable(i, name)]
     previous = {t.name: t for t in status.targets}

@@ -20,8 +20,9 @@ from ..actions.base import SourceKey
 from ..decide import conditions as c
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
+from ..reading import Reading
 from ..signals.allowed import url_allowed
-from ..signals.base import BATCH_VARIABLES, TEMPLATE_VARIABLES, Reading, TemplateError, render_query
+from ..signals.base import BATCH_VARIABLES, TEMPLATE_VARIABLES, TemplateError, render_query
 
 Body = dict[str, Any]
 POLICY_LABEL = "hemostat.dev/policy"
@@ -54,7 +55,7 @@ class OpenIncident:
 
     @property
     def name(self) -> str:
-        return self.body["metadata"]["name"]
+        return str(self.body["metadata"]["name"])
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class Cached:
 
     async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
         index = self.indices["deployment_index"]
-        keys = [(namespace, k, v) for k, v in selector.match_labels.items()] or [namespace]
+        keys: list[object] = [(namespace, k, v) for k, v in selector.match_labels.items()] or [namespace]
         names: set[str] | None = None
         for key in keys:
             found = set(index.get(key) or ())

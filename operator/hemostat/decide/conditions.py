@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-from datetime import UTC, datetime
+from datetime import datetime
 
+from ..clock import now_iso, parse_iso
 from ..models.common import Condition
+
+__all__ = ["now_iso", "parse_iso"]  # used as c.now_iso / c.parse_iso throughout the cycle
 
 # Incident timeline / Event reasons.
 DETECTED = "Detected"
@@ -35,15 +37,6 @@ EVALUATION_FAILED = "EvaluationFailed"
 SIGNALS_UNAVAILABLE = "SignalsUnavailable"  # an Event on the policy at consecutiveErrorLimit
 RECORDS_OK = "RecordsTrusted"
 RECORDS_IGNORED = "RecordsIgnored"
-
-
-def now_iso(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@functools.lru_cache(maxsize=65536)  # status timestamps repeat every round, strptime is slow
-def parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def set_condition(

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..models.common import parse_duration
-from ..models.policy import Signal
-from ..signals.base import Reading, ReadingKind
+from ..models.policy import SeverityRule, Signal
+from ..reading import Reading, ReadingKind
 
 
 class Verdict(enum.StrEnum):
@@ -85,6 +85,7 @@ def judge(signal: Signal, reading: Reading) -> Verdict:
 
 def outcome(signal: Signal, reading: Reading, since: datetime | None, now: datetime) -> SignalOutcome:
     verdict = judge(signal, reading)
+    start: datetime | None
     if verdict is Verdict.BREACHING:
         start = since or now
         confirmed = now - start >= parse_duration(signal.for_)
@@ -149,10 +150,10 @@ def assess(
     return Health(state=state, signals=outcomes)
 
 
-def severity(rules: list, outcomes: Mapping[str, SignalOutcome], default: str) -> str:
+def severity(rules: Sequence[SeverityRule], outcomes: Mapping[str, SignalOutcome], default: str) -> str:
     """First rule whose signal value crosses its bound wins."""
     for rule in rules:
         seen = outcomes.get(rule.signal)
         if seen is not None and seen.value is not None and breaches(seen.value, rule.above, rule.below):
-            return rule.level
+            return str(rule.level)
     return default

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .conditions import now_iso, parse_iso
+from ..clock import now_iso, parse_iso
 
 LEDGER = "hemostat.dev/actions"
 KEEP = timedelta(hours=24)  # the longest cooldown the schema allows
