@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install hemostat with dev tools
 
-lint: $(STAMP) ## ruff, formatting and import-layer contracts
+lint: $(STAMP) ## ruff, formatting, import-layer contracts and mypy (strict on decide/ and cycle/)
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format operator tests bench
