@@ -1,0 +1,202 @@
+"""The operator's running parts, typed, built once at start-up (the composition root).
+
+kopf hands every handler a `memo`; Hemostat keeps exactly one thing in it, a `Runtime`, so what
+the handlers share is named and typed: the evaluator, the watch caches, the leader elector, the
+heartbeat liveness reads, and the fast lane's wakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from . import informer
+from .actions.rollback import REVISION
+from .config import OperatorConfig
+from .cycle import world
+from .cycle.evaluator import Evaluator
+from .cycle.snapshot import Settings
+from .kube import Kube, pooled_client
+from .leader import LeaderElector
+from .metrics import Metrics
+from .models.common import GROUP, VERSION
+from .signals.prometheus import PrometheusProvider
+
+log = logging.getLogger("hemostat.runtime")
+STALL_LIMIT = 300.0  # seconds without any completed evaluation while policies exist
+WATCH_STALE_AFTER = 180.0  # seconds a status write may go unseen by kopf's watch
+
+
+@dataclass
+class Heartbeat:
+    """What liveness reads: evaluations completing, and kopf's watch delivering our own writes back."""
+
+    last_cycle: float
+    intervals: dict[str, float] = field(default_factory=dict)  # running policy uid -> its interval
+    unseen: dict[str, tuple[str, float]] = field(default_factory=dict)  # uid -> (version written from, when)
+
+
+@dataclass
+class FastLane:
+    """A Deployment's new revision wakes the policy loops of its namespace at once (they then evaluate
+    every rolloutWatch.interval for rolloutWatch.window). Reads nothing, writes nothing."""
+
+    revisions: dict[tuple[str, str], str | None] = field(default_factory=dict)  # Deployment -> last revision
+    wakers: dict[str, dict[str, asyncio.Event]] = field(default_factory=dict)  # namespace -> policy uid -> Event
+
+    def waker(self, namespace: str, uid: str) -> asyncio.Event:
+        return self.wakers.setdefault(namespace, {}).setdefault(uid, asyncio.Event())
+
+    def forget(self, namespace: str, uid: str) -> None:
+        self.wakers.get(namespace, {}).pop(uid, None)
+
+    def revision_changed(self, event: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event == "DELETED":
+            self.revisions.pop(key, None)
+            return
+        revision = (meta.get("annotations") or {}).get(REVISION)
+        if self.revisions.get(key) == revision:
+            return
+        self.revisions[key] = revision
+        for waker in self.wakers.get(meta["namespace"], {}).values():
+            waker.set()
+
+
+@dataclass
+class Runtime:
+    evaluator: Evaluator
+    informers: informer.Informers
+    leader: LeaderElector | None
+    heartbeat: Heartbeat
+    lane: FastLane = field(default_factory=FastLane)
+    http: tuple[httpx.AsyncClient, ...] = ()
+    leader_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    leader_task: asyncio.Task[None] | None = None
+    remembered: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)  # world.py
+
+    @property
+    def acting(self) -> bool:
+        """Without election, or holding the Lease: a standby watches, but never acts."""
+        return self.leader is None or self.leader.is_leader
+
+    def caches(self) -> world.Cached:
+        return world.Cached(self.informers.indices, self.remembered)
+
+    def liveness(self, now: float) -> tuple[float, str | None]:
+        """Seconds since progress, and why the operator is not live (or None)."""
+        leader = self.leader
+        # a new leader's clock starts when it took the Lease, not at its last cycle as a standby
+        ago = now - max(self.heartbeat.last_cycle, (leader.acquired_at or 0.0) if leader else 0.0)
+        reason = leader.stalled(now) if leader is not None else None
+        intervals = list(self.heartbeat.intervals.values()) if self.acting else []
+        reason = reason or stalled(intervals, ago, STALL_LIMIT)
+        reason = reason or watch_stale([t for _, t in self.heartbeat.unseen.values()], now)
+        return ago, reason or self.informers.stale(now)
+
+    def start(self) -> None:
+        self.informers.start()
+        if self.leader is not None:
+            self.leader_task = asyncio.create_task(self.leader.run(self.leader_stop))
+
+    async def stop(self) -> None:
+        self.informers.stop()
+        if self.leader is not None and self.leader_task is not None:
+            self.leader_stop.set()
+            await self.leader_task
+            await asyncio.to_thread(self.leader.release)
+        for http in self.http:
+            await http.aclose()
+
+
+def build(config: OperatorConfig) -> Runtime:
+    """Everything the handlers use, from the operator's configuration."""
+    prometheus_http = config.prometheus_auth.client()
+    webhook_http = config.webhook_auth.client()
+    metrics = Metrics()
+    kube = Kube(on_call=lambda method: metrics.kube_requests.labels(method=method).inc())
+    providers: dict[str, PrometheusProvider] = {}
+
+    def provider_for(url: str) -> PrometheusProvider:
+        if url not in providers:
+            providers[url] = PrometheusProvider(url, prometheus_http)
+        return providers[url]
+
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, config.bind_address)
+    settings = Settings(
+        config.prometheus_url, config.dry_run, config.incident_retention, config.allowed_prometheus_urls
+    )
+    leader = None
+    if config.leader_election:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        d = config.lease_duration
+        leader = LeaderElector(
+            kube.api, config.lease_namespace, config.lease_name, identity, d, renew=d / 3, deadline=d * 2 / 3
+        )
+    metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
+    lane = FastLane()
+    return Runtime(
+        evaluator=Evaluator(kube, provider_for, settings, metrics, webhook_http),
+        informers=_informers(config.namespaces, lane.revision_changed, on_call=kube.on_call),
+        leader=leader,
+        heartbeat=Heartbeat(last_cycle=time.monotonic()),
+        lane=lane,
+        http=(prometheus_http, webhook_http),
+    )
+
+
+def _informers(
+    namespaces: tuple[str, ...], on_revision: Callable[[str, dict[str, Any]], None], on_call: Any
+) -> informer.Informers:
+    """The watch caches of the read phase (see informer.py): a steady-state cycle makes no LIST call."""
+    keys = {
+        "deployment_index": world.deployment_keys,
+        "replicaset_index": world.replicaset_keys,
+        "hpa_index": lambda body: {body["metadata"]["namespace"]: world.trim_hpa(body)},
+        "incident_index": world.incident_keys,
+    }
+    indices = {name: informer.Index() for name in keys}
+    # its own connections: one per watch (a kind in a namespace), each in its own thread
+    pooled = pooled_client(len(keys) * max(1, len(namespaces)))
+    found = informer.sources(pooled, namespaces, GROUP, VERSION)
+    informers = [
+        informer.Informer(
+            source,
+            keys[name],
+            indices[name],
+            on_change=on_revision if name == "deployment_index" else None,
+            on_call=on_call,
+        )
+        for name, listed in found.items()
+        for source in listed
+    ]
+    return informer.Informers(informers, indices)
+
+
+def stalled(intervals: list[float], seconds_since_cycle: float, limit: float = STALL_LIMIT) -> str | None:
+    """Pure: why the operator is not making progress, or None. Watches can die silently in kopf,
+    so liveness must come from evaluations completing, not from the process being up.
+    `intervals` are the running policies' intervals: a slow policy must not look like a stall."""
+    allowed = max([limit, *(3 * i for i in intervals)])
+    if intervals and seconds_since_cycle > allowed:
+        return f"no policy evaluation completed for {seconds_since_cycle:.0f}s ({len(intervals)} policies)"
+    return None
+
+
+def watch_stale(unseen: list[float], seconds_now: float, limit: float = WATCH_STALE_AFTER) -> str | None:
+    """Pure: why kopf's watch looks dead, or None. `unseen` are the times of status writes the
+    watch has not delivered back yet; a live watch delivers each within seconds."""
+    oldest = min(unseen, default=None)
+    if oldest is not None and seconds_now - oldest > limit:
+        return f"the policy watch has not delivered a status write made {seconds_now - oldest:.0f}s ago"
+    return None
