@@ -4,6 +4,7 @@ standby; and the heartbeat liveness reads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -24,10 +25,8 @@ class Stop:
         return self.event.is_set()
 
     async def wait(self, timeout: float | None = None) -> bool:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), timeout)
-        except TimeoutError:
-            pass
         return self.event.is_set()
 
 
