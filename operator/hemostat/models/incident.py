@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .common import Condition, Model, ObjectName, Severity, Timestamp
-from .policy import MitigationStep
+from .policy import MitigationStep, StepName
 
 KIND = "Incident"
 PLURAL = "incidents"
@@ -66,7 +66,7 @@ class Evidence(Model):
 
 
 class ActionRecord(Model):
-    step: Literal["rollback", "disableFlag", "scaleUp"]
+    step: StepName
     action: Annotated[str, Field(max_length=64)] = Field(
         "", description="What was done, e.g. scaleToZero for a canary."
     )

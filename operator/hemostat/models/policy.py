@@ -8,7 +8,7 @@ precise `Valid=False` condition instead of a crash).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -176,18 +176,22 @@ class ScaleUpStep(Model):
     max_replicas: Annotated[int, Field(ge=1, le=10000)]
 
 
-STEP_KINDS = ("rollback", "disableFlag", "scaleUp")
+# The step kinds, as their fields on MitigationStep are named on the wire; each has its plug-in in
+# actions/ (steps.py, a test keeps the two equal). Adding a step: its name here, its settings model
+# and its field below.
+StepName = Literal["rollback", "disableFlag", "scaleUp"]
+STEP_KINDS: tuple[str, ...] = get_args(StepName)
 
 
 class MitigationStep(Model):
-    """One rung of the escalation ladder: exactly one of rollback, disableFlag, scaleUp."""
+    """One rung of the escalation ladder: exactly one step kind is set."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "[has(self.rollback), has(self.disableFlag), has(self.scaleUp)].filter(x, x).size() == 1",
-                    "exactly one of rollback, disableFlag, scaleUp must be set",
+                    "[" + ", ".join(f"has(self.{k})" for k in STEP_KINDS) + "].filter(x, x).size() == 1",
+                    f"exactly one of {', '.join(STEP_KINDS)} must be set",
                 )
             ]
         }
@@ -198,21 +202,23 @@ class MitigationStep(Model):
 
     @model_validator(mode="after")
     def _one_kind(self) -> MitigationStep:
-        _exactly_one(self, ("rollback", "disable_flag", "scale_up"))
+        _exactly_one(self, tuple(_STEP_FIELDS.values()))
         return self
 
     @property
     def kind(self) -> str:
-        if self.rollback is not None:
-            return "rollback"
-        return "disableFlag" if self.disable_flag is not None else "scaleUp"
+        return next(kind for kind, field in _STEP_FIELDS.items() if getattr(self, field) is not None)
 
     @property
-    def config(self) -> RollbackStep | DisableFlagStep | ScaleUpStep:
+    def config(self) -> Model:
         """The settings of the one kind that is set."""
-        config = self.rollback or self.disable_flag or self.scale_up
-        assert config is not None
+        config: Model = getattr(self, _STEP_FIELDS[self.kind])
         return config
+
+
+# step name (wire) -> MitigationStep attribute
+_STEP_FIELDS = {(f.alias or name): name for name, f in MitigationStep.model_fields.items()}
+assert tuple(_STEP_FIELDS) == STEP_KINDS, f"MitigationStep's fields {tuple(_STEP_FIELDS)} are not StepName"
 
 
 class RolloutWatch(Model):
