@@ -38,6 +38,7 @@ def test_requested_rollback_is_carried_out_once_and_recorded(testenv: Cluster, n
     )
     (action,) = st["actions"]
     assert (action["step"], action["index"], action["result"]) == ("rollback", -1, "Succeeded")
+    assert "applied before a restart" not in action["message"], "recorded as made, not rebuilt from the marker"
     assert (action["from"], action["to"]) == (
         "revision 2 (registry.local/shopfront:v2)",
         "revision 1 (registry.local/shopfront:v1)",
