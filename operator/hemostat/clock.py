@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+SKEW = timedelta(minutes=1)  # a record dated later than now + SKEW is not trusted (clocks drift, not by years)
 
 
 def now_iso(now: datetime) -> str:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..clock import SKEW
+
 MARKER = "hemostat.dev/mitigation"
-SKEW = timedelta(minutes=1)  # a record dated later than now + SKEW is not trusted (clocks drift, not by years)
 # Every action a registered step can record (StepKind adds its own): a marker naming another is not ours.
 ACTIONS: set[str] = set()
 Body = dict[str, Any]

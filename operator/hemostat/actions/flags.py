@@ -34,6 +34,7 @@ from .base import (
     Verified,
     escape,
     guard,
+    holds,
     marker_op,
     marker_value,
     patch_target_rule,
@@ -211,8 +212,9 @@ def verify(objects: Objects, plan_: Plan, patched: dict[str, Any]) -> Verified:
     """The patched source serves the off variant to everyone, and OpenFeature must then agree."""
     check = plan_.confirm
     assert check is not None
-    if not applied(patched, plan_):
-        return Verified(False, f"the {plan_.kind} does not hold the planned change after the patch")
+    held = holds(applied)(objects, plan_, patched)
+    if not held.ok:
+        return held
     source = objects.sources.get((plan_.kind, plan_.name)) or {}
     return Verified(
         True,

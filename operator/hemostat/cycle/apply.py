@@ -29,7 +29,7 @@ from ..metrics import Metrics
 from ..models.common import API_VERSION
 from ..models.incident import ActionRecord, IncidentStatus
 from ..models.policy import MitigationPolicyStatus, TargetStatus
-from .notifier import ATTEMPTS, keep_deliveries
+from .notifier import keep_deliveries
 from .objects import Change, dump
 from .plan import CyclePlan, TargetPlan
 from .snapshot import Snapshot, known_status, one_line, open_incident
@@ -37,6 +37,7 @@ from .status import error_limit_reached, phase_counts, policy_status
 from .world import World
 
 log = logging.getLogger("hemostat.apply")
+RECORD_ATTEMPTS = 3  # writes of a change's record, each against the Incident as re-read
 Body = dict[str, Any]
 
 
@@ -154,13 +155,13 @@ class Applier:
             # Conflict would leave the next cycle to rebuild it as "applied before a restart".
             incident, written = await self._fresh(incident)
             status = keep_deliveries(status, written)
-        for attempt in range(ATTEMPTS if acted else 1):
+        for attempt in range(RECORD_ATTEMPTS if acted else 1):
             before = _parsed(written)
             try:
                 await self.write_incident(incident, tp.deployment, written, before, status)
                 break
             except Conflict:
-                if not acted or attempt == ATTEMPTS - 1:
+                if not acted or attempt == RECORD_ATTEMPTS - 1:
                     raise
                 incident, written = await self._fresh(incident)
                 status = keep_deliveries(status, written)

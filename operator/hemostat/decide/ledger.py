@@ -18,13 +18,12 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..clock import now_iso, parse_iso
+from ..clock import SKEW, now_iso, parse_iso
 
 LEDGER = "hemostat.dev/actions"
 KEEP = timedelta(hours=24)  # the longest cooldown the schema allows
 KEEP_UNDONE = timedelta(hours=168)  # the longest rollout window the schema allows
 MAX_ENTRIES = 100  # the largest hourly budget the schema allows
-SKEW = timedelta(minutes=1)  # an entry later than now + SKEW is not trusted
 
 
 @dataclass(frozen=True)
