@@ -726,10 +726,16 @@ def _bad_rollout_to_rollback(b: Bench, ns: str, name: str) -> dict[str, Any]:
                 seen[stage] = time.time()
         time.sleep(POLL)
     ready = seen.get("ready", seen["patch"])  # a Ready missed between polls counts from the patch (0 s)
-    mine = [i for i in b.incidents(ns) if i["spec"]["target"]["name"] == name]
-    incident = next((i for i in mine if i.get("status", {}).get("revision") == 2), None)
-    if incident is None:
-        raise SystemExit(f"bench: {ns}/{name} was rolled back, but no Incident records revision 2")
+
+    def recorded() -> dict[str, Any] | None:  # the record follows the patch (written after it, from what it did)
+        mine = [i for i in b.incidents(ns) if i["spec"]["target"]["name"] == name]
+        return next((i for i in mine if i.get("status", {}).get("revision") == 2), None)
+
+    record_deadline = time.monotonic() + 30
+    while (incident := recorded()) is None:
+        if time.monotonic() > record_deadline:
+            raise SystemExit(f"bench: {ns}/{name} was rolled back, but no Incident records revision 2 within 30 s")
+        time.sleep(POLL)
     status = incident["status"]
 
     def at(text: str) -> float:

@@ -150,11 +150,10 @@ class Applier:
             record = await self.carry_out(tp.change, now)
             status = lc.record_action(status, record, ACTION_REASONS[tp.change.plan.action], now)
             acted = True
-            # The change is made: its record must land. The copy decided on may be stale by now (a
-            # lagging cache, kopf's or a person's write to the Incident, a delivery's record), and a
-            # Conflict would leave the next cycle to rebuild it as "applied before a restart".
-            incident, written = await self._fresh(incident)
-            status = keep_deliveries(status, written)
+        # Once a change is made its record must land: the copy decided on may be stale by now (a lagging
+        # cache, kopf's or a person's write to the Incident, a delivery's record), and a Conflict would leave
+        # the next cycle to rebuild it as "applied before a restart". So a Conflict after a change re-reads
+        # the Incident and writes the record against it (the first try costs no extra round trip).
         for attempt in range(RECORD_ATTEMPTS if acted else 1):
             before = _parsed(written)
             try:
