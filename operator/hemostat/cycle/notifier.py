@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..decide import conditions as c
 from ..kube import Conflict, Kube, merge_patch
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import Notify
+from .objects import dump
 from .snapshot import known_status
 
 log = logging.getLogger("hemostat.notify")
@@ -45,9 +47,7 @@ class Notifier:
         why = notify.due(status.notifications, status.phase, ispec.severity, settings.cadence, now)
         if why:
             self._inflight.add(meta["uid"])
-            task = asyncio.create_task(self._deliver(incident, ispec, status, settings, why, now))
-            self._tasks.add(task)  # the loop holds tasks weakly: keep each until it is done
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._deliver(incident, ispec, status, settings, why, now))
 
     async def _deliver(
         self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, settings: Notify, why: str, now: datetime
@@ -76,9 +76,12 @@ class Notifier:
     def policy_alert(self, namespace: str, policy: str, settings: Notify, reason: str, message: str) -> None:
         """A message about the policy itself (not an Incident) to its webhooks, in the background."""
         if settings.webhooks:
-            task = asyncio.create_task(self._alert(namespace, policy, settings, reason, message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._alert(namespace, policy, settings, reason, message))
+
+    def _spawn(self, delivery: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(delivery)
+        self._tasks.add(task)  # the loop holds tasks weakly: keep each until it is done
+        task.add_done_callback(self._tasks.discard)
 
     async def _alert(self, namespace: str, policy: str, settings: Notify, reason: str, message: str) -> None:
         for attempt in range(ATTEMPTS):
@@ -106,7 +109,7 @@ class Notifier:
                 return
             written = known_status(fresh)
             status = after_delivery(IncidentStatus.model_validate(written), phase, error, hooks, at)
-            patch = merge_patch(written, status.model_dump(by_alias=True, exclude_none=True, mode="json"))
+            patch = merge_patch(written, dump(status))
             try:
                 await self.kube.patch_status("incidents", ns, name, patch, fresh["metadata"]["resourceVersion"])
                 return
