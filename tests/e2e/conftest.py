@@ -10,9 +10,11 @@ These tests never skip: if no control plane can be had, the session fails with t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -132,6 +134,23 @@ def simulator(testenv: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     assert sim.alive(), f"simulator exited:\n{sim.log()}"
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def faults(testenv: Cluster, simulator: Proc) -> Iterator[Callable[..., None]]:
+    """Declare faults outside the Deployments (the simulator's PUT /faults); none are left after the test."""
+    assert testenv.prometheus_targets is not None
+    (entry,) = json.loads((testenv.prometheus_targets / "e2e-sim.json").read_text())[:1]
+    url = f"http://{entry['targets'][0]}/faults"
+
+    def declare(*declared: dict[str, Any]) -> None:
+        body = json.dumps({"faults": list(declared)}).encode()
+        request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200, resp.read()
+
+    yield declare
+    declare()
 
 
 class Operators:

@@ -10,6 +10,7 @@ without a cluster in tests.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from . import faults as f
 from .behaviour import Effect, ObservedPod, PodRef, PodTraffic, accrue, capacity, resolve
 from .metrics import (
     MetricsServer,
@@ -116,8 +118,10 @@ class App:
 
     def __init__(self, source: PodSource, options: Options, initial: Sequence[ObservedPod] = ()) -> None:
         self.options = options
-        self.metrics = TrafficMetrics(options.shards)
-        self.simulator = Simulator(source, self.metrics, options.effects, initial)
+        self.faults = f.Faults()
+        self.metrics = TrafficMetrics(options.shards, hidden=self.faults.hidden)
+        # after the others: a surge multiplies the load the capacity model shared out
+        self.simulator = Simulator(source, self.metrics, (*options.effects, self.faults), initial)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.server: MetricsServer | None = None
@@ -125,7 +129,7 @@ class App:
     def start(self) -> MetricsServer:
         """Bind, publish the targets file, start the loops; returns the bound server."""
         o = self.options
-        self.server = start_metrics_server(self.metrics.exposition, o.host, o.port, o.shards)
+        self.server = start_metrics_server(self.metrics.exposition, o.host, o.port, o.shards, self.faults_api)
         if o.targets_file is not None:
             write_targets_file(o.targets_file, self.server.target, o.shards)
         for name, loop in (("sim-poller", self._poll_loop), ("sim-ticker", self._tick_loop)):
@@ -146,6 +150,22 @@ class App:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+    def faults_api(self, method: str, body: bytes) -> tuple[str, bytes]:
+        """GET /faults: the faults in force; PUT /faults: replace them (a counterReset happens at once)."""
+        if method == "PUT":
+            try:
+                declared = f.parse(json.loads(body or b"null"))
+            except (ValueError, f.FaultError) as exc:  # JSONDecodeError is a ValueError
+                return "400 Bad Request", json.dumps({"error": str(exc)}).encode()
+            self.faults.replace(declared)
+            resets = [x for x in declared if x.kind == "counterReset"]
+            if resets:
+                self.metrics.reset(lambda ns, dep: any(x.hits(ns, dep) for x in resets))
+            log.info("faults now: %s", json.dumps([x.to_json() for x in declared]))
+        elif method != "GET":
+            return "405 Method Not Allowed", json.dumps({"error": "GET or PUT"}).encode()
+        return "200 OK", json.dumps({"faults": self.faults.current()}).encode()
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.options.resync):

@@ -177,7 +177,7 @@ CAPACITY_RPS = ANNOTATION_PREFIX + "capacity-rps"
 OVERLOAD_SLOWDOWN = 10.0  # latency multiplier per 100 % of overload
 
 
-def _positive(annotations: Mapping[str, str], key: str) -> float | None:
+def positive(annotations: Mapping[str, str], key: str) -> float | None:
     try:
         value = float(annotations.get(key, ""))
     except ValueError:
@@ -195,13 +195,13 @@ def capacity(pods: Sequence[ReadyPod]) -> Sequence[ReadyPod]:
         counts[key] = counts.get(key, 0) + 1
     out = []
     for pod in pods:
-        load = _positive(pod.annotations, LOAD_RPS)
+        load = positive(pod.annotations, LOAD_RPS)
         if load is None:
             out.append(pod)
             continue
         share = load / counts[(pod.ref.namespace, pod.ref.deployment)]
         b = pod.behaviour
-        cap = _positive(pod.annotations, CAPACITY_RPS)
+        cap = positive(pod.annotations, CAPACITY_RPS)
         overload = max(0.0, share / cap - 1.0) if cap else 0.0
         latency = b.latency_ms * (1.0 + OVERLOAD_SLOWDOWN * overload)
         out.append(ReadyPod(pod.ref, Behaviour(b.error_rate, latency, share), pod.annotations))

@@ -32,10 +32,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class _Series:
     """Totals of one (namespace, deployment, pod_template_hash) since the simulator started."""
 
-    __slots__ = ("buckets", "count", "error", "labels", "ok", "sum")
+    __slots__ = ("buckets", "count", "error", "key", "labels", "ok", "sum")
 
-    def __init__(self, labels: str) -> None:
-        self.labels = labels  # rendered once: the label set is fixed for the series' life
+    def __init__(self, key: tuple[str, str, str]) -> None:
+        self.key = key
+        self.labels = _label_text(key)  # rendered once: the label set is fixed for the series' life
+        self.reset()
+
+    def reset(self) -> None:
         self.ok = self.error = self.sum = 0.0
         self.count = 0
         self.buckets = [0] * len(LATENCY_BUCKETS)  # cumulative, as exposed
@@ -60,10 +64,11 @@ class TrafficMetrics:
     Deployment's series all live in one shard, so one scrape sees its errors and its total.
     """
 
-    def __init__(self, shards: int = 1) -> None:
+    def __init__(self, shards: int = 1, hidden: Callable[[str, str], bool] | None = None) -> None:
         if shards < 1:
             raise ValueError(f"shards must be at least 1, got {shards}")
         self.shards = shards
+        self.hidden = hidden  # (namespace, deployment) -> leave its series out (a scrape gap)
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._by_shard: list[list[_Series]] = [[] for _ in range(shards)]  # each series, filed once at birth
@@ -85,7 +90,7 @@ class TrafficMetrics:
                 key = (inc.ref.namespace, inc.ref.deployment, inc.ref.pod_template_hash)
                 series = self._series.get(key)
                 if series is None:
-                    series = self._series[key] = _Series(_label_text(key))
+                    series = self._series[key] = _Series(key)
                     self._by_shard[self.shard_of(key[0], key[1])].append(series)
                 series.ok += inc.ok
                 series.error += inc.error
@@ -94,12 +99,24 @@ class TrafficMetrics:
             self.generation += 1
             self._bodies = {}
 
+    def reset(self, which: Callable[[str, str], bool]) -> int:
+        """Counters of these (namespace, deployment) back to zero, as after a restart; how many series."""
+        with self._lock:
+            hit = [s for s in self._series.values() if which(s.key[0], s.key[1])]
+            for s in hit:
+                s.reset()
+            self._bodies = {}
+            return len(hit)
+
     def exposition(self, shard: int | None = None) -> bytes:
         """The text exposition of one shard (None: all), of whole ticks only, rendered at most once per tick."""
         with self._lock:
             body = self._bodies.get(shard)
             if body is None:
                 series = self._series.values() if shard is None else self._by_shard[shard]
+                if self.hidden is not None:
+                    hidden = self.hidden
+                    series = [s for s in series if not hidden(s.key[0], s.key[1])]
                 body = self._bodies[shard] = _render(series)
                 self.renders += 1
             return body
@@ -178,13 +195,25 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def start_metrics_server(render: Callable[[int | None], bytes], host: str, port: int, shards: int = 1) -> MetricsServer:
-    """Serve `render(None)` on /metrics and `render(i)` on /metrics/<i> for each shard i, on
-    host:port (0 = any free port); raises OSError if it cannot bind."""
+# (method, request body) -> (HTTP status line, JSON body): the simulator's /faults
+FaultsApi = Callable[[str, bytes], tuple[str, bytes]]
+MAX_BODY = 1 << 20
+
+
+def start_metrics_server(
+    render: Callable[[int | None], bytes], host: str, port: int, shards: int = 1, faults: FaultsApi | None = None
+) -> MetricsServer:
+    """Serve `render(None)` on /metrics and `render(i)` on /metrics/<i> for each shard i, and `faults`
+    on /faults, on host:port (0 = any free port); raises OSError if it cannot bind."""
     paths: dict[str, int | None] = {"/": None, "/metrics": None, **{shard_path(i): i for i in range(shards)}}
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO")
+        if path == "/faults" and faults is not None:
+            length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_BODY)
+            status, answer = faults(environ["REQUEST_METHOD"], environ["wsgi.input"].read(length) if length else b"")
+            start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))])
+            return [answer]
         if path not in paths:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found"]

@@ -1,0 +1,129 @@
+"""Is it the deploy? On the real control plane, real Prometheus and the simulator's faults outside the
+Deployments: a shared outage after a healthy rollout is not rolled back; a bad rollout during one is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import Cluster, wait_for
+from scenarios import BATCHED_ERROR_RATIO, app, deployment_state, incidents, rollout, wait_ready
+
+FLEET = ("web", "cart", "api", "auth")
+
+
+def shop_policy() -> dict[str, Any]:
+    return {
+        "apiVersion": "hemostat.dev/v1alpha1",
+        "kind": "MitigationPolicy",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "target": {"selector": {"matchLabels": {"tier": "shop"}}},
+            "interval": "1s",
+            "signals": [
+                {
+                    "name": "error-rate",
+                    "prometheus": {"query": BATCHED_ERROR_RATIO, "batch": {}},
+                    "breachWhen": {"above": 0.05},
+                    "for": "2s",
+                }
+            ],
+            "mitigation": {"steps": [{"rollback": {}}], "verifyFor": "5s"},
+            "guardrails": {"cooldown": "1s"},
+        },
+    }
+
+
+def fleet(testenv: Cluster, ns: str) -> None:
+    for name in FLEET:
+        testenv.apply(app(name, f"registry.local/{name}:v1", labels={"tier": "shop"}), ns)
+    for name in FLEET:
+        wait_ready(testenv, ns, name)
+    testenv.apply(shop_policy(), ns)
+
+    def all_healthy() -> bool:
+        mp = testenv.get("mp", "shop", ns)
+        verdicts = [t.get("verdicts", {}).get("error-rate") for t in mp.get("status", {}).get("targets", [])]
+        return verdicts == ["Healthy"] * len(FLEET)
+
+    wait_for("four healthy targets", all_healthy, timeout=90)
+
+
+def healthy_release_of_web(testenv: Cluster, ns: str) -> None:
+    rollout(testenv, ns, "web", "registry.local/web:v2", error_rate=0.0)
+    wait_for("web's rollout done", lambda: deployment_state(testenv, ns, "web") == ("2", "registry.local/web:v2"))
+    wait_ready(testenv, ns, "web")
+
+
+def escalated(testenv: Cluster, ns: str, target: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        inc = incident_of(testenv, ns, target)
+        return inc if inc and inc.get("status", {}).get("phase") == "Escalated" else None
+
+    found: dict[str, Any] = wait_for(f"{target}'s incident escalated to a person", probe, timeout=90)
+    return found
+
+
+def incident_of(testenv: Cluster, ns: str, target: str) -> dict[str, Any] | None:
+    return next((i for i in incidents(testenv, ns) if i["spec"]["target"]["name"] == target), None)
+
+
+def test_a_shared_outage_after_a_healthy_rollout_is_not_rolled_back(
+    testenv: Cluster, namespace: str, simulator, operators, faults
+) -> None:
+    operators.start(namespace)
+    fleet(testenv, namespace)
+    healthy_release_of_web(testenv, namespace)
+    faults({"kind": "dependency", "namespace": namespace, "deployments": list(FLEET), "errorRate": 0.3})
+
+    def acted_on() -> dict[str, Any] | None:  # escalated to a person, or mitigated
+        inc = incident_of(testenv, namespace, "web")
+        return inc if inc and inc.get("status", {}).get("phase") in ("Escalated", "Monitoring", "Resolved") else None
+
+    inc = wait_for("web's incident acted on", acted_on, timeout=90)
+    assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "the good release stays"
+    status = inc["status"]
+    assert status["phase"] == "Escalated"
+    attribution = status["attribution"]
+    assert attribution["verdict"] == "global", attribution
+    assert "3 of 3 untouched peers breach too" in attribution["reason"]
+    assert {c["kind"] for c in attribution["evidence"]} == {"dataQuality", "contrast", "fleet", "traffic", "timing"}
+    reasons = [e["reason"] for e in status["timeline"]]
+    assert reasons[:2] == ["Detected", "Attributed"] and reasons[-1] == "Escalated"
+    assert status.get("actions", []) == []
+
+    # the outage ends: the incident resolves without any rollback
+    faults()
+    wait_for(
+        "web's incident resolved",
+        lambda: (incident_of(testenv, namespace, "web") or {}).get("status", {}).get("phase") == "Resolved",
+        timeout=90,
+    )
+    assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2")
+
+
+def test_a_bad_rollout_during_a_shared_outage_is_still_rolled_back(
+    testenv: Cluster, namespace: str, simulator, operators, faults
+) -> None:
+    operators.start(namespace)
+    fleet(testenv, namespace)
+    healthy_release_of_web(testenv, namespace)
+    faults({"kind": "dependency", "namespace": namespace, "deployments": list(FLEET), "errorRate": 0.2})
+    assert escalated(testenv, namespace, "web")["status"]["attribution"]["verdict"] == "global"
+
+    rollout(testenv, namespace, "web", "registry.local/web:v3", error_rate=1.0)  # a bad release, mid-outage
+
+    def rolled_back() -> dict[str, Any] | None:
+        inc = incident_of(testenv, namespace, "web")
+        actions = (inc or {}).get("status", {}).get("actions", [])
+        return inc if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
+
+    inc = wait_for("web rolled back", rolled_back, timeout=90)
+    status = inc["status"]
+    assert status["attribution"]["verdict"] == "deploy" and status["attribution"]["revision"] == 3, status
+    (action,) = status["actions"]
+    assert (
+        action["from"] == "revision 3 (registry.local/web:v3)" and action["to"] == "revision 2 (registry.local/web:v2)"
+    )
+    assert deployment_state(testenv, namespace, "web") == ("4", "registry.local/web:v2")
+    said = [e["message"] for e in status["timeline"] if e["reason"] == "Attributed"]
+    assert said[0].startswith("cause: global") and said[-1].startswith("cause: deploy (was global)"), said
