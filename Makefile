@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench bench-scale image kind-up kind-down clean
+.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench bench-scale bench-attribution image kind-up kind-down clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ kind-down: ## delete the kind cluster
 
 clean: testenv-down ## remove the venv and local state
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench-attribution: $(STAMP) testenv-up ## the attribution corpus (109 labelled scenarios, attribution on and off): confusion matrix, wrong rollbacks, missed bad deploys
+	$(BIN)/python bench/attribution.py --parallel $${ATTRIBUTION_PARALLEL:-8}
 
 bench: $(STAMP) testenv-up ## latency of detect/rollback/resolve, the rollout-watch fast lane (tables + bench/results/*.json); SOAK_MINUTES=30 adds a soak
 	$(BIN)/python bench/run.py latency --runs $${BENCH_RUNS:-10}

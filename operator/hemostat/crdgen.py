@@ -173,6 +173,7 @@ def crds() -> dict[str, Schema]:
             _col("Severity", ".spec.severity"),
             _col("Phase", ".status.phase"),
             _col("Target", ".spec.target.name"),
+            _col("Cause", ".status.attribution.verdict", desc="Attribution's verdict: is it the deploy?"),
             _col("Mitigation", ".status.lastMitigation"),
             _col("TTM", ".status.timeToMitigate", desc="Time to mitigate"),
             _col("Policy", ".spec.policyRef.name", priority=1),

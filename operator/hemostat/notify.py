@@ -66,12 +66,20 @@ def payload(
         "latest": {"at": latest.at, "reason": latest.reason, "message": latest.message} if latest else None,
         "timeline": [{"at": e.at, "reason": e.reason, "message": e.message} for e in status.timeline[-10:]],
     }
+    cause = status.attribution
+    if cause is not None:
+        facts["cause"] = cause.model_dump(
+            by_alias=True, exclude_none=True, include={"verdict", "confidence", "reason", "hold_until", "evidence"}
+        )
     if fmt != "slack":
         return facts
     icon = {"Resolved": ":white_check_mark:", "Escalated": ":rotating_light:"}.get(status.phase or "", ":warning:")
     line = f"{icon} *{spec.severity}* `{namespace}/{name}` is *{status.phase}*: {slack_escape(spec.summary)}"
     if latest:
         line += f"\n> {latest.at} {latest.reason}: {slack_escape(latest.message)}"
+    if cause is not None:
+        line += f"\n> cause: {cause.verdict} ({cause.confidence:.2f}): {slack_escape(cause.reason)}"
+        line += f"; nothing is changed until {cause.hold_until}" if cause.hold_until else ""
     return {"text": line}
 
 

@@ -38,7 +38,12 @@ def suggested_actions(spec: IncidentSpec, status: IncidentStatus) -> list[tuple[
     """(item, type) suggestions derived from what happened; people own and refine them."""
     items: list[tuple[str, str]] = []
     breached = ", ".join(e.signal for e in status.evidence) or "the breached signals"
-    if status.revision is not None:
+    cause = status.attribution.verdict if status.attribution else None
+    if cause not in (None, "deploy"):
+        items.append(
+            (f"Confirm the cause Hemostat attributed ({cause}) and find what failed outside the deploy", "prevent")
+        )
+    elif status.revision is not None:
         items.append(
             (
                 f"Find why revision {status.revision} ({status.image}) raised {breached}, and add a check "
@@ -134,6 +139,15 @@ def render(incident: dict[str, Any], now: datetime, trigger_diff: str | None = N
         ]
     elif trigger_diff is not None:
         lines += ["", "The pod template running now is the incident's revision: nothing was rolled back."]
+    lines += ["", "## Cause (attribution)", ""]
+    a = status.attribution
+    if a is None:
+        lines.append("Not attributed (attribution off, or a person declared the incident).")
+    else:
+        observed = " (observe mode: it did not steer the mitigation)" if a.mode == "observe" else ""
+        lines.append(f"Verdict **{a.verdict}**, confidence {a.confidence:.2f}, at {a.at}{observed}: {a.reason}")
+        lines += ["", "| Evidence | Says | Detail |", "|---|---|---|"]
+        lines += [f"| {x.kind} | {x.says} | {x.detail} |" for x in a.evidence]
     lines += ["", "## Mitigation", ""]
     if status.actions:
         lines += ["| Step | Result | From | To | At | Note |", "|---|---|---|---|---|---|"]

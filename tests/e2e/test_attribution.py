@@ -3,26 +3,32 @@ Deployments: a shared outage after a healthy rollout is not rolled back; a bad r
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from conftest import Cluster, wait_for
-from scenarios import BATCHED_ERROR_RATIO, app, deployment_state, incidents, rollout, wait_ready
+from scenarios import BATCHED_ERROR_RATIO, app, deployment_state, incidents, rollout, target_verdict, wait_ready
 
 FLEET = ("web", "cart", "api", "auth")
+_BY = "sum by (namespace, deployment, pod_template_hash)"
+_ALL = 'rate(http_requests_total{namespace="{{ namespace }}",deployment=~"{{ deployments }}"}[5s])'
+_ERRORS = 'rate(http_requests_total{namespace="{{ namespace }}",deployment=~"{{ deployments }}",code="500"}[5s])'
+BY_REVISION = f"({_BY} ({_ERRORS}) or {_BY} ({_ALL}) * 0) / {_BY} ({_ALL})"
 
 
-def shop_policy() -> dict[str, Any]:
+def shop_policy(name: str = "shop", labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "hemostat.dev/v1alpha1",
         "kind": "MitigationPolicy",
-        "metadata": {"name": "shop"},
+        "metadata": {"name": name},
         "spec": {
-            "target": {"selector": {"matchLabels": {"tier": "shop"}}},
+            "target": {"selector": {"matchLabels": labels or {"tier": "shop"}}},
             "interval": "1s",
             "signals": [
                 {
                     "name": "error-rate",
                     "prometheus": {"query": BATCHED_ERROR_RATIO, "batch": {}},
+                    "byRevision": {"query": BY_REVISION},
                     "breachWhen": {"above": 0.05},
                     "for": "2s",
                 }
@@ -127,3 +133,60 @@ def test_a_bad_rollout_during_a_shared_outage_is_still_rolled_back(
     assert deployment_state(testenv, namespace, "web") == ("4", "registry.local/web:v2")
     said = [e["message"] for e in status["timeline"] if e["reason"] == "Attributed"]
     assert said[0].startswith("cause: global") and said[-1].startswith("cause: deploy (was global)"), said
+
+
+# A rollout that keeps both revisions serving for a minute: each new Pod must stay Ready 60 s
+# before the next step, so the old revision is the control while attribution decides.
+SLOW_ROLLOUT = {"minReadySeconds": 60, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}
+
+
+def rolling_web(testenv: Cluster, ns: str, error_rate: float) -> None:
+    """web alone under its policy, then a rollout to v2 (`error_rate` on the new Pods) left in progress."""
+    testenv.apply(app("web", "registry.local/web:v1", **SLOW_ROLLOUT), ns)
+    wait_ready(testenv, ns, "web")
+    testenv.apply(shop_policy("web", {"app": "web"}), ns)
+    wait_for("web healthy", lambda: target_verdict(testenv, ns, "web", "web") == "Healthy", timeout=60)
+    rollout(testenv, ns, "web", "registry.local/web:v2", error_rate=error_rate)
+
+
+def test_while_both_revisions_serve_a_cause_they_share_is_not_the_deploy(
+    testenv: Cluster, namespace: str, simulator, operators, faults
+) -> None:
+    operators.start(namespace)
+    rolling_web(testenv, namespace, error_rate=0.0)
+    wait_for("v2 serving beside v1", lambda: len(serving_revisions(testenv, namespace, "web")) == 2, timeout=60)
+    faults({"kind": "dependency", "namespace": namespace, "deployments": ["web"], "errorRate": 0.3})
+
+    inc = escalated(testenv, namespace, "web")
+    attribution = inc["status"]["attribution"]
+    assert attribution["verdict"] == "dependency", attribution
+    contrast = next(c for c in attribution["evidence"] if c["kind"] == "contrast")
+    assert contrast["says"] == "shared" and "both revisions breach alike" in contrast["detail"], contrast
+    assert inc["status"].get("actions", []) == []
+    assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "the rollout goes on"
+
+
+def test_while_both_revisions_serve_a_new_revision_failing_alone_is_rolled_back(
+    testenv: Cluster, namespace: str, simulator, operators
+) -> None:
+    operators.start(namespace)
+    rolling_web(testenv, namespace, error_rate=1.0)
+
+    def rolled_back() -> dict[str, Any] | None:
+        inc = incident_of(testenv, namespace, "web")
+        actions = (inc or {}).get("status", {}).get("actions", [])
+        return inc if any(a["result"] == "Succeeded" for a in actions) else None
+
+    attribution = wait_for("web rolled back", rolled_back, timeout=90)["status"]["attribution"]
+    assert attribution["verdict"] == "deploy" and attribution["confidence"] == 0.95, attribution["evidence"]
+    assert "only the new revision breaches" in attribution["reason"]
+    assert deployment_state(testenv, namespace, "web") == ("3", "registry.local/web:v1")
+
+
+def serving_revisions(testenv: Cluster, ns: str, name: str) -> list[str]:
+    sets = json.loads(testenv.kubectl("get", "rs", "-n", ns, "-l", f"app={name}", "-o", "json").stdout)["items"]
+    return [
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        for rs in sets
+        if rs["status"].get("readyReplicas")
+    ]

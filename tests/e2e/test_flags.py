@@ -93,7 +93,7 @@ def test_flag_errors_are_stopped_by_the_kill_switch(
         "OpenFeature evaluation of new-pricing: variant on (TARGETING_MATCH) -> variant off (STATIC)"
     )
     reasons = [e["reason"] for e in inc["status"]["timeline"]]
-    assert reasons == ["Detected", "MitigationSkipped", "FlagDisabled", "Recovered"]
+    assert reasons == ["Detected", "Attributed", "MitigationSkipped", "FlagDisabled", "Recovered"]
     flag, stored_annotations = stored_flag(testenv, namespace, kind)
     assert flag == {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
     # what a person needs to restore it

@@ -72,6 +72,11 @@ def test_nothing_to_roll_back_to_is_skipped_then_escalated(
     (action,) = inc["status"]["actions"]
     assert action["result"] == "Skipped"
     assert action["message"] == "no revision older than 1 is left to roll back to"
-    assert [e["reason"] for e in inc["status"]["timeline"]] == ["Detected", "MitigationSkipped", "Escalated"]
+    assert [e["reason"] for e in inc["status"]["timeline"]] == [
+        "Detected",
+        "Attributed",
+        "MitigationSkipped",
+        "Escalated",
+    ]
     assert condition(inc, "Escalated")["status"] == "True"
     assert deployment_state(testenv, namespace, "fresh") == ("1", "registry.local/fresh:v1")

@@ -48,7 +48,7 @@ def test_overload_skips_rollback_then_scales_up_and_latency_recovers(
         "2 replicas",
         "4 replicas",
     )
-    assert reasons(inc) == ["Detected", "MitigationSkipped", "ScaledUp", "Recovered"]
+    assert reasons(inc) == ["Detected", "Attributed", "MitigationSkipped", "ScaledUp", "Recovered"]
     assert float(inc["status"]["evidence"][0]["value"]) > 0.1
     assert testenv.get("deployment", "feed", namespace)["spec"]["replicas"] == 4
 
@@ -109,7 +109,7 @@ def test_a_ladder_that_cannot_help_escalates_with_every_step_recorded(
         ("disableFlag", "Skipped"),
     ]
     assert inc["status"]["actions"][1]["to"] == "3 replicas"  # 2 x 2 capped by maxReplicas 3
-    assert reasons(inc) == ["Detected", "MitigationSkipped", "ScaledUp", "MitigationSkipped", "Escalated"]
+    assert reasons(inc) == ["Detected", "Attributed", "MitigationSkipped", "ScaledUp", "MitigationSkipped", "Escalated"]
     assert condition(inc, "Escalated")["status"] == "True"
     assert "tried: rollback, scaleUp, disableFlag" in condition(inc, "Escalated")["message"]
     wait_for("3 replicas", lambda: testenv.get("deployment", "broken", namespace)["spec"]["replicas"] == 3, 10)

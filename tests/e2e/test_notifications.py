@@ -71,7 +71,7 @@ def test_phase_changes_reach_json_and_slack_receivers(
         inc["spec"]["severity"],
         "rollback",
     )
-    assert [e["reason"] for e in first["timeline"]] == ["Detected", "RolledBack"]
+    assert [e["reason"] for e in first["timeline"]] == ["Detected", "Attributed", "RolledBack"]
     slack = [b["text"] for p, b in received if p == "/slack"]
     assert len(slack) == 2 and "is *Resolved*" in slack[-1]
     assert condition(inc, "Notified")["status"] == "True"

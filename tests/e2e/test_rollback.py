@@ -58,7 +58,7 @@ def test_bad_rollout_is_rolled_back_and_resolved(testenv: Cluster, namespace: st
     assert action["step"] == "rollback" and action["result"] == "Succeeded"
     assert action["from"] == "revision 2 (registry.local/checkout:v2)"
     assert action["to"] == "revision 1 (registry.local/checkout:v1)"
-    assert [e["reason"] for e in status["timeline"]] == ["Detected", "RolledBack", "Recovered"]
+    assert [e["reason"] for e in status["timeline"]] == ["Detected", "Attributed", "RolledBack", "Recovered"]
     (evidence,) = status["evidence"]
     value = float(evidence["value"])
     assert 0.05 < value <= 0.5 + 1e-6  # between the threshold and the simulated 50 % error rate
@@ -125,7 +125,7 @@ def test_dry_run_records_but_leaves_the_deployment(testenv: Cluster, namespace: 
     assert action["result"] == "DryRun"
     assert action["from"] == "revision 2 (registry.local/search:v2)"
     assert action["to"] == "revision 1 (registry.local/search:v1)"
-    assert [e["reason"] for e in inc["status"]["timeline"]] == ["Detected", "DryRun", "Escalated"]
+    assert [e["reason"] for e in inc["status"]["timeline"]] == ["Detected", "Attributed", "DryRun", "Escalated"]
     assert deployment_state(testenv, namespace, "search") == ("2", "registry.local/search:v2")
 
 
@@ -167,7 +167,7 @@ def test_operator_killed_after_the_patch_rolls_back_exactly_once(
     assert action["to"] == "revision 1 (registry.local/cart:v1)"
     # what was detected before the crash is what the record says, not what the world looks like now
     assert (status["revision"], status["image"]) == (2, "registry.local/cart:v2")
-    assert [e["reason"] for e in status["timeline"]] == ["Detected", "RolledBack", "Recovered"]
+    assert [e["reason"] for e in status["timeline"]] == ["Detected", "Attributed", "RolledBack", "Recovered"]
     assert status["detectedAt"] <= action["at"]
     # exactly one rollback: revision 3 is the undo; a second undo would have made revision 4
     assert deployment_state(testenv, namespace, "cart") == ("3", "registry.local/cart:v1")

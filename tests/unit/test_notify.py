@@ -128,3 +128,29 @@ def test_only_a_recently_resolved_incident_with_its_update_undelivered_is_unsent
     assert not is_unsent(incident("Resolved", "Resolved"), now)
     assert not is_unsent(incident("Monitoring", "Detected"), now)
     assert not is_unsent(incident("Resolved", "Monitoring", resolved="2026-11-21T13:00:00Z"), now)
+
+
+def test_the_cause_and_a_hold_deadline_reach_the_people_told() -> None:
+    spec = IncidentSpec.model_validate(
+        {"severity": "SEV2", "summary": "error-rate 0.3 > 0.05", "target": {"name": "web"}}
+    )
+    status = IncidentStatus.model_validate(
+        {
+            "phase": "Detected",
+            "attribution": {
+                "verdict": "unknown",
+                "confidence": 0.5,
+                "mode": "enforce",
+                "reason": "the breach began 2m before revision 3 became current",
+                "at": "2026-11-23T14:00:00Z",
+                "holdUntil": "2026-11-23T14:02:00Z",
+                "evidence": [{"kind": "timing", "says": "shared", "detail": "the breach began 2m before revision 3"}],
+            },
+        }
+    )
+    body = payload("json", "web-1", "shop", spec, status, "phase Detected")
+    assert body["cause"]["verdict"] == "unknown" and body["cause"]["holdUntil"] == "2026-11-23T14:02:00Z"
+    assert body["cause"]["evidence"][0]["kind"] == "timing"
+    text = payload("slack", "web-1", "shop", spec, status, "phase Detected")["text"]
+    assert "\n> cause: unknown (0.50): the breach began 2m before revision 3 became current" in text
+    assert "; nothing is changed until 2026-11-23T14:02:00Z" in text

@@ -111,3 +111,23 @@ def test_trigger_shows_what_changed_in_the_pod_template() -> None:
     text = render(incident(), NOW, diff)
     assert "```diff" in text and "+  - image: shop/checkout:v6" in text
     assert "nothing was rolled back" in render(incident(), NOW, "")
+
+
+def test_the_attributed_cause_and_its_evidence_are_in_the_draft() -> None:
+    attribution = {
+        "verdict": "global",
+        "confidence": 0.85,
+        "mode": "enforce",
+        "reason": "error-rate: 3 of 3 untouched peers breach too",
+        "at": "2026-11-23T14:00:30Z",
+        "evidence": [
+            {"kind": "fleet", "says": "global", "detail": "error-rate: 3 of 3 untouched peers breach too"},
+            {"kind": "timing", "says": "deploy", "detail": "the breach began 4m after revision 7 became current"},
+        ],
+    }
+    text = render(incident(attribution=attribution, actions=[]), NOW)
+    assert "Verdict **global**, confidence 0.85, at 2026-11-23T14:00:30Z: error-rate: 3 of 3" in text
+    assert "| fleet | global | error-rate: 3 of 3 untouched peers breach too |" in text
+    assert "Confirm the cause Hemostat attributed (global)" in text
+    assert "Find why revision 7" not in text, "the deploy is not named the trigger when the evidence blames elsewhere"
+    assert "Not attributed" in render(incident(), NOW)

@@ -39,13 +39,14 @@ from ..actions.base import (
     marker_problem,
 )
 from ..actions.steps import ACTION_REASONS, STEP_OF_ACTION, kind_of
+from ..decide import attribution, ledger
 from ..decide import conditions as c
 from ..decide import health as h
-from ..decide import ledger
 from ..decide import lifecycle as lc
 from ..models.common import parse_duration
 from ..models.incident import ActionRecord, IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, TargetStatus
+from . import attribute
 from .objects import Change, change_for, incident_body, incident_name
 from .snapshot import PAUSED, Snapshot, TargetView
 
@@ -92,15 +93,47 @@ def decide(snap: Snapshot, now: datetime) -> CyclePlan:
     if snap.spec is None:
         return CyclePlan(snap, (), now)
     around = Around.of(snap.replicasets, snap.hpas)
-    return CyclePlan(snap, tuple(_isolated(snap, snap.spec, view, now, around) for view in snap.targets), now)
+    seen = {view.name: seen for view in snap.targets if (seen := _seen(snap.spec, view, around, snap, now))}
+    fleet = attribution.Fleet.of({n: (x.health, x.revision_since) for n, x in seen.items()}, snap.spec.signals)
+    plans = (_isolated(snap, snap.spec, view, now, around, seen.get(view.name), fleet) for view in snap.targets)
+    return CyclePlan(snap, tuple(plans), now)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One target's health and revision this cycle, computed once for its own decision and for its peers'."""
+
+    health: h.Health
+    revision: int | None
+    revision_since: datetime | None
+
+
+def _assess(spec: MitigationPolicySpec, view: TargetView, objects: Objects, now: datetime) -> Seen:
+    previous = view.previous
+    since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
+    gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
+    return Seen(h.assess(spec.signals, view.readings, since, now, gate), *_revision(view, objects, now))
+
+
+def _seen(spec: MitigationPolicySpec, view: TargetView, around: Around, snap: Snapshot, now: datetime) -> Seen | None:
+    try:
+        return _assess(spec, view, around.objects(view.deployment, snap.sources), now)
+    except Exception:  # left out of the fleet; its own decision raises again and fails it alone
+        return None
 
 
 def _isolated(
-    snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, now: datetime, around: Around
+    snap: Snapshot,
+    spec: MitigationPolicySpec,
+    view: TargetView,
+    now: datetime,
+    around: Around,
+    seen: Seen | None,
+    fleet: attribution.Fleet,
 ) -> TargetPlan:
     """One target's decision; one that raises (a case nobody foresaw) fails that target alone."""
     try:
-        return decide_target(snap, spec, view, now, around)
+        return decide_target(snap, spec, view, now, around, seen, fleet)
     except Exception as exc:
         error = f"could not decide: {type(exc).__name__}: {exc}"[:512]
         kept = view.previous or TargetStatus(name=view.name)  # its clocks and incident, as a read error keeps them
@@ -165,15 +198,19 @@ def _revision(view: TargetView, objects: Objects, now: datetime) -> tuple[int | 
 
 
 def decide_target(
-    snap: Snapshot, spec: MitigationPolicySpec, view: TargetView, now: datetime, around: Around | None = None
+    snap: Snapshot,
+    spec: MitigationPolicySpec,
+    view: TargetView,
+    now: datetime,
+    around: Around | None = None,
+    seen: Seen | None = None,
+    fleet: attribution.Fleet | None = None,
 ) -> TargetPlan:
     around = around or Around.of(snap.replicasets, snap.hpas)
     objects = around.objects(view.deployment, snap.sources)
     previous = view.previous
-    since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
-    gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
-    health = h.assess(spec.signals, view.readings, since, now, gate)
-    revision, revision_since = _revision(view, objects, now)
+    seen = seen or _assess(spec, view, objects, now)
+    health, revision, revision_since = seen.health, seen.revision, seen.revision_since
     target = TargetStatus(
         name=view.name,
         verdicts={s.name: s.verdict.value for s in health.signals},
@@ -206,13 +243,23 @@ def decide_target(
         return TargetPlan(name=view.name, deployment=view.deployment, target=target)
     status = recover_markers(status, objects, name, len(spec.mitigation.steps), now)
     status = lc.track_health(status, health, now)
+    window = parse_duration(spec.mitigation.rollout_window)
+    if spec.attribution.mode != "off" and lc.attributable(status, revision) and health.state is h.State.BREACHING:
+        peers = fleet or attribution.Fleet([])
+        clues = attribute.evidence(spec, view, objects, health, peers, revision, revision_since, window, now)
+        status = lc.record_attribution(status, attribution.attribute(clues), spec, revision, now)
+        if plan.create is not None:  # the verdict travels with the new Incident: a crash after the patch keeps it
+            plan = replace(plan, create=incident_body(name, snap.namespace, snap.name, view.name, ispec, status))
     guardrail = guardrails(snap, spec, view.deployment, now)
+    # the revision the verdict blames: a bad rollout during an incident blamed elsewhere is its own
+    blamed = status.attribution
+    detected = blamed.revision if blamed and blamed.verdict == "deploy" and blamed.revision else status.revision
     ctx = Context(
         incident=name,
         index=0,
         now=now,
-        detected_revision=status.revision,
-        rollout_window=parse_duration(spec.mitigation.rollout_window),
+        detected_revision=detected,
+        rollout_window=window,
         revision_since=revision_since,
     )
     status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, f"{snap.namespace}/{name}")
@@ -274,19 +321,27 @@ def advance(
     """Walk the ladder: skipped steps fall through; anything else ends this cycle's moves."""
     for _ in range(len(spec.mitigation.steps) + 1):
         move = lc.next_move(status, ispec.resolve, spec, health, guardrail, ctx.now)
-        if isinstance(move, lc.Wait):
-            return (lc.record_note(status, move.note, ctx.now) if move.note else status), None
-        if isinstance(move, lc.Resolve):
-            return lc.record_resolved(status, move.message, ctx.now, by_person=move.by_person), None
-        if isinstance(move, lc.Escalate):
-            return lc.record_escalated(status, move.message, ctx.now), None
-        planned = kind_of(move.step).plan(objects, move.step.config, replace(ctx, index=move.index))
+        if not isinstance(move, lc.Act):
+            return _moved(status, move, ctx.now), None
+        verdict = lc.follow_verdict(status, spec, move, ctx.now)
+        if isinstance(verdict, lc.Wait | lc.Escalate):
+            return _moved(status, verdict, ctx.now), None
+        step_ctx = replace(ctx, index=move.index)
+        planned = Skip(verdict) if verdict else kind_of(move.step).plan(objects, move.step.config, step_ctx)
         if isinstance(planned, Hold):  # may pass by the next cycle: wait, never skip the step for it
             return lc.record_note(status, f"next step {move.step.kind} held: {planned.reason}", ctx.now), None
         status, change = take(status, move, planned, objects, ctx.now, by)
         if change is not None or status.phase == "Monitoring":
             return status, change
     return status, None
+
+
+def _moved(status: IncidentStatus, move: lc.Wait | lc.Resolve | lc.Escalate, now: datetime) -> IncidentStatus:
+    if isinstance(move, lc.Wait):
+        return lc.record_note(status, move.note, now) if move.note else status
+    if isinstance(move, lc.Resolve):
+        return lc.record_resolved(status, move.message, now, by_person=move.by_person)
+    return lc.record_escalated(status, move.message, now)
 
 
 def take(

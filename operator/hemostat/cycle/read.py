@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from ..actions import steps
 from ..kube import Kube
-from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, TargetStatus
+from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, Signal, TargetStatus
 from ..reading import Reading, Series
-from ..signals.base import render_query, split, targets_regex
+from ..signals.base import render_query, split, split_by_revision, targets_regex
 from .snapshot import (
     EXPIRED_PER_CYCLE,
     PAUSED,
@@ -40,6 +40,7 @@ from .snapshot import (
 from .world import World
 
 GATE = "minTraffic"  # the key of the traffic gate among a target's readings
+TRAFFIC = "attribution.traffic"  # the key of the surge query
 
 
 class Reader(Protocol):
@@ -58,6 +59,8 @@ async def read_signals(
     wanted = [(s.name, s.prometheus) for s in spec.signals]
     if spec.min_traffic is not None:
         wanted.append((GATE, spec.min_traffic.prometheus))
+    if spec.attribution.mode != "off" and spec.attribution.traffic is not None:
+        wanted.append((TRAFFIC, spec.attribution.traffic.prometheus))
     out: Readings = {t: {} for t in targets}
 
     async def batched(key: str, pq: PrometheusQuery) -> None:
@@ -77,6 +80,42 @@ async def read_signals(
     await asyncio.gather(
         *(batched(k, pq) for k, pq in wanted if pq.batch is not None and targets),
         *(one(k, pq, t) for k, pq in wanted if pq.batch is None for t in targets),
+    )
+    return out
+
+
+ByRevision = dict[str, dict[str, dict[str, Reading] | Reading]]  # target -> signal -> hash -> reading
+
+
+async def read_revisions(
+    spec: MitigationPolicySpec, namespace: str, policy: str, targets: list[str], reader: Reader
+) -> ByRevision:
+    """The signals that have a per-revision form, split by target and revision (attribution's contrast)."""
+    out: ByRevision = {t: {} for t in targets}
+
+    async def batched(signal: Signal) -> None:
+        assert signal.by_revision is not None and signal.prometheus.batch is not None
+        b = signal.prometheus.batch
+        variables = {"namespace": namespace, "policy": policy, "signal": signal.name}
+        query = render_query(signal.by_revision.query, {**variables, "deployments": targets_regex(targets)})
+        answer = await reader.read_series(signal.prometheus.url, query)
+        label = signal.by_revision.revision_label
+        found = split_by_revision(answer, targets, namespace, label, (b.deployment_label, b.namespace_label), query)
+        for t in targets:
+            out[t][signal.name] = found if isinstance(found, Reading) else found[t]
+
+    async def one(signal: Signal, target: str) -> None:
+        assert signal.by_revision is not None
+        variables = {"namespace": namespace, "deployment": target, "policy": policy, "signal": signal.name}
+        query = render_query(signal.by_revision.query, variables)
+        answer = await reader.read_series(signal.prometheus.url, query)
+        found = split_by_revision(answer, [target], namespace, signal.by_revision.revision_label, None, query)
+        out[target][signal.name] = found if isinstance(found, Reading) else found[target]
+
+    split_signals = [s for s in spec.signals if s.by_revision is not None] if spec.attribution.mode != "off" else []
+    await asyncio.gather(
+        *(batched(s) for s in split_signals if s.prometheus.batch is not None and targets),
+        *(one(s, t) for s in split_signals if s.prometheus.batch is None for t in targets),
     )
     return out
 
@@ -122,9 +161,12 @@ async def read(
     )
     incidents = [i for i in incidents if adoptable(i, name)]
     previous = {t.name: t for t in status.targets}
-    readings = await read_signals(spec, namespace, name, [d["metadata"]["name"] for d in deployments], reader)
+    names = [d["metadata"]["name"] for d in deployments]
+    readings, revisions = await asyncio.gather(
+        read_signals(spec, namespace, name, names, reader), read_revisions(spec, namespace, name, names, reader)
+    )
     views = [
-        _view(d, incidents, previous.get(d["metadata"]["name"]), readings[d["metadata"]["name"]]) for d in deployments
+        _view(d, incidents, previous.get(n), readings[n], revisions[n]) for d, n in zip(deployments, names, strict=True)
     ]
     expired = tuple(i["metadata"]["name"] for i in incidents if is_expired(i, settings.incident_retention, now))
     return replace(
@@ -153,9 +195,10 @@ def _view(
     incidents: list[Body],
     previous: TargetStatus | None,
     readings: dict[str, tuple[str, Reading]],
+    by_revision: dict[str, dict[str, Reading] | Reading],
 ) -> TargetView:
     dname = deployment["metadata"]["name"]
-    signals = {k: v for k, v in readings.items() if k != GATE}
+    signals = {k: v for k, v in readings.items() if k not in (GATE, TRAFFIC)}
     mine = [i for i in incidents if i["spec"]["target"]["name"] == dname]
     newest = max(mine, key=lambda i: i["metadata"]["creationTimestamp"], default=None)
     open_ = sorted((i for i in mine if is_open(i)), key=lambda i: i["metadata"]["creationTimestamp"])
@@ -171,6 +214,8 @@ def _view(
         readings={k: r for k, (_, r) in signals.items()},
         queries={k: q for k, (q, _) in signals.items()},
         gate=readings[GATE][1] if GATE in readings else None,
+        traffic=readings[TRAFFIC][1] if TRAFFIC in readings else None,
+        by_revision=by_revision,
         previous=previous,
         incident=incident,
         last_incident=newest["metadata"]["name"] if newest else None,

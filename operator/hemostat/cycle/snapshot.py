@@ -69,6 +69,9 @@ class TargetView:
     incident: OpenIncident | None
     last_incident: str | None  # the newest Incident of this target, any phase
     error: str | None = None
+    traffic: Reading | None = None  # attribution's surge query: request rate over its baseline
+    # signal -> pod-template-hash -> reading (attribution's contrast); one ERROR reading when unsplittable
+    by_revision: Mapping[str, Mapping[str, Reading] | Reading] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,13 +109,22 @@ def one_line(exc: Exception) -> str:
 
 
 def check_templates(spec: MitigationPolicySpec) -> None:
-    queries = [(f"spec.signals[{s.name}].prometheus.query", s.prometheus) for s in spec.signals]
+    queries = [(f"spec.signals[{s.name}].prometheus.query", s.prometheus, s.prometheus.query) for s in spec.signals]
+    queries += [
+        (f"spec.signals[{s.name}].byRevision.query", s.prometheus, s.by_revision.query)
+        for s in spec.signals
+        if s.by_revision is not None
+    ]
     if spec.min_traffic is not None:
-        queries.append(("spec.minTraffic.prometheus.query", spec.min_traffic.prometheus))
-    for where, pq in queries:
+        gate = spec.min_traffic.prometheus
+        queries.append(("spec.minTraffic.prometheus.query", gate, gate.query))
+    if spec.attribution.traffic is not None:
+        traffic = spec.attribution.traffic.prometheus
+        queries.append(("spec.attribution.traffic.prometheus.query", traffic, traffic.query))
+    for where, pq, text in queries:
         known = BATCH_VARIABLES if pq.batch is not None else TEMPLATE_VARIABLES
         try:
-            render_query(pq.query, dict.fromkeys(known, "x"))
+            render_query(text, dict.fromkeys(known, "x"))
         except TemplateError as exc:
             form = " (a batch query runs once for all targets)" if pq.batch is not None else ""
             raise ValueError(f"{where}: {exc}{form}") from None
@@ -129,6 +141,8 @@ def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | N
     urls = {f"signals[{i}]": s.prometheus.url for i, s in enumerate(spec.signals)}
     if spec.min_traffic is not None:
         urls["minTraffic"] = spec.min_traffic.prometheus.url
+    if spec.attribution.traffic is not None:
+        urls["attribution.traffic"] = spec.attribution.traffic.prometheus.url
     if not settings.default_prometheus_url and None in urls.values():
         return None, "a query has no prometheus.url and the operator has no --prometheus-url"
     allowed = settings.prometheus_allow_list

@@ -9,6 +9,7 @@ from typing import Any
 from ..decide import conditions as c
 from ..models.incident import OPEN_PHASES
 from ..models.policy import MAX_TARGETS_IN_STATUS, MitigationPolicyStatus, TargetStatus
+from ..reading import Reading
 from .objects import dump
 from .plan import CyclePlan
 from .snapshot import Snapshot
@@ -57,6 +58,18 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
     else:
         message = "every marker and ledger entry is readable"
         new.conditions = c.set_condition(new.conditions, "RecordsReadable", True, c.RECORDS_OK, message, now, gen)
+    contrast = contrast_problem(snap)
+    if snap.spec is not None and snap.spec.attribution.mode != "off":
+        ok = "every signal can be split by revision"
+        new.conditions = c.set_condition(
+            new.conditions,
+            "RevisionContrast",
+            contrast is None,
+            c.CONTRAST_UNAVAILABLE if contrast else c.CONTRAST_OK,
+            contrast or ok,
+            now,
+            gen,
+        )
     failing = [t for t in targets if t.error]
     kept = _fit(targets)
     failures = ""
@@ -82,6 +95,23 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
     if stale or _without_heartbeat(new) != _without_heartbeat(snap.status):
         new.last_evaluated = c.now_iso(now)
     return new
+
+
+def contrast_problem(snap: Snapshot) -> str | None:
+    """Why attribution cannot compare a new revision with the old one, in one line (or None)."""
+    if snap.spec is None:
+        return None
+    said = []
+    lacking = [s.name for s in snap.spec.signals if s.by_revision is None]
+    if lacking:
+        said.append(f"no byRevision query for {', '.join(lacking)}")
+    for name in (s.name for s in snap.spec.signals if s.by_revision is not None):
+        failed = next((r for v in snap.targets if isinstance(r := v.by_revision.get(name), Reading)), None)
+        if failed is not None:
+            said.append(f"{name}'s byRevision query: {failed.detail}")
+    if not said:
+        return None
+    return ("; ".join(said) + ": per-revision contrast unavailable for those signals")[:1024]
 
 
 def error_limit_reached(snap: Snapshot, new: MitigationPolicyStatus) -> bool:

@@ -184,7 +184,7 @@ def trim_replicaset(body: Mapping[str, Any]) -> Body:
     meta["managedFields"] = [
         _pick(m, ("time", "subresource")) for m in body["metadata"].get("managedFields") or [] if m.get("time")
     ]
-    return {"metadata": meta, "spec": _pick(body.get("spec") or {}, ("template",))}
+    return {"metadata": meta, "spec": _pick(body.get("spec") or {}, ("template", "replicas"))}
 
 
 def trim_hpa(body: Mapping[str, Any]) -> Body:

@@ -24,6 +24,7 @@ MONITORING = "Monitoring"
 RECOVERED = "Recovered"
 ESCALATED = "Escalated"
 RESOLVED_BY_PERSON = "ResolvedByPerson"
+ATTRIBUTED = "Attributed"
 
 # Policy condition reasons.
 VALID = "Valid"
@@ -37,6 +38,8 @@ EVALUATION_FAILED = "EvaluationFailed"
 SIGNALS_UNAVAILABLE = "SignalsUnavailable"  # an Event on the policy at consecutiveErrorLimit
 RECORDS_OK = "RecordsTrusted"
 RECORDS_IGNORED = "RecordsIgnored"
+CONTRAST_OK = "ContrastAvailable"
+CONTRAST_UNAVAILABLE = "ContrastUnavailable"
 
 
 def set_condition(

@@ -17,6 +17,8 @@ from ..models.incident import (
     MAX_ACTIONS,
     MAX_TIMELINE,
     ActionRecord,
+    AttributionStatus,
+    Clue,
     Evidence,
     IncidentSpec,
     IncidentStatus,
@@ -24,6 +26,7 @@ from ..models.incident import (
 )
 from ..models.policy import MitigationPolicySpec, MitigationStep
 from . import conditions as c
+from .attribution import Finding
 from .health import Health, State, Verdict
 
 
@@ -192,6 +195,102 @@ def open_status(
     at_rev = f" at revision {revision} ({image})" if revision is not None else ""
     _append(status, now, c.DETECTED, f"{breach_summary(health)}{at_rev}", warning=True)
     return status
+
+
+NOT_FOR = "not for a "  # how a step skipped for the verdict is recorded
+
+
+def attributable(status: IncidentStatus, revision: int | None) -> bool:
+    """The verdict is weighed again each cycle until the first step is recorded, then kept: the ladder
+    walks on the evidence it started from. Unless a new revision rolls out during an incident blamed
+    elsewhere, by someone else (no step of ours succeeded): that may be a bad deploy of its own."""
+    if status.phase in ("Detected", "Mitigating") and not status.actions:
+        return True
+    a = status.attribution
+    return (
+        status.phase != "Resolved"
+        and a is not None
+        and a.verdict != "deploy"
+        and a.revision != revision
+        and not any(x.result == "Succeeded" for x in status.actions)
+    )
+
+
+def record_attribution(
+    status: IncidentStatus, finding: Finding, policy: MitigationPolicySpec, revision: int | None, now: datetime
+) -> IncidentStatus:
+    """A new verdict, with the evidence of its moment; an unchanged verdict keeps its first evidence and time.
+    A verdict that changes after the ladder stopped for the old one (escalated, steps skipped for it)
+    starts the ladder again from the first step it skipped."""
+    before = status.attribution
+    if before is not None and before.verdict == finding.verdict:
+        return status
+    out = status.model_copy(deep=True)
+    if before is not None and out.phase == "Escalated":
+        out.phase = "Mitigating"
+        out.escalated_at = None
+        out.conditions = c.set_condition(
+            out.conditions, "Escalated", False, c.ATTRIBUTED, f"cause now {finding.verdict}", now
+        )
+    skipped = [x.index for x in out.actions if x.result == "Skipped" and x.message.startswith(NOT_FOR)]
+    out.next_step = min([out.next_step, *skipped])
+    config = policy.attribution
+    hold = parse_duration(config.unknown.hold)
+    mode = "observe" if config.mode == "observe" else "enforce"
+    out.attribution = AttributionStatus(
+        verdict=finding.verdict,
+        confidence=round(finding.confidence, 2),
+        mode=mode,
+        reason=finding.reason[:1024],
+        at=c.now_iso(now),
+        revision=revision,
+        hold_until=c.now_iso(now + hold) if finding.verdict == "unknown" else None,
+        evidence=[Clue(kind=x.kind, says=x.says, detail=x.detail[:1024]) for x in finding.clues],
+    )
+    was = f" (was {before.verdict})" if before else ""
+    then = "; observe mode: acting as without attribution" if mode == "observe" else ""
+    text = f"cause: {finding.verdict}{was}, confidence {finding.confidence:.2f}: {finding.reason}{then}"
+    _append(out, now, c.ATTRIBUTED, text[:1024], warning=finding.verdict != "deploy")
+    return out
+
+
+def allowed_steps(policy: MitigationPolicySpec, verdict: str) -> Sequence[str]:
+    steps = policy.attribution.steps
+    by_verdict = {
+        "deploy": steps.deploy,
+        "traffic": steps.traffic,
+        "dependency": steps.dependency,
+        "global": steps.global_,
+    }
+    return by_verdict.get(verdict, [])  # dataQuality never acts; unknown holds before it gets here
+
+
+def follow_verdict(
+    status: IncidentStatus, policy: MitigationPolicySpec, move: Act, now: datetime
+) -> Wait | Escalate | str | None:
+    """What the verdict makes of the next step: None to take it, a reason to skip it, or a Wait/Escalate."""
+    a = status.attribution
+    if a is None or a.mode != "enforce" or policy.attribution.mode != "enforce":
+        return None
+    kind = move.step.kind
+    if a.verdict == "unknown":
+        then = policy.attribution.unknown.then
+        if a.hold_until and now < c.parse_iso(a.hold_until):
+            until = f"deciding until {a.hold_until}, then {then}"
+            return Wait(note=f"next step {kind} held: cause unknown ({a.reason}); {until}")
+        if then == "escalate":
+            return Escalate(f"cause still unknown when the hold ended ({a.reason}); a person is needed")
+        return None
+    allowed = allowed_steps(policy, a.verdict)
+    if not any(s.kind in allowed for s in policy.mitigation.steps[move.index :]):
+        steps = ", ".join(allowed) or "none"
+        return Escalate(
+            f"cause: {a.verdict} ({a.reason}); no step left in the ladder is for a {a.verdict} cause "
+            f"(attribution.steps: {steps}); a person is needed"
+        )
+    if kind not in allowed:
+        return f"{NOT_FOR}{a.verdict} cause ({a.reason})"
+    return None
 
 
 def record_note(status: IncidentStatus, note: str, now: datetime) -> IncidentStatus:

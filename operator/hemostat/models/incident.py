@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .common import Condition, Model, ObjectName, Severity, Timestamp
-from .policy import MitigationStep, StepName
+from .policy import MitigationStep, StepName, Verdict
 
 KIND = "Incident"
 PLURAL = "incidents"
@@ -95,6 +95,29 @@ class NotificationState(Model):
     retry_at: Timestamp | None = None
 
 
+class Clue(Model):
+    """One piece of attribution evidence: what it pointed to, and the numbers behind it."""
+
+    kind: Literal["contrast", "fleet", "traffic", "dataQuality", "timing"]
+    says: Annotated[str, Field(max_length=32)] = Field(
+        description="The verdict it points to, shared (the cause is not in the new revision), alone, or none."
+    )
+    detail: Text
+
+
+class AttributionStatus(Model):
+    """Is it the deploy? The verdict, and everything it was drawn from."""
+
+    verdict: Verdict
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    mode: Literal["enforce", "observe"]
+    reason: Text
+    at: Timestamp = Field(description="When this verdict was reached.")
+    revision: int | None = Field(None, description="The Deployment's revision when it was reached.")
+    hold_until: Timestamp | None = Field(None, description="For unknown: when the hold ends.")
+    evidence: Annotated[list[Clue], Field(max_length=8)] = []
+
+
 class IncidentStatus(Model):
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -117,3 +140,4 @@ class IncidentStatus(Model):
     time_to_mitigate: Annotated[str, Field(max_length=32)] | None = None
     time_to_resolve: Annotated[str, Field(max_length=32)] | None = None
     notifications: NotificationState | None = None
+    attribution: AttributionStatus | None = None

@@ -94,9 +94,24 @@ class BreachWhen(Model):
         return self
 
 
+class ByRevision(Model):
+    """The same signal split by revision, for attribution's per-revision contrast.
+
+    Same URL and batch settings as the signal's query (and the same placeholders); the answer
+    holds one series per revision (per Deployment and revision when batched), told apart by
+    `revisionLabel`, whose value is the ReplicaSet's pod-template-hash.
+    """
+
+    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    revision_label: LabelName = Field("pod_template_hash", description="Label holding the pod-template-hash.")
+
+
 class Signal(Model):
     name: DnsLabel
     prometheus: PrometheusQuery
+    by_revision: ByRevision | None = Field(
+        None, description="The signal split by revision: lets attribution compare the new revision with the old."
+    )
     breach_when: BreachWhen
     for_: UpToADay = Field(
         "0s", alias="for", description="How long the signal must breach continuously before it counts."
@@ -221,6 +236,48 @@ _STEP_FIELDS = {(f.alias or name): name for name, f in MitigationStep.model_fiel
 assert tuple(_STEP_FIELDS) == STEP_KINDS, f"MitigationStep's fields {tuple(_STEP_FIELDS)} are not StepName"
 
 
+Verdict = Literal["deploy", "traffic", "dependency", "global", "dataQuality", "unknown"]
+VERDICTS: tuple[str, ...] = get_args(Verdict)
+
+
+class VerdictSteps(Model):
+    """Which of the ladder's step kinds may run for each verdict; the others are skipped, saying why.
+    dataQuality never acts; unknown holds (see `unknown`)."""
+
+    deploy: list[StepName] = Field(["rollback", "disableFlag", "scaleUp"], max_length=len(STEP_KINDS))
+    traffic: list[StepName] = Field(["scaleUp"], max_length=len(STEP_KINDS))
+    dependency: list[StepName] = Field(["disableFlag"], max_length=len(STEP_KINDS))
+    global_: list[StepName] = Field([], alias="global", max_length=len(STEP_KINDS))
+
+
+class UnknownHold(Model):
+    """What an `unknown` verdict does: hold (nothing changed, people told), then act or escalate."""
+
+    hold: bounded_duration(None, "1h") = Field("2m", description="How long to hold for better evidence.")
+    then: Literal["act", "escalate"] = Field(
+        "escalate", description="When the hold ends still unknown: act as for a deploy, or escalate to a person."
+    )
+
+
+class TrafficJump(Model):
+    """A query for the request rate now divided by its recent baseline, e.g.
+    `sum(rate(http_requests_total[1m])) / sum(rate(http_requests_total[30m] offset 1m))`."""
+
+    prometheus: PrometheusQuery
+    jump: Annotated[float, Field(gt=1, le=1000)] = Field(3.0, description="A ratio this high or more is a surge.")
+
+
+class Attribution(Model):
+    """Is it the deploy? Before any step, each breach gets a verdict from the evidence."""
+
+    mode: Literal["enforce", "observe", "off"] = Field(
+        "enforce", description="enforce: the ladder follows the verdict; observe: record it, act as without it."
+    )
+    steps: VerdictSteps = VerdictSteps()
+    unknown: UnknownHold = UnknownHold()
+    traffic: TrafficJump | None = Field(None, description="Without it, a surge is not told apart.")
+
+
 class RolloutWatch(Model):
     """After each rollout a target is evaluated every `interval` for `window`, besides the regular interval:
     a bad rollout is the moment that matters, so detection waits for Prometheus (and `for`), not the clock."""
@@ -298,6 +355,7 @@ class MitigationPolicySpec(Model):
     severity: Annotated[list[SeverityRule], Field(max_length=16)] = []
     default_severity: Severity = "SEV3"
     mitigation: Mitigation = Mitigation()
+    attribution: Attribution = Attribution()
     guardrails: Guardrails = Guardrails()
     notify: Notify = Notify()
     consecutive_error_limit: int = Field(

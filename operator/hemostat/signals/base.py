@@ -122,3 +122,37 @@ def render_query(template: str, variables: Mapping[str, str]) -> str:
         raise TemplateError(f"unknown placeholder{plural} {names} in query; known placeholders: {known}")
     # A function replacement, so backslashes in values are not read as group references.
     return _PLACEHOLDER.sub(lambda m: variables[m.group(1)], template)
+
+
+def split_by_revision(
+    answer: list[Series] | Reading,
+    targets: list[str],
+    namespace: str,
+    revision_label: str,
+    batch: tuple[str, str | None] | None,
+    query: str,
+) -> dict[str, dict[str, Reading]] | Reading:
+    """Pure: a per-revision answer as target -> pod-template-hash -> reading.
+
+    `batch` is (deployment label, namespace label) when one answer holds every target, None when
+    it is one target's. A failed query, or a series that cannot be told apart (no revision label,
+    no Deployment label), comes back as one ERROR reading: the contrast is unavailable, never guessed.
+    """
+    if isinstance(answer, Reading):
+        return answer
+    deployment_label, namespace_label = batch if batch else (None, None)
+    labels = [x for x in (namespace_label, deployment_label, revision_label) if x]
+    for s in answer:
+        missing = next((x for x in labels if x not in s.labels), None)
+        if missing:
+            by = ", ".join(labels)
+            detail = f"series without the label {missing!r}: it cannot be split by revision; group it by ({by})"
+            return Reading.error("ambiguous", detail, query=query)
+    out: dict[str, dict[str, Reading]] = {t: {} for t in targets}
+    for s in answer:
+        if namespace_label and s.labels[namespace_label] != namespace:
+            continue
+        target = s.labels[deployment_label] if deployment_label else targets[0]
+        if target in out:
+            out[target][s.labels[revision_label]] = s.reading
+    return out

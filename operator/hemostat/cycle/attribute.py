@@ -1,0 +1,80 @@
+"""Attribution's evidence for one target, gathered from the snapshot. Pure.
+
+Which revision is new and which older ones still serve come from the target's ReplicaSets (their
+pod-template-hash is the label the per-revision series carry); the judging is decide/attribution.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..actions.base import Objects
+from ..actions.rollback import REVISION
+from ..decide import attribution as a
+from ..decide.health import Health
+from ..models.policy import MitigationPolicySpec
+from ..reading import Reading
+from .snapshot import TargetView
+
+TEMPLATE_HASH = "pod-template-hash"
+
+
+def serving(objects: Objects) -> tuple[str | None, list[tuple[int, str]]]:
+    """The current revision's pod-template-hash, and the older revisions still scaled up, newest first."""
+    current = (objects.deployment["metadata"].get("annotations") or {}).get(REVISION)
+    new, old = None, []
+    for rs in objects.replicasets:
+        meta = rs["metadata"]
+        template_hash = (meta.get("labels") or {}).get(TEMPLATE_HASH)
+        revision = (meta.get("annotations") or {}).get(REVISION)
+        if template_hash is None or revision is None or not revision.isdigit():
+            continue
+        if revision == current:
+            new = template_hash
+        elif (rs["spec"].get("replicas") or 0) > 0:  # the Deployment controller still wants it serving
+            old.append((int(revision), template_hash))
+    return new, sorted(old, reverse=True)
+
+
+def contrast(spec: MitigationPolicySpec, view: TargetView, objects: Objects, health: Health) -> a.Clue:
+    """The first breaching signal whose revisions tell something: blame first, then a shared cause."""
+    signals = {s.name: s for s in spec.signals}
+    split = [o for o in a.breaching(health) if signals[o.name].by_revision is not None]
+    if not split:
+        return a.Clue("contrast", a.NONE, "unavailable: no breaching signal has a byRevision query")
+    new, old = serving(objects)
+    if new is None or not old:
+        return a.Clue("contrast", a.NONE, "unavailable: one revision serves (no rollout in progress)")
+    old_revision, old_hash = old[0]
+    clues = []
+    for o in split:
+        readings = view.by_revision.get(o.name)
+        if readings is None or isinstance(readings, Reading):
+            why = readings.detail if readings is not None else "not read"
+            clues.append(a.Clue("contrast", a.NONE, f"{o.name}: unavailable, {why}"))
+            continue
+        clues.append(a.contrast(signals[o.name], readings.get(new), readings.get(old_hash), f"revision {old_revision}"))
+    return next((c for c in clues if c.says == "deploy"), None) or next(
+        (c for c in clues if c.says == a.SHARED), clues[0]
+    )
+
+
+def evidence(
+    spec: MitigationPolicySpec,
+    view: TargetView,
+    objects: Objects,
+    health: Health,
+    fleet: a.Fleet,
+    revision: int | None,
+    revision_since: datetime | None,
+    window: timedelta,
+    now: datetime,
+) -> tuple[a.Clue, ...]:
+    outcomes = a.breaching(health)
+    return (
+        a.data_quality(outcomes),
+        contrast(spec, view, objects, health),
+        a.fleet(view.name, outcomes, {s.name: s for s in spec.signals}, fleet, revision_since, now),
+        a.traffic(spec.attribution, view.traffic),
+        a.timing(outcomes, revision, revision_since, window, now),
+    )

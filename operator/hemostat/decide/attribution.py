@@ -1,0 +1,254 @@
+"""Is it the deploy? Pure functions from one cycle's evidence to a verdict, before any step.
+
+Each piece of evidence is a `Clue` computed from the snapshot alone; `attribute` weighs them in a
+fixed order, so every verdict can be told in one line and checked by a test:
+
+- contrast: the new revision against the old one over the same seconds (while both serve). A
+  cause shared by both revisions (a dependency, a surge, a global outage) cancels out; a new
+  revision far worse than the old is to blame even during a shared outage (compound).
+- fleet: the same signal on the policy's other targets that had no new revision since the target's
+  own (or for `QUIET`): difference-in-differences against the untouched. Peers breaching too: the cause is shared,
+  `global` when most of them breach; a target far worse than its breaching peers is to blame alone.
+- traffic: the request rate against its recent baseline: a jump of `jump` times is a surge.
+- dataQuality: a breach that rests only on missing data never acts.
+- timing: a breach that began before the revision became current is not that revision's.
+
+A comparison is a tolerance band (Kayenta's judge, without its hours of data): one side must be
+`EXCESS` times further past the threshold than the other to be told apart. Evidence that cannot be
+read is said as unavailable, never guessed; what cannot be decided is `unknown`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..models.common import format_duration
+from ..models.policy import Attribution, Signal
+from ..reading import Reading, ReadingKind
+from .health import Health, SignalOutcome, Verdict, breaches
+
+# a peer is a control when its revision has not changed since the target's own, or for this long
+QUIET = timedelta(minutes=10)
+EXCESS = 2.0  # this many times further past the threshold than the control: to blame on its own
+GLOBAL_SHARE = 0.8  # of the untouched peers breaching: most of the fleet
+GLOBAL_MIN_PEERS = 3  # fewer peers than this cannot tell a global outage from a dependency
+
+# what a clue can say besides a verdict
+SHARED = "shared"  # the cause is outside the new revision
+ALONE = "alone"  # the target breaches alone among untouched peers
+NONE = "none"  # no opinion (nothing seen, or the evidence is unavailable)
+
+
+@dataclass(frozen=True)
+class Clue:
+    kind: str  # contrast | fleet | traffic | dataQuality | timing
+    says: str  # a verdict, SHARED, ALONE or NONE
+    detail: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    verdict: str
+    confidence: float
+    reason: str
+    clues: tuple[Clue, ...]
+
+
+def overshoot(value: float, signal: Signal) -> float:
+    """How far a value is past the signal's threshold, as a ratio: above 1 breaches, 1 at the bound."""
+    above, below = signal.breach_when.above, signal.breach_when.below
+    ratios = []
+    if above is not None:
+        ratios.append(value / above if above > 0 else (math.inf if value > 0 else 0.0))
+    if below is not None:
+        ratios.append(below / value if value > 0 else (math.inf if below > 0 else 0.0))
+    return max(ratios)
+
+
+def _value(r: Reading | None) -> float | None:
+    return r.value if r is not None and r.kind is ReadingKind.VALUE and r.value is not None else None
+
+
+def _shown(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def breaching(health: Health) -> list[SignalOutcome]:
+    """The signals that make the target breach now (confirmed or not yet)."""
+    return [s for s in health.signals if s.verdict is Verdict.BREACHING]
+
+
+def contrast(signal: Signal, new: Reading | None, old: Reading | None, old_revision: str) -> Clue:
+    """The new revision's reading against the old one's, from one query over the same seconds."""
+    n, o = _value(new), _value(old)
+    if n is None or o is None:
+        side, missing = ("new", new) if n is None else ("old", old)
+        why = missing.detail if missing is not None else "no series"
+        return Clue("contrast", NONE, f"{signal.name}: unavailable, no value for the {side} revision ({why})")
+    bounds = signal.breach_when
+    new_bad, old_bad = breaches(n, bounds.above, bounds.below), breaches(o, bounds.above, bounds.below)
+    head = f"{signal.name}: new revision {_shown(n)}, old {old_revision} {_shown(o)}"
+    if new_bad and not old_bad:
+        return Clue("contrast", "deploy", f"{head}: only the new revision breaches")
+    if new_bad and overshoot(n, signal) >= EXCESS * overshoot(o, signal):
+        return Clue("contrast", "deploy", f"{head}: both breach, the new at least {EXCESS:g}x further")
+    if old_bad:
+        return Clue("contrast", SHARED, f"{head}: both revisions breach alike, the cause is shared")
+    return Clue("contrast", SHARED, f"{head}: the new revision is within bounds")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    since: datetime | None  # when its revision became current (None: not known)
+    overshoot: Mapping[str, float]  # breaching signal -> how far past the bound
+
+
+def _key(since: datetime | None) -> float:
+    return since.timestamp() if since is not None else -math.inf
+
+
+class Fleet:
+    """The policy's targets this cycle, ordered by when their revision became current, so the controls of
+    one target (the peers without a change since its own, or for `QUIET`) are a prefix found by bisection:
+    a round of 10,000 targets costs O(n log n), not O(n²)."""
+
+    def __init__(self, peers: Sequence[Peer]) -> None:
+        ordered = sorted(peers, key=lambda x: _key(x.since))
+        self._since = [_key(x.since) for x in ordered]
+        self._breaching: dict[str, list[tuple[float, str, float]]] = {}
+        for x in ordered:
+            for signal, value in x.overshoot.items():
+                self._breaching.setdefault(signal, []).append((_key(x.since), x.name, value))
+
+    @classmethod
+    def of(cls, seen: Mapping[str, tuple[Health, datetime | None]], signals: Sequence[Signal]) -> Fleet:
+        by_name = {s.name: s for s in signals}
+        return cls(
+            [
+                Peer(
+                    name,
+                    since,
+                    {o.name: overshoot(o.value, by_name[o.name]) for o in breaching(health) if o.value is not None},
+                )
+                for name, (health, since) in seen.items()
+            ]
+        )
+
+    def controls(self, target: str, since: datetime | None, now: datetime) -> tuple[int, dict[str, list[float]]]:
+        """How many peers had no new revision since the target's own (or for QUIET), and per signal how
+        far past the bound the breaching ones are (the 200 latest: a median needs no more)."""
+        cutoff = max(_key(since), (now - QUIET).timestamp())
+        count = bisect.bisect_left(self._since, cutoff) - (1 if _key(since) < cutoff else 0)
+        out = {}
+        for signal, entries in self._breaching.items():
+            end = bisect.bisect_left(entries, (cutoff,))
+            out[signal] = [v for _, name, v in entries[max(0, end - 201) : end] if name != target][-200:]
+        return count, out
+
+
+def fleet(
+    target: str,
+    outcomes: Sequence[SignalOutcome],
+    signals: Mapping[str, Signal],
+    peers: Fleet,
+    since: datetime | None,
+    now: datetime,
+) -> Clue:
+    """The breaching signals of one target against the same signals on its untouched peers."""
+    others, breaching_peers = peers.controls(target, since, now)
+    if others <= 0:
+        return Clue("fleet", NONE, "unavailable: no other target of the policy without a change since this one's")
+    worst: tuple[float, str] | None = None  # (share, detail) of the most shared signal
+    for o in outcomes:
+        theirs = breaching_peers.get(o.name, [])
+        if o.value is None or not theirs:
+            continue
+        mine, typical = overshoot(o.value, signals[o.name]), statistics.median(theirs)
+        share = min(1.0, len(theirs) / others)
+        seen = f"{o.name}: {len(theirs)} of {others} untouched peers breach too"
+        if mine >= EXCESS * typical:
+            return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
+        if worst is None or share > worst[0]:
+            worst = (share, seen)
+    if worst is None:
+        return Clue("fleet", ALONE, f"all {others} untouched peers are within bounds on the breaching signals")
+    scope = "global" if worst[0] >= GLOBAL_SHARE and others >= GLOBAL_MIN_PEERS else "dependency"
+    return Clue("fleet", scope, worst[1])
+
+
+def traffic(config: Attribution, reading: Reading | None) -> Clue:
+    if config.traffic is None:
+        return Clue("traffic", NONE, "unavailable: the policy has no attribution.traffic query")
+    v = _value(reading)
+    if v is None:
+        return Clue("traffic", NONE, f"unavailable: {reading.detail if reading else 'not read'}")
+    if v >= config.traffic.jump:
+        surge = f"request rate {_shown(v)}x its baseline (a surge from {config.traffic.jump:g}x)"
+        return Clue("traffic", "traffic", surge)
+    return Clue("traffic", NONE, f"request rate {_shown(v)}x its baseline: no surge")
+
+
+def data_quality(outcomes: Sequence[SignalOutcome]) -> Clue:
+    empty = [o.name for o in outcomes if o.value is None]
+    if outcomes and len(empty) == len(outcomes):
+        return Clue("dataQuality", "dataQuality", f"the breach rests only on missing data: {', '.join(empty)}")
+    return Clue("dataQuality", NONE, "every breaching signal read a value")
+
+
+def timing(
+    outcomes: Sequence[SignalOutcome], revision: int | None, since: datetime | None, window: timedelta, now: datetime
+) -> Clue:
+    starts = [o.breaching_since for o in outcomes if o.breaching_since is not None]
+    if revision is None or since is None or not starts:
+        return Clue("timing", NONE, "unavailable: the revision or the breach start is not known")
+    began, age = min(starts), now - since
+    if age > window:
+        old = format_duration(age.total_seconds())
+        return Clue("timing", NONE, f"revision {revision} is {old} old, past the rollout window")
+    lag = (began - since).total_seconds()
+    became = f"revision {revision} became current"
+    if lag < 0:
+        return Clue("timing", SHARED, f"the breach began {format_duration(-lag)} before {became}")
+    return Clue("timing", "deploy", f"the breach began {format_duration(lag)} after {became}")
+
+
+def attribute(clues: Sequence[Clue]) -> Finding:
+    """Weigh the clues in a fixed order; the first rule that holds gives the verdict."""
+    said = {c.kind: c for c in clues}
+
+    def says(kind: str, *what: str) -> Clue | None:
+        c = said.get(kind)
+        return c if c is not None and c.says in what else None
+
+    def found(verdict: str, confidence: float, because: Clue | None, also: str = "") -> Finding:
+        reason = (because.detail if because else "") + also
+        return Finding(verdict, confidence, reason, tuple(clues))
+
+    if c := says("dataQuality", "dataQuality"):
+        return found("dataQuality", 0.9, c)
+    if c := says("contrast", "deploy"):
+        return found("deploy", 0.95, c)
+    if (c := says("fleet", "deploy")) and says("timing", "deploy", SHARED):  # far worse, with a fresh revision
+        return found("deploy", 0.8, c)
+    shared = says("contrast", SHARED) or says("fleet", "global", "dependency")
+    if c := says("traffic", "traffic"):
+        return found("traffic", 0.85 if shared else 0.7, c)
+    if c := says("fleet", "global", "dependency"):
+        return found(c.says, 0.85 if says("contrast", SHARED) else 0.75, c)
+    if c := says("contrast", SHARED):
+        return found("dependency", 0.7, c)
+    if c := says("timing", SHARED):
+        return found("unknown", 0.5, c)
+    if c := says("timing", "deploy"):
+        if says("fleet", ALONE):
+            return found("deploy", 0.7, c, "; untouched peers within bounds")
+        return found("deploy", 0.5, c, "; nothing points elsewhere")
+    if c := says("fleet", ALONE, "deploy"):
+        return found("deploy", 0.5, c, " (no new revision in the window: the target's own, as without attribution)")
+    return Finding("unknown", 0.0, "no evidence could be read", tuple(clues))

@@ -1,0 +1,379 @@
+"""Is it the deploy? Each piece of evidence alone, their weighing, and the ladder that follows the verdict."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from test_cycle_plan import NOW, iso, monitoring, open_incident, policy
+
+from hemostat.cycle import plan as p
+from hemostat.cycle import status as status_
+from hemostat.cycle.snapshot import Settings, Snapshot, TargetView
+from hemostat.decide import attribution as a
+from hemostat.decide import conditions as c
+from hemostat.decide.health import SignalOutcome, Verdict
+from hemostat.models.policy import MitigationPolicySpec, MitigationPolicyStatus, Signal
+from hemostat.reading import Reading
+
+ERR = Signal.model_validate({"name": "err", "prometheus": {"query": "q"}, "breachWhen": {"above": 0.05}})
+
+
+def value(v: float) -> Reading:
+    return Reading.value_of(v)
+
+
+def breach(v: float | None, name: str = "err", since: timedelta = timedelta(seconds=5)) -> SignalOutcome:
+    return SignalOutcome(name, Verdict.BREACHING, v, "", "> 0.05", NOW - since, True)
+
+
+# --- each clue alone -----------------------------------------------------------------------------
+
+
+def test_contrast_blames_a_new_revision_that_breaches_alone() -> None:
+    clue = a.contrast(ERR, value(0.6), value(0.01), "revision 1")
+    assert clue.says == "deploy" and "only the new revision breaches" in clue.detail
+
+
+def test_contrast_sees_a_cause_both_revisions_share() -> None:
+    assert a.contrast(ERR, value(0.3), value(0.28), "revision 1").says == a.SHARED
+
+
+def test_contrast_still_blames_a_new_revision_far_worse_during_a_shared_outage() -> None:
+    assert a.contrast(ERR, value(0.9), value(0.3), "revision 1").says == "deploy"
+
+
+def test_contrast_without_a_value_for_either_revision_is_unavailable_never_a_guess() -> None:
+    clue = a.contrast(ERR, Reading.no_data("NaN"), value(0.01), "revision 1")
+    assert clue.says == a.NONE and "unavailable" in clue.detail and "NaN" in clue.detail
+
+
+HOUR_AGO, MINUTE_AGO = NOW - timedelta(hours=1), NOW - timedelta(minutes=1)
+
+
+def fleet_of(**overshoots: float | None) -> a.Fleet:
+    """Peers unchanged for an hour: a value is how far past ERR's bound it breaches; None is a healthy peer."""
+    return a.Fleet([a.Peer(t, HOUR_AGO, {"err": v} if v is not None else {}) for t, v in overshoots.items()])
+
+
+def judged(peers: a.Fleet, value: float = 0.3, since: datetime = MINUTE_AGO) -> a.Clue:
+    """web, rolled out a minute ago, breaching at `value`, against `peers`."""
+    return a.fleet("web", [breach(value)], {"err": ERR}, peers, since, NOW)
+
+
+def test_fleet_untouched_peers_breaching_alike_is_a_shared_cause() -> None:
+    assert judged(fleet_of(cart=6.0)).says == "dependency"
+    assert judged(fleet_of(cart=6.0, api=5.0, db=None, auth=6.0)).says == "dependency"
+    assert judged(fleet_of(cart=6.0, api=5.0, auth=6.0)).says == "global"
+
+
+def test_fleet_a_target_far_worse_than_its_breaching_peers_is_to_blame() -> None:
+    clue = judged(fleet_of(cart=6.0, api=5.0, auth=6.0), value=1.0)
+    assert clue.says == "deploy" and "3.3x further" in clue.detail
+
+
+def test_fleet_with_healthy_peers_says_the_target_breaches_alone_and_without_peers_nothing() -> None:
+    assert judged(fleet_of(cart=None, api=None)).says == a.ALONE
+    alone = a.Fleet([a.Peer("web", MINUTE_AGO, {"err": 6.0})])
+    assert judged(alone).says == a.NONE
+
+
+def test_a_peer_changed_since_the_targets_own_rollout_is_no_control() -> None:
+    later = a.Fleet([a.Peer("cart", NOW - timedelta(seconds=30), {"err": 6.0}), a.Peer("api", HOUR_AGO, {})])
+    clue = judged(later)
+    assert clue.says == a.ALONE and "all 1 untouched peers" in clue.detail, "cart rolled out after web: not a control"
+    # a target whose own revision is old compares with peers unchanged for QUIET
+    recent = a.Fleet([a.Peer("web", HOUR_AGO, {"err": 6.0}), a.Peer("cart", NOW - timedelta(minutes=5), {"err": 6.0})])
+    assert judged(recent, since=HOUR_AGO).says == a.NONE
+
+
+def test_a_breach_resting_only_on_missing_data_is_data_quality() -> None:
+    assert a.data_quality([breach(None)]).says == "dataQuality"
+    assert a.data_quality([breach(None), breach(0.3, "lat")]).says == a.NONE
+
+
+def test_timing_a_breach_that_began_before_the_revision_is_not_that_revision() -> None:
+    window = timedelta(hours=1)
+    assert (
+        a.timing([breach(0.3, since=timedelta(minutes=5))], 3, NOW - timedelta(minutes=1), window, NOW).says == a.SHARED
+    )
+    assert a.timing([breach(0.3)], 3, NOW - timedelta(minutes=1), window, NOW).says == "deploy"
+    assert a.timing([breach(0.3)], 3, NOW - timedelta(hours=2), window, NOW).says == a.NONE
+
+
+# --- weighing ------------------------------------------------------------------------------------
+
+
+def clue(kind: str, says: str) -> a.Clue:
+    return a.Clue(kind, says, f"{kind} says {says}")
+
+
+@pytest.mark.parametrize(
+    ("clues", "verdict"),
+    [
+        ([clue("dataQuality", "dataQuality"), clue("contrast", "deploy")], "dataQuality"),
+        ([clue("contrast", "deploy"), clue("fleet", "global"), clue("traffic", "traffic")], "deploy"),  # compound
+        ([clue("contrast", a.SHARED), clue("traffic", "traffic")], "traffic"),
+        ([clue("contrast", a.SHARED), clue("fleet", "global")], "global"),
+        ([clue("contrast", a.SHARED), clue("fleet", a.NONE)], "dependency"),
+        ([clue("fleet", "deploy"), clue("timing", "deploy")], "deploy"),
+        ([clue("fleet", "dependency"), clue("timing", "deploy")], "dependency"),
+        ([clue("timing", a.SHARED), clue("fleet", a.ALONE)], "unknown"),
+        ([clue("timing", "deploy"), clue("fleet", a.ALONE)], "deploy"),
+        ([clue("timing", "deploy"), clue("fleet", a.NONE), clue("contrast", a.NONE)], "deploy"),
+        ([clue("timing", a.NONE), clue("fleet", a.ALONE)], "deploy"),
+        ([clue("timing", a.NONE), clue("fleet", a.NONE), clue("contrast", a.NONE)], "unknown"),
+    ],
+)
+def test_the_clues_are_weighed_in_a_fixed_order(clues: list[a.Clue], verdict: str) -> None:
+    found = a.attribute(clues)
+    assert found.verdict == verdict
+    assert found.clues == tuple(clues), "every clue is kept as evidence, not only the deciding one"
+
+
+# --- through the cycle: four Deployments, one freshly rolled out ---------------------------------
+
+
+def replicaset(dep: str, revision: int, serving: int, minutes_ago: float = 30) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"{dep}-{revision}",
+            "uid": f"{dep}-rs-{revision}",
+            "creationTimestamp": iso(NOW - timedelta(minutes=minutes_ago)),
+            "labels": {"pod-template-hash": f"h{revision}"},
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+            "ownerReferences": [{"kind": "Deployment", "name": dep, "uid": f"{dep}-uid"}],
+        },
+        "spec": {
+            "replicas": serving,
+            "template": {
+                "metadata": {"labels": {"app": dep}},
+                "spec": {"containers": [{"image": f"{dep}:v{revision}"}]},
+            },
+        },
+    }
+
+
+def deployment(name: str, revision: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "uid": f"{name}-uid",
+            "resourceVersion": "77",
+            "generation": 4,
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+        },
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"image": f"{name}:v{revision}"}]},
+            },
+        },
+    }
+
+
+def target(name: str, err: float, *, revision: int = 1, **extra: Any) -> TargetView:
+    return TargetView(
+        name=name,
+        deployment=deployment(name, revision),
+        readings={"err": value(err)},
+        queries={"err": "q"},
+        gate=None,
+        previous=None,
+        incident=extra.pop("incident", None),
+        last_incident=None,
+        **extra,
+    )
+
+
+def fleet_snapshot(*views: TargetView, spec: MitigationPolicySpec, rolling: bool = False) -> Snapshot:
+    """web is at revision 2 since a minute ago (revision 1 still serving when `rolling`); the others at 1 for long."""
+    sets = [replicaset("web", 1, 2 if rolling else 0), replicaset("web", 2, 2, minutes_ago=1)]
+    sets += [replicaset(v.name, 1, 2) for v in views if v.name != "web"]
+    return Snapshot(
+        namespace="shop",
+        name="errors",
+        generation=1,
+        resource_version="1",
+        spec=spec,
+        invalid=None,
+        status=MitigationPolicyStatus(),
+        written={},
+        paused=False,
+        settings=Settings("http://prom"),
+        targets=views,
+        replicasets=tuple(sets),
+    )
+
+
+LADDER = [{"rollback": {}}, {"scaleUp": {"maxReplicas": 10}}]
+
+
+def decided(snap: Snapshot) -> p.TargetPlan:
+    return next(t for t in p.decide(snap, NOW).targets if t.name == "web")
+
+
+def test_a_shared_outage_after_a_healthy_rollout_is_not_rolled_back_and_a_person_is_told() -> None:
+    # the story of the issue: a dependency fails and all four return errors, one was just rolled out
+    spec = policy(steps=LADDER)
+    snap = fleet_snapshot(
+        target("web", 0.3, revision=2), target("cart", 0.3), target("api", 0.31), target("auth", 0.29), spec=spec
+    )
+    web = decided(snap)
+    assert web.change is None, "the healthy release must stay"
+    assert web.status.attribution.verdict == "global"
+    assert "3 of 3 untouched peers breach too" in web.status.attribution.reason
+    assert web.status.phase == "Escalated"
+    assert "no step left in the ladder is for a global cause" in web.status.timeline[-1].message
+    said = [e.reason for e in web.status.timeline]
+    assert said[:2] == [c.DETECTED, c.ATTRIBUTED], "the verdict is on the timeline before anything is done"
+
+
+def test_a_bad_rollout_among_healthy_peers_is_rolled_back_as_before() -> None:
+    spec = policy(steps=LADDER)
+    snap = fleet_snapshot(target("web", 0.6, revision=2), target("cart", 0.01), target("api", 0.01), spec=spec)
+    web = decided(snap)
+    assert web.status.attribution.verdict == "deploy" and web.status.attribution.confidence == 0.7
+    assert web.change is not None and web.change.plan.action == "rollback"
+
+
+def by_revision(new: float, old: float) -> dict[str, Any]:
+    return {"err": {"h2": value(new), "h1": value(old)}}
+
+
+SPLIT = [
+    {
+        "name": "err",
+        "prometheus": {"query": "q"},
+        "byRevision": {"query": "q by (pod_template_hash)"},
+        "breachWhen": {"above": 0.05},
+    }
+]
+
+
+def test_during_a_rollout_a_bad_new_revision_is_blamed_even_while_a_dependency_fails() -> None:
+    spec = policy(steps=LADDER, signals=SPLIT)
+    web = target("web", 0.7, revision=2, by_revision=by_revision(0.95, 0.3))
+    snap = fleet_snapshot(web, target("cart", 0.3), target("api", 0.3), target("auth", 0.3), spec=spec, rolling=True)
+    tp = decided(snap)
+    assert tp.status.attribution.verdict == "deploy" and tp.status.attribution.confidence == 0.95
+    assert tp.change is not None and tp.change.plan.action == "rollback"
+
+
+def test_during_a_rollout_both_revisions_failing_alike_is_not_the_deploy() -> None:
+    spec = policy(steps=LADDER, signals=SPLIT)
+    web = target("web", 0.3, revision=2, by_revision=by_revision(0.3, 0.31))
+    tp = decided(fleet_snapshot(web, spec=spec, rolling=True))
+    assert tp.status.attribution.verdict == "dependency"
+    assert tp.change is None and tp.status.phase == "Escalated"
+    assert tp.status.actions == [], "a step the verdict rules out is not even tried when none is left"
+
+
+def test_a_surge_skips_the_rollback_and_scales_up() -> None:
+    surge = {"traffic": {"prometheus": {"query": "rate_now / rate_before"}, "jump": 3}}
+    spec = policy(steps=LADDER, attribution=surge)
+    tp = decided(fleet_snapshot(target("web", 0.3, revision=2, traffic=value(5.0)), spec=spec))
+    assert tp.status.attribution.verdict == "traffic"
+    (skipped,) = tp.status.actions
+    assert skipped.step == "rollback" and skipped.result == "Skipped"
+    assert skipped.message.startswith("not for a traffic cause (request rate 5x its baseline")
+    assert tp.change is not None and tp.change.plan.action == "scaleUp"
+
+
+def test_unknown_holds_then_escalates_when_the_hold_ends() -> None:
+    spec = policy(steps=LADDER, attribution={"unknown": {"hold": "2m", "then": "escalate"}})
+    # the breach began before revision 2 became current: not that revision, and nothing else is known
+    first = monitoring(revision=2, started_at=iso(NOW - timedelta(minutes=10)))
+    web = target("web", 0.3, revision=2, incident=open_incident(first))
+    web = TargetView(
+        **{
+            **web.__dict__,
+            "previous": p.TargetStatus(name="web", breaching_since={"err": iso(NOW - timedelta(minutes=10))}),
+        }
+    )
+    tp = decided(fleet_snapshot(web, spec=spec))
+    assert tp.status.attribution.verdict == "unknown"
+    assert tp.change is None and tp.status.phase == "Detected"
+    assert "held: cause unknown" in tp.status.timeline[-1].message
+    assert tp.status.attribution.hold_until == iso(NOW + timedelta(minutes=2))
+    later = TargetView(**{**web.__dict__, "incident": open_incident(tp.status)})
+    after = next(t for t in p.decide(fleet_snapshot(later, spec=spec), NOW + timedelta(minutes=3)).targets)
+    assert after.change is None and after.status.phase == "Escalated"
+    assert "cause still unknown when the hold ended" in after.status.timeline[-1].message
+
+
+def test_observe_records_the_verdict_and_acts_as_without_it() -> None:
+    spec = policy(steps=LADDER, attribution={"mode": "observe"})
+    snap = fleet_snapshot(target("web", 0.3, revision=2), target("cart", 0.3), target("api", 0.3), spec=spec)
+    tp = decided(snap)
+    assert tp.status.attribution.verdict == "dependency" and tp.status.attribution.mode == "observe"
+    assert "observe mode: acting as without attribution" in tp.status.timeline[1].message
+    assert tp.change is not None and tp.change.plan.action == "rollback"
+
+
+def test_off_records_nothing_and_acts_as_before() -> None:
+    spec = policy(steps=LADDER, attribution={"mode": "off"})
+    snap = fleet_snapshot(target("web", 0.3, revision=2), target("cart", 0.3), target("api", 0.3), spec=spec)
+    tp = decided(snap)
+    assert tp.status.attribution is None and tp.change is not None
+
+
+def test_a_signal_that_cannot_be_split_by_revision_is_said_in_the_policy_conditions() -> None:
+    spec = policy(steps=LADDER, signals=SPLIT)
+    unsplittable = Reading.error("ambiguous", "series without the label 'pod_template_hash'")
+    snap = fleet_snapshot(target("web", 0.3, revision=2, by_revision={"err": unsplittable}), spec=spec, rolling=True)
+    plan = p.decide(snap, NOW)
+    web = plan.targets[0]
+    assert web.status.attribution.evidence[1].says == a.NONE
+    assert "series without the label 'pod_template_hash'" in web.status.attribution.evidence[1].detail
+    said = {x.type: x for x in status_.policy_status(snap, [t.target for t in plan.targets], NOW).conditions}
+    assert said["RevisionContrast"].status == "False"
+    assert "err's byRevision query: series without the label" in said["RevisionContrast"].message
+    plain = fleet_snapshot(target("web", 0.01), spec=policy())
+    said = {x.type: x for x in status_.policy_status(plain, [], NOW).conditions}
+    assert said["RevisionContrast"].message.startswith("no byRevision query for err")
+
+
+def test_a_bad_rollout_onto_a_target_escalated_for_a_shared_outage_reopens_the_ladder_and_rolls_back() -> None:
+    spec = policy(steps=LADDER)
+    outage = monitoring(revision=1, image="web:v1", phase="Escalated", escalated_at=iso(NOW - timedelta(minutes=1)))
+    outage.attribution = p.lc.AttributionStatus(
+        verdict="global",
+        confidence=0.85,
+        mode="enforce",
+        reason="3 of 3",
+        at=iso(NOW - timedelta(minutes=1)),
+        revision=1,
+    )
+    peers = [target(n, 0.2) for n in ("cart", "api", "auth")]
+    web = target("web", 1.0, revision=2, incident=open_incident(outage))
+    web = TargetView(
+        **{
+            **web.__dict__,
+            "previous": p.TargetStatus(name="web", breaching_since={"err": iso(NOW - timedelta(minutes=2))}),
+        }
+    )
+    tp = decided(fleet_snapshot(web, *peers, spec=spec))
+    found = tp.status.attribution
+    assert found.verdict == "deploy" and found.revision == 2, found
+    assert "this target is 5.0x further past the bound" in found.reason
+    assert "cause: deploy (was global)" in next(e.message for e in tp.status.timeline if e.reason == c.ATTRIBUTED)
+    assert tp.change is not None and tp.change.plan.action == "rollback"
+
+
+def test_an_escalated_incident_is_not_weighed_again_while_the_revision_stays() -> None:
+    outage = monitoring(revision=1, phase="Escalated", escalated_at=iso(NOW - timedelta(minutes=1)))
+    outage.attribution = p.lc.AttributionStatus(
+        verdict="global", confidence=0.85, mode="enforce", reason="3 of 3", at=iso(NOW), revision=1
+    )
+    assert not p.lc.attributable(outage, 1)
+    assert p.lc.attributable(outage, 2)
+    rolled = outage.model_copy(
+        update={"actions": [p.ActionRecord(step="rollback", index=0, result="Succeeded", at=iso(NOW))]}
+    )
+    assert not p.lc.attributable(rolled, 2), "a revision our own step made is not someone else's rollout"
