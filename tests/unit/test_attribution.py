@@ -211,6 +211,7 @@ def fleet_snapshot(*views: TargetView, spec: MitigationPolicySpec, rolling: bool
     )
 
 
+PEERS = ("cart", "api", "auth")
 LADDER = [{"rollback": {}}, {"scaleUp": {"maxReplicas": 10}}]
 
 
@@ -377,3 +378,26 @@ def test_an_escalated_incident_is_not_weighed_again_while_the_revision_stays() -
         update={"actions": [p.ActionRecord(step="rollback", index=0, result="Succeeded", at=iso(NOW))]}
     )
     assert not p.lc.attributable(rolled, 2), "a revision our own step made is not someone else's rollout"
+
+
+def test_a_bad_rollout_onto_a_target_whose_earlier_deploy_verdict_had_nothing_to_roll_back_is_rolled_back() -> None:
+    # revision 1 was blamed (nothing older to go back to: skipped, scaled up, escalated); then v2 rolls out, worse
+    spec = policy(steps=LADDER)
+    skipped = p.ActionRecord(
+        step="rollback", index=0, result="Skipped", message="no revision older than 1", at=iso(NOW)
+    )
+    scaled = p.ActionRecord(step="scaleUp", action="scaleUp", index=1, result="Succeeded", at=iso(NOW))
+    earlier = monitoring(revision=1, phase="Escalated", next_step=2, actions=[skipped, scaled])
+    earlier.attribution = p.lc.AttributionStatus(
+        verdict="deploy",
+        confidence=0.5,
+        mode="enforce",
+        reason="timing",
+        at=iso(NOW - timedelta(minutes=3)),
+        revision=1,
+    )
+    web = target("web", 1.0, revision=2, incident=open_incident(earlier))
+    tp = decided(fleet_snapshot(web, *[target(n, 0.01) for n in PEERS], spec=spec))
+    assert tp.status.attribution.revision == 2
+    assert "for revision 2, rolled out during the incident" in tp.status.timeline[-2].message
+    assert tp.change is not None and tp.change.plan.action == "rollback", tp.status.timeline[-1]
