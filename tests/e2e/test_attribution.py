@@ -123,7 +123,11 @@ def test_a_bad_rollout_during_a_shared_outage_is_still_rolled_back(
         actions = (inc or {}).get("status", {}).get("actions", [])
         return inc if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
 
-    inc = wait_for("web rolled back", rolled_back, timeout=90)
+    try:
+        inc = wait_for("web rolled back", rolled_back, timeout=90)
+    except AssertionError:
+        seen = (incident_of(testenv, namespace, "web") or {}).get("status", {})
+        raise AssertionError(json.dumps(seen.get("timeline"), indent=1) + json.dumps(seen.get("attribution"))) from None
     status = inc["status"]
     assert status["attribution"]["verdict"] == "deploy" and status["attribution"]["revision"] == 3, status
     (action,) = status["actions"]

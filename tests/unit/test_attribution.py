@@ -367,17 +367,19 @@ def test_a_bad_rollout_onto_a_target_escalated_for_a_shared_outage_reopens_the_l
     assert tp.change is not None and tp.change.plan.action == "rollback"
 
 
-def test_an_escalated_incident_is_not_weighed_again_while_the_revision_stays() -> None:
+def test_a_verdict_is_weighed_again_until_a_step_follows_it_or_a_new_revision_rolls_out() -> None:
     outage = monitoring(revision=1, phase="Escalated", escalated_at=iso(NOW - timedelta(minutes=1)))
     outage.attribution = p.lc.AttributionStatus(
         verdict="global", confidence=0.85, mode="enforce", reason="3 of 3", at=iso(NOW), revision=1
     )
-    assert not p.lc.attributable(outage, 1)
-    assert p.lc.attributable(outage, 2)
-    rolled = outage.model_copy(
-        update={"actions": [p.ActionRecord(step="rollback", index=0, result="Succeeded", at=iso(NOW))]}
-    )
-    assert not p.lc.attributable(rolled, 2), "a revision our own step made is not someone else's rollout"
+    assert p.lc.attributable(outage, 1), "escalated with no step since: the evidence may still change"
+    scaled = p.ActionRecord(step="scaleUp", index=0, result="Succeeded", at=iso(NOW))
+    acted = outage.model_copy(update={"actions": [scaled]})
+    assert not p.lc.attributable(acted, 1), "a step was taken on this verdict: it is kept"
+    assert p.lc.attributable(acted, 2), "someone else rolled out revision 2: a new suspect"
+    rollback = p.ActionRecord(step="rollback", index=0, result="Succeeded", at=iso(NOW))
+    rolled = outage.model_copy(update={"actions": [rollback]})
+    assert not p.lc.attributable(rolled, 2), "a revision our own rollback made is not someone else's rollout"
 
 
 def test_a_bad_rollout_onto_a_target_whose_earlier_deploy_verdict_had_nothing_to_roll_back_is_rolled_back() -> None:
@@ -399,5 +401,5 @@ def test_a_bad_rollout_onto_a_target_whose_earlier_deploy_verdict_had_nothing_to
     web = target("web", 1.0, revision=2, incident=open_incident(earlier))
     tp = decided(fleet_snapshot(web, *[target(n, 0.01) for n in PEERS], spec=spec))
     assert tp.status.attribution.revision == 2
-    assert "for revision 2, rolled out during the incident" in tp.status.timeline[-2].message
+    assert "for revision 2, rolled out during the incident" in tp.status.timeline[-1].message
     assert tp.change is not None and tp.change.plan.action == "rollback", tp.status.timeline[-1]

@@ -197,43 +197,42 @@ def open_status(
     return status
 
 
-NOT_FOR = "not for a "  # how a step skipped for the verdict is recorded
-
-
 def attributable(status: IncidentStatus, revision: int | None) -> bool:
-    """The verdict is weighed again each cycle until the first step is recorded, then kept: the ladder
-    walks on the evidence it started from. Unless a new revision rolls out during an incident blamed
-    elsewhere, by someone else (no step of ours succeeded): that may be a bad deploy of its own."""
-    if status.phase in ("Detected", "Mitigating") and not status.actions:
-        return True
+    """The verdict is weighed again each cycle until a step is recorded after it, then kept: the ladder
+    walks on the evidence it started from. Unless someone else rolls out a new revision during the
+    incident (no rollback of ours made it): a new suspect, weighed on its own the same way."""
     a = status.attribution
-    return (
-        status.phase != "Resolved"
-        and a is not None
-        and a.verdict != "deploy"
-        and a.revision != revision
-        and not any(x.result == "Succeeded" for x in status.actions)
-    )
+    if status.phase == "Resolved":
+        return False
+    if a is None:
+        return status.phase in ("Detected", "Mitigating") and not status.actions
+    if rolled_back(status):
+        return False
+    return a.revision != revision or not any(x.at >= a.at for x in status.actions)
+
+
+def rolled_back(status: IncidentStatus) -> bool:
+    """A rollback of this incident succeeded: the revisions after it are its own doing."""
+    return any(x.step == "rollback" and x.result == "Succeeded" for x in status.actions)
 
 
 def record_attribution(
     status: IncidentStatus, finding: Finding, policy: MitigationPolicySpec, revision: int | None, now: datetime
 ) -> IncidentStatus:
     """A new verdict, with the evidence of its moment; an unchanged verdict keeps its first evidence and time.
-    A verdict that changes after the ladder stopped for the old one (escalated, steps skipped for it)
-    starts the ladder again from the first step it skipped."""
+    An incident escalated for the old verdict goes on; a new revision rolled out during the incident
+    starts the ladder again from its first step, for it."""
     before = status.attribution
-    if before is not None and before.verdict == finding.verdict:
+    if before is not None and before.verdict == finding.verdict and before.revision == revision:
         return status
     out = status.model_copy(deep=True)
-    if before is not None and out.phase == "Escalated":
+    new_revision = before is not None and before.revision != revision
+    if new_revision:
+        out.next_step = 0
+    if before is not None and out.phase == "Escalated":  # escalated for the old verdict: the ladder goes on
         out.phase = "Mitigating"
         out.escalated_at = None
-        out.conditions = c.set_condition(
-            out.conditions, "Escalated", False, c.ATTRIBUTED, f"cause now {finding.verdict}", now
-        )
-    skipped = [x.index for x in out.actions if x.result == "Skipped" and x.message.startswith(NOT_FOR)]
-    out.next_step = min([out.next_step, *skipped])
+        out.conditions = c.set_condition(out.conditions, "Escalated", False, c.ATTRIBUTED, "the cause changed", now)
     config = policy.attribution
     hold = parse_duration(config.unknown.hold)
     mode = "observe" if config.mode == "observe" else "enforce"
@@ -247,9 +246,10 @@ def record_attribution(
         hold_until=c.now_iso(now + hold) if finding.verdict == "unknown" else None,
         evidence=[Clue(kind=x.kind, says=x.says, detail=x.detail[:1024]) for x in finding.clues],
     )
-    was = f" (was {before.verdict})" if before else ""
+    was = f" (was {before.verdict})" if before and before.verdict != finding.verdict else ""
+    new = f" for revision {revision}, rolled out during the incident" if new_revision else ""
     then = "; observe mode: acting as without attribution" if mode == "observe" else ""
-    text = f"cause: {finding.verdict}{was}, confidence {finding.confidence:.2f}: {finding.reason}{then}"
+    text = f"cause: {finding.verdict}{was}{new}, confidence {finding.confidence:.2f}: {finding.reason}{then}"
     _append(out, now, c.ATTRIBUTED, text[:1024], warning=finding.verdict != "deploy")
     return out
 
@@ -289,7 +289,7 @@ def follow_verdict(
             f"(attribution.steps: {steps}); a person is needed"
         )
     if kind not in allowed:
-        return f"{NOT_FOR}{a.verdict} cause ({a.reason})"
+        return f"not for a {a.verdict} cause ({a.reason})"
     return None
 
 
