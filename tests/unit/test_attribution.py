@@ -403,3 +403,18 @@ def test_a_bad_rollout_onto_a_target_whose_earlier_deploy_verdict_had_nothing_to
     assert tp.status.attribution.revision == 2
     assert "for revision 2, rolled out during the incident" in tp.status.timeline[-1].message
     assert tp.change is not None and tp.change.plan.action == "rollback", tp.status.timeline[-1]
+
+
+def test_a_bad_new_revision_on_a_third_of_the_pods_does_not_hide_in_the_average() -> None:
+    # 2 % errors on the new revision, 0 on the old one still serving: 0.67 % for the Deployment, under 1 %
+    signals = [{**SPLIT[0], "breachWhen": {"above": 0.01}}]
+    spec = policy(steps=LADDER, signals=signals)
+    web = target("web", 0.0067, revision=2, by_revision=by_revision(0.02, 0.0))
+    tp = decided(fleet_snapshot(web, spec=spec, rolling=True))
+    assert tp.create is not None, "the new revision breaches on its own: an incident"
+    assert tp.status.evidence[0].value == "0.02"
+    assert "new revision 0.02, old revision 1 0: only the new revision breaches" in tp.status.attribution.reason
+    assert tp.change is not None and tp.change.plan.action == "rollback"
+    # the old revision breaching as well is not the new one's: the Deployment's own value decides
+    shared = target("web", 0.0067, revision=2, by_revision=by_revision(0.02, 0.02))
+    assert decided(fleet_snapshot(shared, spec=spec, rolling=True)).create is None
