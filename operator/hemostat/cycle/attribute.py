@@ -6,6 +6,7 @@ pod-template-hash is the label the per-revision series carry); the judging is de
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from ..actions.base import Objects
@@ -34,6 +35,25 @@ def serving(objects: Objects) -> tuple[str | None, list[tuple[int, str]]]:
         elif (rs["spec"].get("replicas") or 0) > 0:  # the Deployment controller still wants it serving
             old.append((int(revision), template_hash))
     return new, sorted(old, reverse=True)
+
+
+def judged_readings(spec: MitigationPolicySpec, view: TargetView, objects: Objects) -> Mapping[str, Reading]:
+    """The readings the signals are judged on: the Deployment's own, except while a rollout is in progress
+    a signal whose new revision breaches where the old one does not reads the new revision's value, so a bad
+    revision on a third of the Pods does not hide in the average (what a canary analysis judges)."""
+    if spec.attribution.mode == "off" or not view.by_revision:
+        return view.readings
+    new, old = serving(objects)
+    if new is None or not old:
+        return view.readings
+    out = dict(view.readings)
+    for signal in spec.signals:
+        split = view.by_revision.get(signal.name)
+        if signal.by_revision is None or split is None or isinstance(split, Reading):
+            continue
+        if a.contrast(signal, split.get(new), split.get(old[0][1]), "").says == "deploy":
+            out[signal.name] = split[new]
+    return out
 
 
 def contrast(spec: MitigationPolicySpec, view: TargetView, objects: Objects, health: Health) -> a.Clue:

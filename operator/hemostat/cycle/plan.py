@@ -112,7 +112,8 @@ def _assess(spec: MitigationPolicySpec, view: TargetView, objects: Objects, now:
     previous = view.previous
     since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
     gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
-    return Seen(h.assess(spec.signals, view.readings, since, now, gate), *_revision(view, objects, now))
+    readings = attribute.judged_readings(spec, view, objects)
+    return Seen(h.assess(spec.signals, readings, since, now, gate), *_revision(view, objects, now))
 
 
 def _seen(spec: MitigationPolicySpec, view: TargetView, around: Around, snap: Snapshot, now: datetime) -> Seen | None:
