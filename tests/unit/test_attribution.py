@@ -115,6 +115,7 @@ def clue(kind: str, says: str) -> a.Clue:
         ([clue("dataQuality", "dataQuality"), clue("contrast", "deploy")], "dataQuality"),
         ([clue("contrast", "deploy"), clue("fleet", "global"), clue("traffic", "traffic")], "deploy"),  # compound
         ([clue("contrast", a.SHARED), clue("traffic", "traffic")], "traffic"),
+        ([clue("fleet", "global"), clue("traffic", "traffic")], "global"),  # request rates jump after a rollout too
         ([clue("contrast", a.SHARED), clue("fleet", "global")], "global"),
         ([clue("contrast", a.SHARED), clue("fleet", a.NONE)], "dependency"),
         ([clue("fleet", "deploy"), clue("timing", "deploy")], "deploy"),
