@@ -236,11 +236,10 @@ def attribute(clues: Sequence[Clue]) -> Finding:
         return found("deploy", 0.95, c)
     if (c := says("fleet", "deploy")) and says("timing", "deploy", SHARED):  # far worse, with a fresh revision
         return found("deploy", 0.8, c)
-    shared = says("contrast", SHARED) or says("fleet", "global", "dependency")
-    if c := says("traffic", "traffic"):
-        return found("traffic", 0.85 if shared else 0.7, c)
-    if c := says("fleet", "global", "dependency"):
+    if c := says("fleet", "global", "dependency"):  # a surge the fleet shares is the fleet's outage too
         return found(c.says, 0.85 if says("contrast", SHARED) else 0.75, c)
+    if c := says("traffic", "traffic"):
+        return found("traffic", 0.85 if says("contrast", SHARED) else 0.7, c)
     if c := says("contrast", SHARED):
         return found("dependency", 0.7, c)
     if c := says("timing", SHARED):
