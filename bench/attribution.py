@@ -54,7 +54,8 @@ def p99(by: str) -> str:
 
 
 _NOW = f"sum by ({BY}) (rate(http_requests_total{{{SEL}}}[5s]))"
-TRAFFIC = f"{_NOW} / sum by ({BY}) (rate(http_requests_total{{{SEL}}}[1m] offset 15s))"
+TRAFFIC = f"{_NOW} / sum by ({BY}) (rate(http_requests_total{{{SEL}}}[30s] offset 10s))"
+WARM_UP_S = 30  # the traffic query's baseline needs [30s] of history before the surge
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def corpus() -> list[Scenario]:
     for latency, n in itertools.product((100.0, 300.0), range(2)):
         fault = {"kind": "dependency", "deployments": list(FLEET), "latencyMs": latency}
         out.append(Scenario(f"dependency-latency+{latency:g}ms-{n}", "confounded", "global", fault=fault))
-    for factor, n in itertools.product((3.0, 5.0, 10.0), range(3)):
+    for factor, n in itertools.product((3.5, 5.0, 10.0), range(3)):
         out.append(
             Scenario(
                 f"surge-{factor:g}x-{n}",
@@ -165,7 +166,7 @@ def policy(mode: str) -> dict[str, Any]:
                 "atLeast": 1,
             },
             "mitigation": {"steps": [{"rollback": {}}, {"scaleUp": {"maxReplicas": 6}}], "verifyFor": "10s"},
-            "attribution": {"mode": mode, "traffic": {"prometheus": {"query": TRAFFIC, "batch": {}}, "jump": 2.5}},
+            "attribution": {"mode": mode, "traffic": {"prometheus": {"query": TRAFFIC, "batch": {}}, "jump": 3}},
             "guardrails": {"cooldown": "1s"},
         },
     }
@@ -182,6 +183,7 @@ class Outcome:
     ready_to_rollback_s: float | None = None
     error: str | None = None
     timeline: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -208,11 +210,13 @@ class Runner:
         apps, custom = client.AppsV1Api(), client.CustomObjectsApi()
         try:
             self.b.namespace(ns)
-            for name in FLEET:
-                apps.create_namespaced_deployment(ns, deployment(name, sc.slow and name == "web"))
+            for name in PEERS:
+                apps.create_namespaced_deployment(ns, deployment(name, False))
+            time.sleep(2)  # the peers were there before web: its controls (peers unchanged since web's revision)
+            apps.create_namespaced_deployment(ns, deployment("web", sc.slow))
             wait(lambda: all(ready(apps, ns, n) for n in FLEET), 120)
             custom.create_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", policy(mode))
-            time.sleep(8)  # a baseline for the traffic query and a healthy round
+            time.sleep(WARM_UP_S)
             if sc.fault and sc.fault_first:
                 self.declare(ns, sc.fault)
                 time.sleep(6)
@@ -236,7 +240,9 @@ class Runner:
             web = [i for i in incidents if i["spec"]["target"]["name"] == "web"]
             if web:
                 status = web[0].get("status") or {}
-                out.verdict = (status.get("attribution") or {}).get("verdict", "(none recorded)")
+                found = status.get("attribution") or {}
+                out.verdict = found.get("verdict", "(none recorded)")
+                out.evidence = [f"{c['kind']}: {c['says']}: {c['detail']}"[:300] for c in found.get("evidence", [])]
                 out.timeline = [f"{e['reason']}: {e['message']}"[:300] for e in status.get("timeline", [])]
         except Exception as exc:  # one scenario's failure is its own row, not the run's end
             out.error = f"{type(exc).__name__}: {exc}"[:300]
