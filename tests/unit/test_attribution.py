@@ -419,3 +419,10 @@ def test_a_bad_new_revision_on_a_third_of_the_pods_does_not_hide_in_the_average(
     # the old revision breaching as well is not the new one's: the Deployment's own value decides
     shared = target("web", 0.0067, revision=2, by_revision=by_revision(0.02, 0.02))
     assert decided(fleet_snapshot(shared, spec=spec, rolling=True)).create is None
+
+
+def test_observe_mode_detects_as_without_attribution() -> None:
+    signals = [{**SPLIT[0], "breachWhen": {"above": 0.01}}]
+    spec = policy(steps=LADDER, signals=signals, attribution={"mode": "observe"})
+    web = target("web", 0.0067, revision=2, by_revision=by_revision(0.02, 0.0))
+    assert decided(fleet_snapshot(web, spec=spec, rolling=True)).create is None
