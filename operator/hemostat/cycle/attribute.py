@@ -40,8 +40,9 @@ def serving(objects: Objects) -> tuple[str | None, list[tuple[int, str]]]:
 def judged_readings(spec: MitigationPolicySpec, view: TargetView, objects: Objects) -> Mapping[str, Reading]:
     """The readings the signals are judged on: the Deployment's own, except while a rollout is in progress
     a signal whose new revision breaches where the old one does not reads the new revision's value, so a bad
-    revision on a third of the Pods does not hide in the average (what a canary analysis judges)."""
-    if spec.attribution.mode == "off" or not view.by_revision:
+    revision on a third of the Pods does not hide in the average (what a canary analysis judges). Only when
+    enforced: `observe` acts as without attribution, detection included."""
+    if spec.attribution.mode != "enforce" or not view.by_revision:
         return view.readings
     new, old = serving(objects)
     if new is None or not old:
