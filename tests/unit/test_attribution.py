@@ -426,3 +426,8 @@ def test_observe_mode_detects_as_without_attribution() -> None:
     spec = policy(steps=LADDER, signals=signals, attribution={"mode": "observe"})
     web = target("web", 0.0067, revision=2, by_revision=by_revision(0.02, 0.0))
     assert decided(fleet_snapshot(web, spec=spec, rolling=True)).create is None
+
+
+def test_contrast_says_the_new_revision_is_within_bounds_when_only_the_old_breaches() -> None:
+    clue = a.contrast(ERR, value(0.01), value(0.3), "revision 1")
+    assert clue.says == a.SHARED and clue.detail.endswith("the new revision is within bounds"), clue.detail
