@@ -97,7 +97,7 @@ def contrast(signal: Signal, new: Reading | None, old: Reading | None, old_revis
         return Clue("contrast", "deploy", f"{head}: only the new revision breaches")
     if new_bad and overshoot(n, signal) >= EXCESS * overshoot(o, signal):
         return Clue("contrast", "deploy", f"{head}: both breach, the new at least {EXCESS:g}x further")
-    if old_bad:
+    if new_bad and old_bad:
         return Clue("contrast", SHARED, f"{head}: both revisions breach alike, the cause is shared")
     return Clue("contrast", SHARED, f"{head}: the new revision is within bounds")
 
