@@ -94,7 +94,9 @@ def decide(snap: Snapshot, now: datetime) -> CyclePlan:
         return CyclePlan(snap, (), now)
     around = Around.of(snap.replicasets, snap.hpas)
     seen = {view.name: seen for view in snap.targets if (seen := _seen(snap.spec, view, around, snap, now))}
-    fleet = attribution.Fleet.of({n: (x.health, x.revision_since) for n, x in seen.items()}, snap.spec.signals)
+    attributing = snap.spec.attribution.mode != "off"  # only attribution reads the fleet: no sort without it
+    peers = {n: (x.health, x.revision_since) for n, x in seen.items()} if attributing else {}
+    fleet = attribution.Fleet.of(peers, snap.spec.signals)
     plans = (_isolated(snap, snap.spec, view, now, around, seen.get(view.name), fleet) for view in snap.targets)
     return CyclePlan(snap, tuple(plans), now)
 
