@@ -60,12 +60,34 @@ def healthy_release_of_web(testenv: Cluster, ns: str) -> None:
     wait_ready(testenv, ns, "web")
 
 
-def escalated(testenv: Cluster, ns: str, target: str) -> dict[str, Any]:
+def in_phase(testenv: Cluster, ns: str, target: str, *phases: str) -> dict[str, Any]:
+    """The target's Incident once it is in one of `phases`."""
+
     def probe() -> dict[str, Any] | None:
         inc = incident_of(testenv, ns, target)
-        return inc if inc and inc.get("status", {}).get("phase") == "Escalated" else None
+        return inc if inc and inc.get("status", {}).get("phase") in phases else None
 
-    found: dict[str, Any] = wait_for(f"{target}'s incident escalated to a person", probe, timeout=90)
+    found: dict[str, Any] = wait_for(f"{target}'s incident {' or '.join(phases)}", probe, timeout=90)
+    return found
+
+
+def escalated(testenv: Cluster, ns: str, target: str) -> dict[str, Any]:
+    return in_phase(testenv, ns, target, "Escalated")
+
+
+def rolled_back(testenv: Cluster, ns: str, target: str) -> dict[str, Any]:
+    """The target's Incident once a rollback of it succeeded; its timeline and verdict shown if none comes."""
+
+    def probe() -> dict[str, Any] | None:
+        inc = incident_of(testenv, ns, target)
+        actions = (inc or {}).get("status", {}).get("actions", [])
+        return inc if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
+
+    try:
+        found: dict[str, Any] = wait_for(f"{target} rolled back", probe, timeout=90)
+    except AssertionError:
+        seen = (incident_of(testenv, ns, target) or {}).get("status", {})
+        raise AssertionError(json.dumps(seen.get("timeline"), indent=1) + json.dumps(seen.get("attribution"))) from None
     return found
 
 
@@ -81,11 +103,7 @@ def test_a_shared_outage_after_a_healthy_rollout_is_not_rolled_back(
     healthy_release_of_web(testenv, namespace)
     faults({"kind": "dependency", "namespace": namespace, "deployments": list(FLEET), "errorRate": 0.3})
 
-    def acted_on() -> dict[str, Any] | None:  # escalated to a person, or mitigated
-        inc = incident_of(testenv, namespace, "web")
-        return inc if inc and inc.get("status", {}).get("phase") in ("Escalated", "Monitoring", "Resolved") else None
-
-    inc = wait_for("web's incident acted on", acted_on, timeout=90)
+    inc = in_phase(testenv, namespace, "web", "Escalated", "Monitoring", "Resolved")  # told a person, or mitigated
     assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "the good release stays"
     status = inc["status"]
     assert status["phase"] == "Escalated"
@@ -99,11 +117,7 @@ def test_a_shared_outage_after_a_healthy_rollout_is_not_rolled_back(
 
     # the outage ends: the incident resolves without any rollback
     faults()
-    wait_for(
-        "web's incident resolved",
-        lambda: (incident_of(testenv, namespace, "web") or {}).get("status", {}).get("phase") == "Resolved",
-        timeout=90,
-    )
+    in_phase(testenv, namespace, "web", "Resolved")
     assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2")
 
 
@@ -118,17 +132,7 @@ def test_a_bad_rollout_during_a_shared_outage_is_still_rolled_back(
 
     rollout(testenv, namespace, "web", "registry.local/web:v3", error_rate=1.0)  # a bad release, mid-outage
 
-    def rolled_back() -> dict[str, Any] | None:
-        inc = incident_of(testenv, namespace, "web")
-        actions = (inc or {}).get("status", {}).get("actions", [])
-        return inc if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
-
-    try:
-        inc = wait_for("web rolled back", rolled_back, timeout=90)
-    except AssertionError:
-        seen = (incident_of(testenv, namespace, "web") or {}).get("status", {})
-        raise AssertionError(json.dumps(seen.get("timeline"), indent=1) + json.dumps(seen.get("attribution"))) from None
-    status = inc["status"]
+    status = rolled_back(testenv, namespace, "web")["status"]
     assert status["attribution"]["verdict"] == "deploy" and status["attribution"]["revision"] == 3, status
     (action,) = status["actions"]
     assert (
@@ -176,12 +180,7 @@ def test_while_both_revisions_serve_a_new_revision_failing_alone_is_rolled_back(
     operators.start(namespace)
     rolling_web(testenv, namespace, error_rate=1.0)
 
-    def rolled_back() -> dict[str, Any] | None:
-        inc = incident_of(testenv, namespace, "web")
-        actions = (inc or {}).get("status", {}).get("actions", [])
-        return inc if any(a["result"] == "Succeeded" for a in actions) else None
-
-    attribution = wait_for("web rolled back", rolled_back, timeout=90)["status"]["attribution"]
+    attribution = rolled_back(testenv, namespace, "web")["status"]["attribution"]
     assert attribution["verdict"] == "deploy" and attribution["confidence"] == 0.95, attribution["evidence"]
     assert "only the new revision breaches" in attribution["reason"]
     assert deployment_state(testenv, namespace, "web") == ("3", "registry.local/web:v1")

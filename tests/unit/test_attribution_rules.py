@@ -14,6 +14,7 @@ from hemostat.cycle.snapshot import Settings, Snapshot, TargetView
 from hemostat.decide import attribution as a
 from hemostat.decide import conditions as c
 from hemostat.decide.health import SignalOutcome, Verdict
+from hemostat.models.incident import IncidentStatus
 from hemostat.models.policy import MitigationPolicySpec, MitigationPolicyStatus, Signal
 from hemostat.reading import Reading
 
@@ -341,17 +342,20 @@ def test_a_signal_that_cannot_be_split_by_revision_is_said_in_the_policy_conditi
     assert said["RevisionContrast"].message.startswith("no byRevision query for err")
 
 
+def blamed(
+    status: IncidentStatus, verdict: str, revision: int, at: datetime, confidence: float = 0.85
+) -> IncidentStatus:
+    """`status` with a verdict reached at `at` on `revision`."""
+    found = p.lc.AttributionStatus(
+        verdict=verdict, confidence=confidence, mode="enforce", reason="earlier", at=iso(at), revision=revision
+    )
+    return status.model_copy(update={"attribution": found})
+
+
 def test_a_bad_rollout_onto_a_target_escalated_for_a_shared_outage_reopens_the_ladder_and_rolls_back() -> None:
     spec = policy(steps=LADDER)
     outage = monitoring(revision=1, image="web:v1", phase="Escalated", escalated_at=iso(NOW - timedelta(minutes=1)))
-    outage.attribution = p.lc.AttributionStatus(
-        verdict="global",
-        confidence=0.85,
-        mode="enforce",
-        reason="3 of 3",
-        at=iso(NOW - timedelta(minutes=1)),
-        revision=1,
-    )
+    outage = blamed(outage, "global", 1, NOW - timedelta(minutes=1))
     peers = [target(n, 0.2) for n in ("cart", "api", "auth")]
     web = target("web", 1.0, revision=2, incident=open_incident(outage))
     web = TargetView(
@@ -369,9 +373,8 @@ def test_a_bad_rollout_onto_a_target_escalated_for_a_shared_outage_reopens_the_l
 
 
 def test_a_verdict_is_weighed_again_until_a_step_follows_it_or_a_new_revision_rolls_out() -> None:
-    outage = monitoring(revision=1, phase="Escalated", escalated_at=iso(NOW - timedelta(minutes=1)))
-    outage.attribution = p.lc.AttributionStatus(
-        verdict="global", confidence=0.85, mode="enforce", reason="3 of 3", at=iso(NOW), revision=1
+    outage = blamed(
+        monitoring(revision=1, phase="Escalated", escalated_at=iso(NOW - timedelta(minutes=1))), "global", 1, NOW
     )
     assert p.lc.attributable(outage, 1), "escalated with no step since: the evidence may still change"
     scaled = p.ActionRecord(step="scaleUp", index=0, result="Succeeded", at=iso(NOW))
@@ -391,14 +394,7 @@ def test_a_bad_rollout_onto_a_target_whose_earlier_deploy_verdict_had_nothing_to
     )
     scaled = p.ActionRecord(step="scaleUp", action="scaleUp", index=1, result="Succeeded", at=iso(NOW))
     earlier = monitoring(revision=1, phase="Escalated", next_step=2, actions=[skipped, scaled])
-    earlier.attribution = p.lc.AttributionStatus(
-        verdict="deploy",
-        confidence=0.5,
-        mode="enforce",
-        reason="timing",
-        at=iso(NOW - timedelta(minutes=3)),
-        revision=1,
-    )
+    earlier = blamed(earlier, "deploy", 1, NOW - timedelta(minutes=3), confidence=0.5)
     web = target("web", 1.0, revision=2, incident=open_incident(earlier))
     tp = decided(fleet_snapshot(web, *[target(n, 0.01) for n in PEERS], spec=spec))
     assert tp.status.attribution.revision == 2
