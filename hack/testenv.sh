@@ -171,9 +171,10 @@ start_all() {
   wait_for kube-controller-manager 60 curl -sfk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz"
   wait_for kube-scheduler 60 curl -sfk --max-time 2 "https://127.0.0.1:$SCHED_PORT/healthz"
 
-  # kwok manages only Nodes annotated kwok.x-k8s.io/node=fake; stages come from its module.
+  # kwok manages only Nodes annotated kwok.x-k8s.io/node=fake; stages come from its module, plus
+  # one of ours: a Pod annotated sim.hemostat.dev/crash crash-loops (a revision that crashes at start).
   KWOK_WORKDIR="$D/kwok" run kwok "$BIN_KWOK/kwok" --kubeconfig="$D/kubeconfig" \
-    --config="$BIN_KWOK/kwok-stages.yaml" \
+    --config="$BIN_KWOK/kwok-stages.yaml" --config="$HERE/kwok-crash-stage.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr="$POD_CIDR" --node-ip=10.240.0.1 --node-lease-duration-seconds=40
 

@@ -193,3 +193,58 @@ def serving_revisions(testenv: Cluster, ns: str, name: str) -> list[str]:
         for rs in sets
         if rs["status"].get("readyReplicas")
     ]
+
+
+def stalling_rollout_of_web(testenv: Cluster, ns: str, template: dict[str, Any]) -> None:
+    """web alone under its policy, healthy, then a rollout to v2 whose Pods never become available."""
+    testenv.apply(app("web", "registry.local/web:v1", progressDeadlineSeconds=10), ns)
+    wait_ready(testenv, ns, "web")
+    policy = shop_policy("web", {"app": "web"})
+    policy["spec"]["attribution"] = {"unknown": {"hold": "5s"}}
+    testenv.apply(policy, ns)
+    wait_for("web healthy", lambda: target_verdict(testenv, ns, "web", "web") == "Healthy", timeout=60)
+    patch = {"spec": {"template": template}}
+    testenv.kubectl("patch", "deployment", "web", "-n", ns, "--type=strategic", "-p", json.dumps(patch))
+
+
+def test_a_revision_that_crashes_at_start_is_rolled_back_at_its_progress_deadline(
+    testenv: Cluster, namespace: str, simulator, operators
+) -> None:
+    operators.start(namespace)
+    crashing = {  # kwok's stage from hack/kwok-crash-stage.yaml: the new Pods wait in CrashLoopBackOff
+        "metadata": {"annotations": {"sim.hemostat.dev/crash": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/web:v2"}]},
+    }
+    stalling_rollout_of_web(testenv, namespace, crashing)
+
+    status = rolled_back(testenv, namespace, "web")["status"]
+    assert deployment_state(testenv, namespace, "web") == ("3", "registry.local/web:v1")
+    (action,) = status["actions"]
+    assert action["from"] == "revision 2 (registry.local/web:v2)" and action["to"] == "revision 1 (registry.local/web:v1)"
+    attribution = status["attribution"]
+    assert attribution["verdict"] == "deploy" and attribution["revision"] == 2, attribution
+    assert "has timed out progressing" in attribution["reason"], attribution
+    assert "1 of 1 Pods of the new revision cannot start" in attribution["reason"], attribution
+    assert "CrashLoopBackOff (3 restarts)" in attribution["reason"], attribution
+    detected = status["timeline"][0]
+    assert detected["reason"] == "Detected" and detected["message"].startswith("rolloutProgress 1 Pods unavailable")
+    in_phase(testenv, namespace, "web", "Resolved")
+
+
+def test_a_revision_the_scheduler_cannot_place_is_held_not_rolled_back(
+    testenv: Cluster, namespace: str, simulator, operators
+) -> None:
+    operators.start(namespace)
+    too_big = {  # more CPU than the node has: the real scheduler leaves the new Pod Pending
+        "spec": {
+            "containers": [{"name": "app", "image": "registry.local/web:v2", "resources": {"requests": {"cpu": "5000"}}}]
+        }
+    }
+    stalling_rollout_of_web(testenv, namespace, too_big)
+
+    status = escalated(testenv, namespace, "web")["status"]
+    attribution = status["attribution"]
+    assert attribution["verdict"] == "unknown", attribution
+    assert "cannot be scheduled" in attribution["reason"] and "capacity, not the revision" in attribution["reason"]
+    assert status.get("actions", []) == []
+    assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "nothing rolled back"
