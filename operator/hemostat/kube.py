@@ -177,6 +177,10 @@ class Kube:
         out = await self._call(self.apps.list_namespaced_replica_set, namespace, label_selector=selector)
         return out["items"]
 
+    async def list_pods(self, namespace: str, selector: str) -> list[Body]:
+        out = await self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        return out["items"]
+
     async def json_patch_deployment(self, namespace: str, name: str, patch: list[Body]) -> Body:
         return await self._json_patch(self.apps.patch_namespaced_deployment, name, namespace, patch)
 

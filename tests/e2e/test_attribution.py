@@ -220,7 +220,9 @@ def test_a_revision_that_crashes_at_start_is_rolled_back_at_its_progress_deadlin
     status = rolled_back(testenv, namespace, "web")["status"]
     assert deployment_state(testenv, namespace, "web") == ("3", "registry.local/web:v1")
     (action,) = status["actions"]
-    assert action["from"] == "revision 2 (registry.local/web:v2)" and action["to"] == "revision 1 (registry.local/web:v1)"
+    assert (
+        action["from"] == "revision 2 (registry.local/web:v2)" and action["to"] == "revision 1 (registry.local/web:v1)"
+    )
     attribution = status["attribution"]
     assert attribution["verdict"] == "deploy" and attribution["revision"] == 2, attribution
     assert "has timed out progressing" in attribution["reason"], attribution
@@ -237,7 +239,9 @@ def test_a_revision_the_scheduler_cannot_place_is_held_not_rolled_back(
     operators.start(namespace)
     too_big = {  # more CPU than the node has: the real scheduler leaves the new Pod Pending
         "spec": {
-            "containers": [{"name": "app", "image": "registry.local/web:v2", "resources": {"requests": {"cpu": "5000"}}}]
+            "containers": [
+                {"name": "app", "image": "registry.local/web:v2", "resources": {"requests": {"cpu": "5000"}}}
+            ]
         }
     }
     stalling_rollout_of_web(testenv, namespace, too_big)

@@ -49,6 +49,7 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         ("apps", "deployments"): {"get", "list", "watch", "patch"},
         ("apps", "replicasets"): {"list", "watch"},
         ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "patch"},
+        ("", "pods"): {"list"},
         ("", "events"): {"create"},
         ("", "configmaps"): {"get", "patch"},
         ("core.openfeature.dev", "featureflags"): {"get", "patch"},
@@ -375,6 +376,7 @@ def test_operator_works_with_exactly_the_charts_permissions(
         return out == "yes"
 
     assert can("patch", "deployments.apps") and can("create", "events") and can("list", "replicasets.apps")
+    assert can("list", "pods") and not can("get", "pods") and not can("watch", "pods")
     assert can("update", "leases.coordination.k8s.io", ns=system) and not can("update", "leases.coordination.k8s.io")
     for verb, resource in [
         ("delete", "deployments.apps"),

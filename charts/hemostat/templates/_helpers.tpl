@@ -55,6 +55,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [horizontalpodautoscalers]
   verbs: [list, watch, patch]         # scale-up raises an HPA's minReplicas instead of fighting it
 - apiGroups: [""]
+  resources: [pods]
+  verbs: [list]                       # only a stalled rollout's: do its new Pods crash, or not fit?
+- apiGroups: [""]
   resources: [events]
   verbs: [create]                     # the incident timeline
 - apiGroups: [""]

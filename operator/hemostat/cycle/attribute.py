@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from ..actions.base import Objects
 from ..actions.rollback import REVISION
 from ..decide import attribution as a
+from ..decide import progress
 from ..decide.health import Health
 from ..models.policy import MitigationPolicySpec
 from ..reading import Reading
@@ -92,7 +93,10 @@ def evidence(
     now: datetime,
 ) -> tuple[a.Clue, ...]:
     outcomes = a.breaching(health)
+    stall = progress.stalled(view.deployment)
+    stalled = (progress.clue(stall, view.pods, serving(objects)[0]),) if stall else ()
     return (
+        *stalled,
         a.data_quality(outcomes),
         contrast(spec, view, objects, health),
         a.fleet(view.name, outcomes, {s.name: s for s in spec.signals}, fleet, revision_since, now),

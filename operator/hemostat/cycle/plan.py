@@ -39,7 +39,7 @@ from ..actions.base import (
     marker_problem,
 )
 from ..actions.steps import ACTION_REASONS, STEP_OF_ACTION, kind_of
-from ..decide import attribution, ledger
+from ..decide import attribution, ledger, progress
 from ..decide import conditions as c
 from ..decide import health as h
 from ..decide import lifecycle as lc
@@ -115,7 +115,9 @@ def _assess(spec: MitigationPolicySpec, view: TargetView, objects: Objects, now:
     since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
     gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
     readings = attribute.judged_readings(spec, view, objects)
-    return Seen(h.assess(spec.signals, readings, since, now, gate), *_revision(view, objects, now))
+    stall = progress.stalled(view.deployment)
+    built_in = (progress.outcome(stall),) if stall else ()
+    return Seen(h.assess(spec.signals, readings, since, now, gate, built_in), *_revision(view, objects, now))
 
 
 def _seen(spec: MitigationPolicySpec, view: TargetView, around: Around, snap: Snapshot, now: datetime) -> Seen | None:

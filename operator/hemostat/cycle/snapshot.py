@@ -72,6 +72,8 @@ class TargetView:
     traffic: Reading | None = None  # attribution's surge query: request rate over its baseline
     # signal -> pod-template-hash -> reading (attribution's contrast); one ERROR reading when unsplittable
     by_revision: Mapping[str, Mapping[str, Reading] | Reading] = field(default_factory=dict)
+    # the Pods of a Deployment whose rollout has stalled (decide/progress.py); a str: why not read
+    pods: tuple[Body, ...] | str | None = None
 
 
 @dataclass(frozen=True)

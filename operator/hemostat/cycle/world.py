@@ -174,8 +174,18 @@ def trim_deployment(body: Mapping[str, Any]) -> Body:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _pick(body["metadata"], _META),
-        "spec": _pick(body.get("spec") or {}, ("replicas", "selector", "template", "paused")),
+        "spec": _pick(
+            body.get("spec") or {}, ("replicas", "selector", "template", "paused", "progressDeadlineSeconds")
+        ),
+        "status": _trim_deployment_status(body.get("status") or {}),
     }
+
+
+def _trim_deployment_status(status: Mapping[str, Any]) -> Body:
+    """Enough to tell a stalled rollout (decide/progress.py): the Progressing condition, for which generation."""
+    out = _pick(status, ("observedGeneration", "unavailableReplicas"))
+    out["conditions"] = [_plain(x) for x in status.get("conditions") or [] if x.get("type") == "Progressing"]
+    return out
 
 
 def trim_replicaset(body: Mapping[str, Any]) -> Body:

@@ -12,6 +12,7 @@ fixed order, so every verdict can be told in one line and checked by a test:
 - traffic: the request rate against its recent baseline: a jump of `jump` times is a surge.
 - dataQuality: a breach that rests only on missing data never acts.
 - timing: a breach that began before the revision became current is not that revision's.
+- progress: a rollout past its progress deadline, told by the new revision's Pods (decide/progress.py).
 
 A comparison is a tolerance band (Kayenta's judge, without its hours of data): one side must be
 `EXCESS` times further past the threshold than the other to be told apart. Evidence that cannot be
@@ -46,7 +47,7 @@ NONE = "none"  # no opinion (nothing seen, or the evidence is unavailable)
 
 @dataclass(frozen=True)
 class Clue:
-    kind: str  # contrast | fleet | traffic | dataQuality | timing
+    kind: str  # progress | contrast | fleet | traffic | dataQuality | timing
     says: str  # a verdict, SHARED, ALONE or NONE
     detail: str
 
@@ -79,8 +80,9 @@ def _shown(v: float) -> str:
 
 
 def breaching(health: Health) -> list[SignalOutcome]:
-    """The signals that make the target breach now (confirmed or not yet)."""
-    return [s for s in health.signals if s.verdict is Verdict.BREACHING]
+    """The policy's signals that make the target breach now (confirmed or not yet); built-in ones have clues
+    of their own."""
+    return [s for s in health.signals if s.verdict is Verdict.BREACHING and not s.built_in]
 
 
 def contrast(signal: Signal, new: Reading | None, old: Reading | None, old_revision: str) -> Clue:
@@ -230,6 +232,10 @@ def attribute(clues: Sequence[Clue]) -> Finding:
         reason = (because.detail if because else "") + also
         return Finding(verdict, confidence, reason, tuple(clues))
 
+    if c := says("progress", "deploy"):  # the new revision's own Pods cannot start
+        return found("deploy", 0.9, c)
+    if c := says("progress", "unknown"):
+        return found("unknown", 0.5, c)
     if c := says("dataQuality", "dataQuality"):
         return found("dataQuality", 0.9, c)
     if c := says("contrast", "deploy"):

@@ -45,6 +45,7 @@ class SignalOutcome:
     threshold: str
     breaching_since: datetime | None
     confirmed: bool
+    built_in: bool = False  # judged by Hemostat itself (decide/progress.py), not a policy signal
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,11 @@ def assess(
     breaching_since: Mapping[str, datetime],
     now: datetime,
     gate: Gate | None = None,
+    built_in: Sequence[SignalOutcome] = (),
 ) -> Health:
-    outcomes = tuple(_gated(outcome(s, readings[s.name], breaching_since.get(s.name), now), gate) for s in signals)
+    """`built_in`: outcomes judged elsewhere (decide/progress.py), never gated by traffic."""
+    judged = (_gated(outcome(s, readings[s.name], breaching_since.get(s.name), now), gate) for s in signals)
+    outcomes = (*judged, *built_in)
     verdicts = {o.verdict for o in outcomes}
     if any(o.confirmed for o in outcomes):
         state = State.BREACHING

@@ -98,7 +98,7 @@ class NotificationState(Model):
 class Clue(Model):
     """One piece of attribution evidence: what it pointed to, and the numbers behind it."""
 
-    kind: Literal["contrast", "fleet", "traffic", "dataQuality", "timing"]
+    kind: Literal["progress", "contrast", "fleet", "traffic", "dataQuality", "timing"]
     says: Annotated[str, Field(max_length=32)] = Field(
         description="The verdict it points to, shared (the cause is not in the new revision), alone, or none."
     )
