@@ -86,7 +86,7 @@ kind-down: ## delete the kind cluster
 clean: testenv-down ## remove the venv and local state
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-bench-attribution: $(STAMP) testenv-up ## the attribution corpus (109 labelled scenarios, attribution on and off): confusion matrix, wrong rollbacks, missed bad deploys
+bench-attribution: $(STAMP) testenv-up ## the attribution corpus (121 labelled scenarios, attribution on and off): confusion matrix, wrong rollbacks, missed bad deploys
 	$(BIN)/python bench/attribution.py --parallel $${ATTRIBUTION_PARALLEL:-8}
 
 bench: $(STAMP) testenv-up ## latency of detect/rollback/resolve, the rollout-watch fast lane (tables + bench/results/*.json); SOAK_MINUTES=30 adds a soak

@@ -1,6 +1,6 @@
 """The attribution corpus: labelled scenarios on the local control plane, with attribution on and off.
 
-    python bench/attribution.py [--parallel 8] [--only bad|confounded|compound] [--observe 30] [--every N]
+    python bench/attribution.py [--parallel 8] [--only bad|confounded|compound] [--observe 30] [--every N] [--name crash]
 
 Each scenario runs in a namespace of its own: four Deployments (web and three peers) under one
 policy, a rollout of web (bad or healthy) and faults outside the Deployments (the simulator's
@@ -14,6 +14,7 @@ regression suite for every later change to detection.
 from __future__ import annotations
 
 import argparse
+import http.server
 import itertools
 import json
 import statistics
@@ -56,6 +57,8 @@ def p99(by: str) -> str:
 _NOW = f"sum by ({BY}) (rate(http_requests_total{{{SEL}}}[5s]))"
 TRAFFIC = f"{_NOW} / sum by ({BY}) (rate(http_requests_total{{{SEL}}}[30s] offset 10s))"
 WARM_UP_S = 30  # the traffic query's baseline needs [30s] of history before the surge
+DEADLINE_S = 15  # web's progressDeadlineSeconds where its rollout stalls
+LEAK_S = 40  # a slow leak's errors begin this long after its Pods are Ready
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,14 @@ class Scenario:
     fault: dict[str, Any] | None = None  # outside the Deployments, "namespace" filled in
     fault_first: bool = False  # the fault before the rollout (compound), else after it
     slow: bool = False  # both revisions serve for a minute (minReadySeconds)
+    crash: bool = False  # the new Pods crash-loop (kwok's stage): never Ready, no traffic
+    fails_after_s: float = 0.0  # a slow leak: the new Pods' errors begin this long after they are Ready
+    unschedulable: bool = False  # the new Pods ask for more CPU than the node has: Pending
 
     @property
-    def bad(self) -> bool:
-        return self.new_error > 0 or self.new_latency_ms > BASE_LATENCY_MS
+    def stalls(self) -> bool:
+        """The new revision never becomes available: judged at the progress deadline."""
+        return self.crash or self.unschedulable
 
 
 def corpus() -> list[Scenario]:
@@ -133,6 +140,12 @@ def corpus() -> list[Scenario]:
                 slow=slow,
             )
         )
+    for n in range(4):
+        out.append(Scenario(f"bad-crash-at-start-{n}", "bad", "deploy", crash=True))
+    for error, n in itertools.product((1.0, 0.2), range(2)):
+        out.append(Scenario(f"bad-leak-{error:g}-after-{LEAK_S}s-{n}", "bad", "deploy", error, fails_after_s=LEAK_S))
+    for n in range(4):  # a healthy revision the scheduler cannot place: capacity, a person decides
+        out.append(Scenario(f"capacity-unschedulable-{n}", "confounded", "unknown", unschedulable=True))
     for n in range(2):
         fault = {"kind": "surge", "deployments": ["web"], "factor": 3.0}
         out.append(
@@ -168,6 +181,7 @@ def policy(mode: str) -> dict[str, Any]:
             "mitigation": {"steps": [{"rollback": {}}, {"scaleUp": {"maxReplicas": 6}}], "verifyFor": "10s"},
             "attribution": {"mode": mode, "traffic": {"prometheus": {"query": TRAFFIC, "batch": {}}, "jump": 3}},
             "guardrails": {"cooldown": "1s"},
+            "notify": {"webhooks": [{"secretRef": {"name": "hooks", "key": "url"}}]},
         },
     }
 
@@ -180,15 +194,41 @@ class Outcome:
     mode: str
     verdict: str = "(no incident)"
     rolled_back: bool = False
-    ready_to_rollback_s: float | None = None
+    ready_to_rollback_s: float | None = None  # crash: from the rollout; slow leak: from its errors' start
+    detected_to_notified_s: float | None = None  # the first webhook message that carries the verdict
+    actions: int = 0
     error: str | None = None
     timeline: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
 
 
+class Receiver:
+    """The policies' webhook on loopback: when the first message with a verdict reached each namespace."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, tuple[float, str]] = {}  # namespace -> (when, verdict)
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                verdict = (body.get("cause") or {}).get("verdict")
+                if verdict and body.get("namespace"):
+                    receiver.first.setdefault(body["namespace"], (time.time(), verdict))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 class Runner:
-    def __init__(self, bench: Bench, faults_url: str, observe_s: float) -> None:
-        self.b, self.faults_url, self.observe_s = bench, faults_url, observe_s
+    def __init__(self, bench: Bench, faults_url: str, observe_s: float, receiver: Receiver) -> None:
+        self.b, self.faults_url, self.observe_s, self.receiver = bench, faults_url, observe_s, receiver
         self._lock = threading.Lock()
         self._faults: dict[str, dict[str, Any]] = {}  # namespace -> its fault (PUT replaces them all)
 
@@ -213,27 +253,36 @@ class Runner:
             for name in PEERS:
                 apps.create_namespaced_deployment(ns, deployment(name, False))
             time.sleep(2)  # the peers were there before web: its controls (peers unchanged since web's revision)
-            apps.create_namespaced_deployment(ns, deployment("web", sc.slow))
+            apps.create_namespaced_deployment(ns, deployment("web", sc.slow, sc.stalls))
+            secret = {"metadata": {"name": "hooks"}, "stringData": {"url": self.receiver.url}}
+            client.CoreV1Api().create_namespaced_secret(ns, secret)
             wait(lambda: all(ready(apps, ns, n) for n in FLEET), 120)
             custom.create_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", policy(mode))
             time.sleep(WARM_UP_S)
             if sc.fault and sc.fault_first:
                 self.declare(ns, sc.fault)
                 time.sleep(6)
-            patch = {
-                "metadata": {"annotations": annotations(sc.new_error, sc.new_latency_ms)},
-                "spec": {"containers": [{"name": "app", "image": "registry.local/web:v2"}]},
-            }
+            marks = annotations(sc.new_error, sc.new_latency_ms)
+            if sc.crash:
+                marks["sim.hemostat.dev/crash"] = "true"
+            if sc.fails_after_s:
+                marks["sim.hemostat.dev/fails-after-s"] = f"{sc.fails_after_s:g}"
+            container: dict[str, Any] = {"name": "app", "image": "registry.local/web:v2"}
+            if sc.unschedulable:
+                container["resources"] = {"requests": {"cpu": "5000"}}  # more than the node has
+            patch = {"metadata": {"annotations": marks}, "spec": {"containers": [container]}}
             apps.patch_namespaced_deployment("web", ns, {"spec": {"template": patch}})
-            t_ready = wait(lambda: new_ready(apps, ns), 60)
+            # from the rollout when the new Pods never serve; from the errors' start for a slow leak
+            t_ready = time.time() if sc.stalls else wait(lambda: new_ready(apps, ns), 60) + sc.fails_after_s
+            wait(lambda: revision(apps, ns) == "2", 30)  # what a rollback is told from below
             if sc.fault and not sc.fault_first:
                 if not sc.slow:
                     wait(lambda: (apps.read_namespaced_deployment("web", ns).status.updated_replicas or 0) == 2, 60)
                 self.declare(ns, sc.fault)
-            deadline = time.monotonic() + self.observe_s
+            waits = DEADLINE_S if sc.stalls else sc.fails_after_s
+            deadline = time.monotonic() + waits + self.observe_s
             while time.monotonic() < deadline and not out.rolled_back:
-                rev = (apps.read_namespaced_deployment("web", ns).metadata.annotations or {}).get(REVISION)
-                if rev != "2":
+                if revision(apps, ns) != "2":
                     out.rolled_back, out.ready_to_rollback_s = True, time.time() - t_ready
                 time.sleep(0.1)
             incidents = custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "incidents")["items"]
@@ -242,6 +291,11 @@ class Runner:
                 status = web[0].get("status") or {}
                 found = status.get("attribution") or {}
                 out.verdict = found.get("verdict", "(none recorded)")
+                out.actions = len(status.get("actions") or [])
+                heard = self.receiver.first.get(ns)
+                if heard and status.get("detectedAt"):
+                    detected = datetime.fromisoformat(status["detectedAt"].replace("Z", "+00:00")).timestamp()
+                    out.detected_to_notified_s = heard[0] - detected
                 out.evidence = [f"{c['kind']}: {c['says']}: {c['detail']}"[:300] for c in found.get("evidence", [])]
                 out.timeline = [f"{e['reason']}: {e['message']}"[:300] for e in status.get("timeline", [])]
         except Exception as exc:  # one scenario's failure is its own row, not the run's end
@@ -263,7 +317,7 @@ def annotations(error: float, latency_ms: float) -> dict[str, str]:
     }
 
 
-def deployment(name: str, slow: bool) -> dict[str, Any]:
+def deployment(name: str, slow: bool, stalls: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "replicas": 2,
         "selector": {"matchLabels": {"app": name}},
@@ -274,7 +328,13 @@ def deployment(name: str, slow: bool) -> dict[str, Any]:
     }
     if slow:  # both revisions serve for a minute: the old one is the control
         spec |= {"minReadySeconds": 60, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}
+    if stalls:  # the Deployment controller gives up on a rollout that makes no progress this long
+        spec["progressDeadlineSeconds"] = DEADLINE_S
     return {"metadata": {"name": name, "labels": {"app": name, "tier": "shop"}}, "spec": spec}
+
+
+def revision(apps: client.AppsV1Api, ns: str) -> str | None:
+    return (apps.read_namespaced_deployment("web", ns).metadata.annotations or {}).get(REVISION)
 
 
 def ready(apps: client.AppsV1Api, ns: str, name: str) -> bool:
@@ -313,15 +373,21 @@ def report(rows: list[Outcome]) -> dict[str, Any]:
         missed = [r.scenario for r in mine if not r.rolled_back and r.truth == "deploy"]
         matrix = Counter((r.truth, r.verdict) for r in mine)
         by_kind = {}
-        for label in ("bad-errors-1", "bad-errors-0.2", "bad-errors-0.05", "bad-errors-0.02", "bad-p99", "compound"):
+        kinds = ("bad-errors-1", "bad-errors-0.2", "bad-errors-0.05", "bad-errors-0.02", "bad-p99", "compound")
+        for label in (*kinds, "bad-crash", "bad-leak"):
             times = [
                 r.ready_to_rollback_s
                 for r in mine
                 if r.scenario.startswith(label) and r.ready_to_rollback_s is not None
             ]
             by_kind[label] = percentiles(times)
+        unknown = [r for r in mine if r.verdict == "unknown"]
+        held = [r.scenario for r in unknown if r.actions == 0]
+        notified = [r.detected_to_notified_s for r in unknown if r.detected_to_notified_s is not None]
         summary[mode] = {
             "scenarios": len(mine),
+            "unknown_held": f"{len(held)} of {len(unknown)}",
+            "unknown_detected_to_notified": percentiles(notified),
             "errors": [f"{r.scenario}: {r.error}" for r in rows if r.mode == mode and r.error],
             "wrong_rollbacks": wrong,
             "missed_bad_deploys": missed,
@@ -339,6 +405,9 @@ def report(rows: list[Outcome]) -> dict[str, Any]:
                 print(f"  {truth:16}" + "".join(f"{matrix.get((truth, v), 0):>16}" for v in verdicts))
         for label, text in by_kind.items():
             print(f"  bad Pods Ready -> rollback, {label:16} {text}")
+        if mode == "enforce":
+            held_text = summary[mode]["unknown_held"]
+            print(f"  unknown: held (no action) {held_text}; detected -> notified {percentiles(notified)}")
     return summary
 
 
@@ -348,8 +417,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("bad", "confounded", "compound"), help="one kind of scenario")
     parser.add_argument("--observe", type=float, default=30.0, help="seconds watched after the rollout or fault")
     parser.add_argument("--every", type=int, default=1, help="run every n-th scenario only (a quick sample)")
+    parser.add_argument("--name", default="", help="only the scenarios whose name contains this")
     args = parser.parse_args()
-    scenarios = [s for s in corpus() if args.only in (None, s.kind)][:: args.every]
+    scenarios = [s for s in corpus() if args.only in (None, s.kind) and args.name in s.name][:: args.every]
     kinds = Counter(s.kind for s in scenarios)
     counts = ", ".join(f"{n} {k}" for k, n in kinds.items())
     print(f"corpus: {len(scenarios)} scenarios ({counts}), each with attribution on and off")
@@ -361,7 +431,7 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%H%M%S")
     jobs = [(s, mode, f"attr-{stamp}-{i}-{mode}") for i, s in enumerate(scenarios) for mode in ("enforce", "off")]
     b.operator("attribution-operator", [ns for _, _, ns in jobs])
-    runner = Runner(b, faults_url, args.observe)
+    runner = Runner(b, faults_url, args.observe, Receiver())
     rows: list[Outcome] = []
     started = time.monotonic()
     try:

@@ -287,6 +287,14 @@ def test_observed_pods_follows_pod_replicaset_deployment() -> None:
     assert observed_pods(pods, replicasets)[0].annotations == {ERROR_RATE: "0.1"}
 
 
+def test_observed_pods_carry_when_they_became_ready() -> None:
+    pod = pod_obj("web-aaa-1", "uid-a", "aaa")
+    pod["status"]["conditions"][1]["lastTransitionTime"] = "2026-12-06T12:00:05Z"
+    (seen,) = observed_pods([pod], [rs_obj("uid-a", "web")])
+    assert seen.ready_at == 1796558405.0
+    assert observed_pods([pod_obj("web-aaa-2", "uid-a", "aaa")], [rs_obj("uid-a", "web")])[0].ready_at is None
+
+
 class FakeApi:
     """Serves pod and ReplicaSet LISTs (two items per page) and WATCHes like the API server.
 

@@ -12,6 +12,7 @@ import pytest
 
 from hemostat.sim.behaviour import (
     ERROR_RATE,
+    FAILS_AFTER_S,
     LATENCY_MS,
     RPS,
     Behaviour,
@@ -21,6 +22,7 @@ from hemostat.sim.behaviour import (
     PodTraffic,
     ReadyPod,
     accrue,
+    leak,
     parse_behaviour,
     resolve,
 )
@@ -255,3 +257,18 @@ def test_capacity_effect_leaves_pods_without_load_alone() -> None:
     assert [(p.behaviour.rps, p.behaviour.latency_ms) for p in plain] == [(7.0, 20.0)] * 2
     bad, _ = resolve(_pods(1, {"sim.hemostat.dev/load-rps": "x"}), [capacity])
     assert bad[0].behaviour.rps == 10.0
+
+
+def test_a_slow_leak_serves_clean_until_its_pod_has_been_ready_long_enough() -> None:
+    ref = PodRef("shop", "web", "h2", "web-h2-1")
+    annotations = {ERROR_RATE: "0.3", FAILS_AFTER_S: "45"}
+    (pod,), _ = resolve([ObservedPod(ref, annotations, ready_at=1000.0)])
+    assert pod.behaviour.error_rate == 0.3
+    (early,) = leak([pod], now=1044.0)
+    (late,) = leak([pod], now=1045.0)
+    assert early.behaviour.error_rate == 0.0 and early.ready_at == 1000.0
+    assert late.behaviour.error_rate == 0.3
+    (unknown,) = leak([dataclasses.replace(pod, ready_at=None)], now=5000.0)
+    assert unknown.behaviour.error_rate == 0.0, "no Ready time: not yet failing, never failing early"
+    plain = dataclasses.replace(pod, annotations={ERROR_RATE: "0.3"})
+    assert leak([plain], now=1001.0)[0].behaviour.error_rate == 0.3, "without the annotation, no delay"

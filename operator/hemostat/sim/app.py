@@ -24,7 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from . import faults as f
-from .behaviour import Effect, ObservedPod, PodRef, PodTraffic, accrue, capacity, resolve
+from .behaviour import Effect, ObservedPod, PodRef, PodTraffic, accrue, capacity, leak, resolve
 from .metrics import (
     MetricsServer,
     TrafficMetrics,
@@ -298,7 +298,7 @@ def _serve(args: argparse.Namespace, source: ClusterPodSource, flag_effect: Effe
         resync=args.resync,
         shards=args.shards,
         targets_file=args.targets_file,
-        effects=(capacity, flag_effect),
+        effects=(lambda pods: leak(pods, time.time()), capacity, flag_effect),
     )
     app = App(source, options, initial)
     try:

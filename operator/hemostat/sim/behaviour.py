@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 ANNOTATION_PREFIX = "sim.hemostat.dev/"
 ERROR_RATE = ANNOTATION_PREFIX + "error-rate"
@@ -60,6 +60,7 @@ class ObservedPod:
 
     ref: PodRef
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    ready_at: float | None = None  # when the pod became Ready (epoch seconds), if the cluster says
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class ReadyPod:
     ref: PodRef
     behaviour: Behaviour
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    ready_at: float | None = None
 
 
 # An effect rewrites the behaviour of the whole ready set at once, so it can
@@ -130,7 +132,7 @@ def resolve(
     warnings: list[tuple[PodRef, str]] = []
     for pod in observed:
         behaviour, problems = parse_behaviour(pod.annotations)
-        pods.append(ReadyPod(pod.ref, behaviour, pod.annotations))
+        pods.append(ReadyPod(pod.ref, behaviour, pod.annotations, pod.ready_at))
         warnings.extend((pod.ref, p) for p in problems)
     current: Sequence[ReadyPod] = pods
     for effect in effects:
@@ -170,6 +172,22 @@ def accrue(
             )
         )
     return new_state, increments
+
+
+FAILS_AFTER_S = ANNOTATION_PREFIX + "fails-after-s"
+
+
+def leak(pods: Sequence[ReadyPod], now: float) -> Sequence[ReadyPod]:
+    """Effect (bound to a clock by the caller): a pod annotated `fails-after-s` serves without errors
+    for that many seconds after it became Ready, then with its error rate: a slow leak, which no
+    canary of a few seconds sees."""
+    out = []
+    for pod in pods:
+        after = positive(pod.annotations, FAILS_AFTER_S)
+        if after is not None and (pod.ready_at is None or now - pod.ready_at < after):
+            pod = replace(pod, behaviour=replace(pod.behaviour, error_rate=0.0))
+        out.append(pod)
+    return out
 
 
 LOAD_RPS = ANNOTATION_PREFIX + "load-rps"

@@ -17,6 +17,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -60,6 +61,17 @@ def is_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def ready_at(pod: Obj) -> float | None:
+    """When the pod's Ready condition last turned True (epoch seconds), if it says."""
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True" and cond.get("lastTransitionTime"):
+            try:
+                return datetime.fromisoformat(str(cond["lastTransitionTime"]).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    return None
+
+
 def _owner(obj: Obj, kind: str) -> Obj | None:
     refs = [r for r in obj.get("metadata", {}).get("ownerReferences") or [] if r.get("kind") == kind]
     # Prefer the managing controller; a plain owner reference of that kind is the fallback.
@@ -84,7 +96,7 @@ def observed_pods(pods: Iterable[Obj], replicasets: Iterable[Obj]) -> list[Obser
         if not is_ready(pod) or rs_uid is None or rs_uid not in deployment_of or not template_hash:
             continue
         ref = PodRef(meta["namespace"], deployment_of[rs_uid], template_hash, meta["name"])
-        result.append(ObservedPod(ref, dict(meta.get("annotations") or {})))
+        result.append(ObservedPod(ref, dict(meta.get("annotations") or {}), ready_at(pod)))
     return result
 
 
