@@ -154,7 +154,10 @@ build_one() {
 # Components build in parallel (k8s is the long pole); a heartbeat shows progress.
 pids=()
 for c in ${*:-k8s etcd kwok helm}; do build_one "$c" & pids+=($!); done
-( while sleep 60; do log "still building... (tail -f $CACHE/build/*.log to watch)"; done ) & beat=$!
+# Its sleep is killed with it: a sleep left behind keeps the caller's stderr open for up to a
+# minute, and a caller capturing the output (the e2e fixtures) waits for that.
+( s=; trap 'kill $s 2>/dev/null; exit 0' TERM
+  while :; do sleep 60 & s=$!; wait $s; log "still building... (tail -f $CACHE/build/*.log to watch)"; done ) & beat=$!
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=1; done
 kill "$beat" 2>/dev/null || true
