@@ -149,6 +149,7 @@ down() {
   components "$@"
   for c in "$@"; do
     for n in $(procs_of "$c"); do stop "$n"; done
+    if [ "$c" = flux ]; then rm -rf "$D/flux"; fi  # source-controller's artifact storage
   done
 }
 
