@@ -2,7 +2,9 @@
 # Build the local control plane's binaries from pinned Go module versions.
 # Binaries are cached outside the checkout, keyed by version, so a fresh clone
 # (CI) reuses them:  $HEMOSTAT_CACHE/bin/<component>-<version>/
-# Usage: hack/build-testenv.sh [etcd|k8s|kwok|helm ...]   (default: all)
+# Usage: hack/build-testenv.sh [etcd|k8s|kwok|helm|flux|rollouts ...]
+#   (default: the control plane, etcd k8s kwok helm; flux and rollouts, the controllers some
+#   e2e tests run beside Hemostat, only when named)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -93,20 +95,69 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+# A writable copy of a module ($1, path@version) out of the module cache, in $2.
+module_copy() {
+  local src
+  src=$(cd "$(mktemp -d)" && GOFLAGS='' go mod download -json "$1" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [ -n "$src" ] || { echo "go mod download $1: no module directory" >&2; return 1; }
+  { [ ! -e "$2" ] || chmod -R u+w "$2"; } && rm -rf "$2" && mkdir -p "$(dirname "$2")" && cp -R "$src" "$2" && chmod -R u+w "$2"
+}
+
+# The build functions run under `if`, where `set -e` does not apply: each step is checked.
+# $1 --help must mention the flag $2 (a binary that runs, and the flags the tests use).
+has_flag() { grep -q -- "$2" <<<"$("$1" --help 2>&1)" || { echo "$1 --help: no $2" >&2; return 1; }; }
+
+# Flux's source-controller and kustomize-controller, and their CRDs (crds/). A module's zip
+# leaves its nested api module out, so the `replace <module>/api => ./api` is swapped for the
+# published api module of the same version.
+build_flux() {
+  local out=$1 work=$CACHE/build/flux name version
+  export GOTOOLCHAIN=$GITOPS_GOTOOLCHAIN
+  mkdir -p "$out/crds" || return 1
+  for name in source-controller kustomize-controller; do
+    version=$FLUX_SOURCE_VERSION; [ "$name" = kustomize-controller ] && version=$FLUX_KUSTOMIZE_VERSION
+    echo "building $name $version"
+    module_copy "github.com/fluxcd/$name@$version" "$work/$name-$version" || return 1
+    ( cd "$work/$name-$version" &&
+      go mod edit -dropreplace "github.com/fluxcd/$name/api" -require "github.com/fluxcd/$name/api@$version" &&
+      go build -trimpath -ldflags "-s -w" -o "$out/$name" . ) || return 1
+    cp "$work/$name-$version"/config/crd/bases/*.yaml "$out/crds/" || return 1
+  done
+  has_flag "$out/source-controller" --storage-adv-addr && has_flag "$out/kustomize-controller" --requeue-dependency
+}
+
+# Argo Rollouts' controller and its CRDs (crds/; the kustomization.yaml beside them is left out).
+build_rollouts() {
+  local out=$1 work=$CACHE/build/argo-rollouts-$ROLLOUTS_VERSION
+  export GOTOOLCHAIN=$GITOPS_GOTOOLCHAIN
+  module_copy "github.com/argoproj/argo-rollouts@$ROLLOUTS_VERSION" "$work" || return 1
+  local ld="-s -w -X github.com/argoproj/argo-rollouts/utils/version.version=${ROLLOUTS_VERSION#v}"
+  ( cd "$work" && go build -trimpath -ldflags "$ld" -o "$out/rollouts-controller" ./cmd/rollouts-controller ) ||
+    return 1
+  mkdir -p "$out/crds" && cp "$work"/manifests/crds/*-crd.yaml "$out/crds/" || return 1
+  "$out/rollouts-controller" --version && has_flag "$out/rollouts-controller" --kubeconfig
+}
+
 build_one() {
   case $1 in
     etcd) cached "etcd-$ETCD_VERSION" build_etcd ;;
     k8s) cached "k8s-$K8S_VERSION" build_k8s ;;
     kwok) cached "kwok-$KWOK_VERSION" build_kwok ;;
     helm) cached "helm-$HELM_VERSION" build_helm ;;
-    *) echo "unknown component: $1 (etcd, k8s, kwok, helm)" >&2; return 2 ;;
+    flux) cached "flux-source-$FLUX_SOURCE_VERSION-kustomize-$FLUX_KUSTOMIZE_VERSION" build_flux ;;
+    rollouts) cached "argo-rollouts-$ROLLOUTS_VERSION" build_rollouts ;;
+    *) echo "unknown component: $1 (etcd, k8s, kwok, helm, flux, rollouts)" >&2; return 2 ;;
   esac
 }
 
 # Components build in parallel (k8s is the long pole); a heartbeat shows progress.
 pids=()
 for c in ${*:-k8s etcd kwok helm}; do build_one "$c" & pids+=($!); done
-( while sleep 60; do log "still building... (tail -f $CACHE/build/*.log to watch)"; done ) & beat=$!
+# Its sleep is killed with it: a sleep left behind keeps the caller's stderr open for up to a
+# minute, and a caller capturing the output (the e2e fixtures) waits for that.
+( s=; trap 'kill $s 2>/dev/null; exit 0' TERM
+  while :; do sleep 60 & s=$!; wait $s; log "still building... (tail -f $CACHE/build/*.log to watch)"; done ) & beat=$!
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=1; done
 kill "$beat" 2>/dev/null || true
