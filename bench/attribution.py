@@ -285,8 +285,13 @@ class Runner:
                 if revision(apps, ns) != "2":
                     out.rolled_back, out.ready_to_rollback_s = True, time.time() - t_ready
                 time.sleep(0.1)
-            incidents = custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "incidents")["items"]
-            web = [i for i in incidents if i["spec"]["target"]["name"] == "web"]
+            web = web_incidents(custom, ns)
+            recorded = time.monotonic() + 15  # a step lands before the status write that records it
+            while out.rolled_back and mode == "enforce" and time.monotonic() < recorded:
+                if web and "attribution" in web[0].get("status", {}):
+                    break
+                time.sleep(0.2)
+                web = web_incidents(custom, ns)
             if web:
                 status = web[0].get("status") or {}
                 found = status.get("attribution") or {}
@@ -331,6 +336,11 @@ def deployment(name: str, slow: bool, stalls: bool = False) -> dict[str, Any]:
     if stalls:  # the Deployment controller gives up on a rollout that makes no progress this long
         spec["progressDeadlineSeconds"] = DEADLINE_S
     return {"metadata": {"name": name, "labels": {"app": name, "tier": "shop"}}, "spec": spec}
+
+
+def web_incidents(custom: client.CustomObjectsApi, ns: str) -> list[dict[str, Any]]:
+    incidents = custom.list_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "incidents")["items"]
+    return [i for i in incidents if i["spec"]["target"]["name"] == "web"]
 
 
 def revision(apps: client.AppsV1Api, ns: str) -> str | None:
