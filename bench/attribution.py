@@ -1,6 +1,7 @@
 """The attribution corpus: labelled scenarios on the local control plane, with attribution on and off.
 
-    python bench/attribution.py [--parallel 8] [--only bad|confounded|compound] [--observe 30] [--every N] [--name crash]
+    python bench/attribution.py [--parallel 8] [--only bad|confounded|compound] [--observe 30] [--every N]
+                                 [--name crash]
 
 Each scenario runs in a namespace of its own: four Deployments (web and three peers) under one
 policy, a rollout of web (bad or healthy) and faults outside the Deployments (the simulator's
