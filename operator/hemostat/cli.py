@@ -98,7 +98,7 @@ def _incident(args: argparse.Namespace) -> int:
     elif args.action == "note":
         print(commands.note(args.name, args.namespace, args.text, args.by))
     else:
-        print(commands.resolve(args.name, args.namespace, args.by))
+        print(commands.resolve(args.name, args.namespace, args.by, args.resume_gitops, args.force))
     return 0
 
 
@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     note.add_argument("text")
     res = inc_sub.add_parser("resolve", help="mark the incident resolved")
     res.add_argument("name")
+    res.add_argument(
+        "--resume-gitops",
+        action="store_true",
+        help="let the GitOps reconciler Hemostat paused reconcile the target again (with your own rights); "
+        "refused while its Git source has not changed since the pause",
+    )
+    res.add_argument("--force", action="store_true", help="with --resume-gitops: resume even so")
     for p in (ack, note, res):
         _common(p)
         p.add_argument("--by", help="who you are (default: your login name)")

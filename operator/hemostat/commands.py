@@ -19,6 +19,7 @@ from urllib3.exceptions import HTTPError
 from . import postmortem
 from .actions import rollback
 from .clock import now_iso, parse_iso
+from .decide import reconcilers
 from .errors import UserError
 from .models.common import GROUP, VERSION, format_duration, parse_duration
 
@@ -90,13 +91,80 @@ def note(name: str, namespace: str, text: str, by: str | None) -> str:
     return f"note added to incident {namespace}/{name}"
 
 
-def resolve(name: str, namespace: str, by: str | None) -> str:
+def resolve(name: str, namespace: str, by: str | None, resume_gitops: bool = False, force: bool = False) -> str:
     inc = get_incident(name, namespace)
+    said = [resume(inc, name, namespace, force)] if resume_gitops else []
+    notes = list(inc["spec"].get("notes", []))
+    if said:
+        notes.append({"at": now_iso(datetime.now(UTC)), "author": author(by), "text": said[0][:1024]})
     if (inc.get("status") or {}).get("phase") == "Resolved":
-        return f"incident {namespace}/{name} is already Resolved"
-    entry = {"at": now_iso(datetime.now(UTC)), "author": author(by), "text": "marked resolved"}
-    _patch(name, namespace, {"spec": {"resolve": True, "notes": [*inc["spec"].get("notes", []), entry]}})
-    return f"incident {namespace}/{name} marked resolved; the operator records it on its next evaluation"
+        if said:
+            _patch(name, namespace, {"spec": {"notes": notes}})
+        return "\n".join([*said, f"incident {namespace}/{name} is already Resolved"])
+    notes.append({"at": now_iso(datetime.now(UTC)), "author": author(by), "text": "marked resolved"})
+    _patch(name, namespace, {"spec": {"resolve": True, "notes": notes}})
+    return "\n".join(
+        [*said, f"incident {namespace}/{name} marked resolved; the operator records it on its next evaluation"]
+    )
+
+
+SOURCES = {"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories", "Bucket": "buckets"}
+
+
+def resume(inc: dict[str, Any], name: str, namespace: str, force: bool) -> str:
+    """Let the reconciler this incident paused reconcile the target again, with the person's own rights;
+    refused while its source has not changed since the pause (the bad change is still in Git)."""
+    target = inc["spec"]["target"]["name"]
+    apps = client.AppsV1Api()
+    where = f"deployment {namespace}/{target}"
+    found = client.ApiClient().sanitize_for_serialization(
+        _call(where, apps.read_namespaced_deployment, target, namespace)
+    )
+    pause, owner = reconcilers.paused(found["metadata"]), reconcilers.reconciler_of(found["metadata"])
+    if pause is None or pause.incident != name:
+        raise UserError(f"nothing to resume: Deployment {target} carries no GitOps pause of incident {name}")
+    if owner is not None and owner.kind == "Kustomization" and not force:
+        _refuse_while_unchanged(owner, pause)
+    ops = reconcilers.resume_ops(found["metadata"], name)
+    _call(where, apps.patch_namespaced_deployment, target, namespace, ops, _content_type="application/json-patch+json")
+    return f"resumed: {pause.reconciler} reconciles Deployment {target} again (paused at {now_iso(pause.at)})"
+
+
+def _refuse_while_unchanged(owner: reconcilers.Reconciler, pause: reconcilers.Pause) -> None:
+    """The source must have fetched a new revision since the pause: before that, Git still holds what was
+    rolled back, and resuming would put it back."""
+    api = _api()
+    where = f"Kustomization {owner.namespace}/{owner.name}"
+    ks = _call(
+        where,
+        api.get_namespaced_custom_object,
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        owner.namespace,
+        "kustomizations",
+        owner.name,
+    )
+    ref = ks["spec"]["sourceRef"]
+    kind, ns = ref.get("kind", "GitRepository"), ref.get("namespace") or owner.namespace
+    if kind not in SOURCES:
+        raise UserError(f"refused: {where} reads a {kind}, whose revision Hemostat cannot check; pass --force")
+    source = _call(
+        f"{kind} {ns}/{ref['name']}",
+        api.get_namespaced_custom_object,
+        "source.toolkit.fluxcd.io",
+        "v1",
+        ns,
+        SOURCES[kind],
+        ref["name"],
+    )
+    artifact = (source.get("status") or {}).get("artifact") or {}
+    fetched = artifact.get("lastUpdateTime")
+    if not fetched or parse_iso(fetched) <= pause.at:
+        raise UserError(
+            f"refused: {kind} {ns}/{ref['name']} still holds {artifact.get('revision', 'an unknown revision')} "
+            f"(fetched {fetched or 'never'}), as when Hemostat paused {pause.reconciler} at {now_iso(pause.at)}: "
+            "revert the bad change in Git first (Flux fetches it within the source's interval), or pass --force"
+        )
 
 
 def _trigger_diff(incident: dict[str, Any]) -> str | None:

@@ -37,6 +37,10 @@ def _duration(status: IncidentStatus, now: datetime) -> tuple[str, str]:
 def suggested_actions(spec: IncidentSpec, status: IncidentStatus) -> list[tuple[str, str]]:
     """(item, type) suggestions derived from what happened; people own and refine them."""
     items: list[tuple[str, str]] = []
+    rolled = next((a for a in status.actions if a.action == "rollback" and a.result == "Succeeded"), None)
+    for g in status.gitops:  # first: until Git is reverted, resuming the reconciler brings the bad change back
+        bad = rolled.from_ if rolled and rolled.from_ else f"revision {status.revision} ({status.image})"
+        items.append((f"Revert the bad change in Git ({bad}), then resume {g.reconciler}: {g.resume}", "mitigate"))
     breached = ", ".join(e.signal for e in status.evidence) or "the breached signals"
     cause = status.attribution.verdict if status.attribution else None
     if cause not in (None, "deploy"):

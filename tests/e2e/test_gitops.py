@@ -98,6 +98,16 @@ def hemostat(testenv: Cluster, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_without_the_pause_flux_puts_the_bad_revision_back(
+    testenv: Cluster, flux_namespace: str, simulator, operators, git_repos: GitRepos
+) -> None:
+    ns = flux_namespace
+    operators.start(ns)
+    repo = managed_by_flux(testenv, ns, git_repos)
+    bad_commit_rolled_back(testenv, ns, git_repos, repo, gitops="ignore")
+    wait_for("Flux re-applies v2", lambda: deployment_state(testenv, ns, "web")[1] == BAD[0], timeout=4 * INTERVAL)
+
+
 def test_the_paused_rollback_sticks_and_flux_resumes_only_after_the_revert_in_git(
     testenv: Cluster, flux_namespace: str, simulator, operators, git_repos: GitRepos
 ) -> None:

@@ -131,3 +131,18 @@ def test_the_attributed_cause_and_its_evidence_are_in_the_draft() -> None:
     assert "Confirm the cause Hemostat attributed (global)" in text
     assert "Find why revision 7" not in text, "the deploy is not named the trigger when the evidence blames elsewhere"
     assert "Not attributed" in render(incident(), NOW)
+
+
+def test_a_reconciler_paused_for_the_rollback_makes_reverting_git_the_first_action_item() -> None:
+    paused = {
+        "reconciler": "Flux Kustomization flux-system/shop",
+        "object": "Deployment checkout",
+        "how": "annotation kustomize.toolkit.fluxcd.io/reconcile: disabled on Deployment checkout",
+        "at": "2026-11-23T14:00:31Z",
+        "resume": "revert the bad change in Git, then: hemostat incident resolve checkout-1 --resume-gitops",
+    }
+    items = render(incident(gitops=[paused]), NOW).split("## Action items", 1)[1].splitlines()
+    first = next(line for line in items if line.startswith("| ") and "Item" not in line and "---" not in line)
+    assert "Revert the bad change in Git (revision 7 (shop/checkout:v7))" in first, first
+    assert "resume Flux Kustomization flux-system/shop" in first and "--resume-gitops" in first
+    assert "Revert the bad change in Git" not in render(incident(), NOW), "no pause, no such item"

@@ -39,7 +39,7 @@ from ..actions.base import (
     marker_problem,
 )
 from ..actions.steps import ACTION_REASONS, STEP_OF_ACTION, kind_of
-from ..decide import attribution, ledger, progress
+from ..decide import attribution, ledger, progress, reconcilers
 from ..decide import conditions as c
 from ..decide import health as h
 from ..decide import lifecycle as lc
@@ -247,6 +247,7 @@ def decide_target(
     else:
         return TargetPlan(name=view.name, deployment=view.deployment, target=target)
     status = recover_markers(status, objects, name, len(spec.mitigation.steps), now)
+    status = lc.record_paused(status, pauses(objects, name), name, now)
     status = lc.track_health(status, health, now)
     window = parse_duration(spec.mitigation.rollout_window)
     if spec.attribution.mode != "off" and lc.attributable(status, revision) and health.state is h.State.BREACHING:
@@ -333,12 +334,45 @@ def advance(
             return _moved(status, verdict, ctx.now), None
         step_ctx = replace(ctx, index=move.index)
         planned = Skip(verdict) if verdict else kind_of(move.step).plan(objects, move.step.config, step_ctx)
+        if isinstance(planned, Plan):
+            planned = unreconciled(planned, objects, spec.mitigation.gitops, step_ctx)
         if isinstance(planned, Hold):  # may pass by the next cycle: wait, never skip the step for it
             return lc.record_note(status, f"next step {move.step.kind} held: {planned.reason}", ctx.now), None
         status, change = take(status, move, planned, objects, ctx.now, by)
         if change is not None or status.phase == "Monitoring":
             return status, change
     return status, None
+
+
+def patched_object(objects: Objects, planned: Plan) -> Body | None:
+    """The object a step's patch changes, as read this cycle."""
+    if planned.kind == "Deployment":
+        return objects.deployment
+    if planned.kind == "HorizontalPodAutoscaler":
+        return next((h for h in objects.hpas if h["metadata"]["name"] == planned.name), None)
+    return objects.sources.get((planned.kind, planned.name))
+
+
+def unreconciled(planned: Plan, objects: Objects, mode: str, ctx: Context) -> Plan | Skip:
+    """The step with, in the same patch, what keeps a GitOps reconciler from undoing it (decide/reconcilers.py);
+    or a skip saying why it must not be taken."""
+    obj = patched_object(objects, planned)
+    if obj is None:
+        return planned
+    ops = reconcilers.pause_ops(obj["metadata"], mode, ctx.incident, ctx.now)
+    if isinstance(ops, str):
+        return Skip(f"{planned.action} of {planned.kind} {planned.name or obj['metadata']['name']} not taken: {ops}")
+    return replace(planned, patch=[*planned.patch, *ops]) if ops else planned
+
+
+def pauses(objects: Objects, incident: str) -> list[tuple[str, reconcilers.Pause]]:
+    """The pauses this incident made, each read from the object it paused."""
+    found = []
+    for obj in objects.annotated():
+        pause = reconcilers.paused(obj["metadata"])
+        if pause is not None and pause.incident == incident:
+            found.append((f"{obj.get('kind') or 'object'} {obj['metadata']['name']}", pause))
+    return found
 
 
 def _moved(status: IncidentStatus, move: lc.Wait | lc.Resolve | lc.Escalate, now: datetime) -> IncidentStatus:

@@ -25,6 +25,8 @@ RECOVERED = "Recovered"
 ESCALATED = "Escalated"
 RESOLVED_BY_PERSON = "ResolvedByPerson"
 ATTRIBUTED = "Attributed"
+RECONCILER_PAUSED = "ReconcilerPaused"
+RECONCILER_RESUMED = "ReconcilerResumed"
 
 # Policy condition reasons.
 VALID = "Valid"

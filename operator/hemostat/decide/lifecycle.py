@@ -20,6 +20,7 @@ from ..models.incident import (
     AttributionStatus,
     Clue,
     Evidence,
+    GitopsPause,
     IncidentSpec,
     IncidentStatus,
     TimelineEntry,
@@ -28,6 +29,7 @@ from ..models.policy import MitigationPolicySpec, MitigationStep
 from . import conditions as c
 from .attribution import Finding
 from .health import Health, State, Verdict
+from .reconcilers import FLUX_RECONCILE, Pause
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,25 @@ def _append(status: IncidentStatus, now: datetime, reason: str, message: str, wa
     if len(timeline) > MAX_TIMELINE:  # keep the detection entry, drop the oldest after it
         timeline = [timeline[0], *timeline[len(timeline) - MAX_TIMELINE + 1 :]]
     status.timeline = timeline
+
+
+def record_paused(
+    status: IncidentStatus, found: Sequence[tuple[str, Pause]], incident: str, now: datetime
+) -> IncidentStatus:
+    """The reconcilers this incident paused, as the paused objects record it: written once each, and
+    rebuilt after a crash between the step and its record."""
+    known = {(g.reconciler, g.object) for g in status.gitops}
+    new = [(obj, p) for obj, p in found if (p.reconciler, obj) not in known]
+    if not new:
+        return status
+    out = status.model_copy(deep=True)
+    for obj, p in new:
+        how = f"annotation {FLUX_RECONCILE}: disabled on {obj}"
+        resume = f"revert the bad change in Git, then: hemostat incident resolve {incident} --resume-gitops"
+        out.gitops.append(GitopsPause(reconciler=p.reconciler, object=obj, how=how, at=c.now_iso(p.at), resume=resume))
+        said = f"{p.reconciler} no longer reconciles {obj} since {c.now_iso(p.at)} ({how}), so the step sticks"
+        _append(out, now, c.RECONCILER_PAUSED, f"{said}; to resume: {resume}")
+    return out
 
 
 def new_entries(before: IncidentStatus | None, after: IncidentStatus) -> list[TimelineEntry]:

@@ -118,11 +118,24 @@ class AttributionStatus(Model):
     evidence: Annotated[list[Clue], Field(max_length=8)] = []
 
 
+class GitopsPause(Model):
+    """A GitOps reconciler kept from undoing a step: which, on what, since when, and how to resume it."""
+
+    reconciler: Text = Field(description="e.g. Flux Kustomization flux-system/shop.")
+    object: Text = Field(description="The object it no longer reconciles, e.g. Deployment web.")
+    how: Text
+    at: Timestamp
+    resume: Text = Field(description="How a person resumes it, once the bad change is reverted in Git.")
+
+
 class IncidentStatus(Model):
     observed_generation: int | None = None
     phase: Phase | None = None
     conditions: Annotated[list[Condition], Field(max_length=16)] = []
     evidence: Annotated[list[Evidence], Field(max_length=16)] = []
+    gitops: Annotated[list[GitopsPause], Field(max_length=8)] = Field(
+        [], description="Reconcilers paused so a step sticks; rebuilt from the objects' own records."
+    )
     actions: Annotated[list[ActionRecord], Field(max_length=MAX_ACTIONS)] = []
     timeline: Annotated[list[TimelineEntry], Field(max_length=MAX_TIMELINE)] = []
     next_step: int = Field(0, description="Index of the next ladder step to try.")

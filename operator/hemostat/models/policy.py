@@ -291,6 +291,11 @@ class Mitigation(Model):
     rollout_watch: RolloutWatch = RolloutWatch()
     verify_for: UpToADay = Field("2m", description="Healthy this long after a step means mitigated.")
     rollout_window: UpToAWeek = Field("1h", description="Only roll back revisions younger than this.")
+    gitops: Literal["pause", "ignore", "skip"] = Field(
+        "pause",
+        description="A target a GitOps reconciler owns (Flux, Argo CD): pause it for that object in the same "
+        "write as the step (pause), act and let it be (ignore), or never act on it (skip: the next step is tried).",
+    )
 
 
 class Guardrails(Model):
