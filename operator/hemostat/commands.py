@@ -120,14 +120,46 @@ def resume(inc: dict[str, Any], name: str, namespace: str, force: bool) -> str:
     found = client.ApiClient().sanitize_for_serialization(
         _call(where, apps.read_namespaced_deployment, target, namespace)
     )
-    pause, owner = reconcilers.paused(found["metadata"]), reconcilers.reconciler_of(found["metadata"])
+    owner = reconcilers.reconciler_of(found["metadata"])
+    if owner is not None and owner.kind in reconcilers.API:
+        return _resume_object(owner, name, force)
+    pause = reconcilers.paused(found["metadata"])
     if pause is None or pause.incident != name:
         raise UserError(f"nothing to resume: Deployment {target} carries no GitOps pause of incident {name}")
-    if owner is not None and owner.kind == "Kustomization" and not force:
+    if owner is not None and not force:
         _refuse_while_unchanged(owner, pause)
-    ops = reconcilers.resume_ops(found["metadata"], name)
+    ops = reconcilers.resume_ops(found, name)
     _call(where, apps.patch_namespaced_deployment, target, namespace, ops, _content_type="application/json-patch+json")
     return f"resumed: {pause.reconciler} reconciles Deployment {target} again (paused at {now_iso(pause.at)})"
+
+
+def _resume_object(owner: reconcilers.Reconciler, name: str, force: bool) -> str:
+    """A HelmRelease or an Argo CD Application this incident paused: its spec as it was, once its source moved."""
+    group, version, plural = reconcilers.API[owner.kind]
+    where = owner.describe()
+    obj = _call(where, _api().get_namespaced_custom_object, group, version, owner.namespace, plural, owner.name)
+    pause = reconcilers.paused(obj["metadata"])
+    if pause is None or pause.incident != name:
+        raise UserError(f"nothing to resume: {where} carries no pause of incident {name}")
+    now_at, then = reconcilers.source_revision(owner.kind, obj), reconcilers.recorded_revision(obj["metadata"])
+    if not force and (now_at is None or now_at == then):
+        raise UserError(
+            f"refused: {where} is still at revision {now_at or 'unknown'}, as when Hemostat paused it at "
+            f"{now_iso(pause.at)}: revert the bad change in Git first, or pass --force"
+        )
+    ops = reconcilers.resume_ops(obj, name)
+    _call(
+        where,
+        _api().patch_namespaced_custom_object,
+        group,
+        version,
+        owner.namespace,
+        plural,
+        owner.name,
+        ops,
+        _content_type="application/json-patch+json",
+    )
+    return f"resumed: {where} as it was before the pause at {now_iso(pause.at)}"
 
 
 def _refuse_while_unchanged(owner: reconcilers.Reconciler, pause: reconcilers.Pause) -> None:

@@ -207,6 +207,15 @@ class Kube:
             self.custom.patch_namespaced_custom_object, *OPENFEATURE, namespace, "featureflags", name, patch
         )
 
+    async def get_custom(self, api: tuple[str, str, str], namespace: str, name: str) -> Body | None:
+        """A custom object (group, version, plural), None when it does not exist."""
+        return await self._find(self.custom.get_namespaced_custom_object, *api[:2], namespace, api[2], name)
+
+    async def json_patch_custom(self, api: tuple[str, str, str], namespace: str, name: str, patch: list[Body]) -> Body:
+        return await self._json_patch(
+            self.custom.patch_namespaced_custom_object, *api[:2], namespace, api[2], name, patch
+        )
+
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, decoded; a readable error when it is missing."""
         try:

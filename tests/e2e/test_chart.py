@@ -30,6 +30,28 @@ def render(testenv: Cluster, *sets: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(helm(testenv, *args).stdout) if d]
 
 
+def test_gitops_reconcilers_are_granted_only_when_enabled(testenv: Cluster) -> None:
+    def grants(docs: list[dict], kind: str, name: str) -> dict[tuple[str, str], set[str]]:
+        (role,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        return {(g, r): set(x["verbs"]) for x in role["rules"] for g in x["apiGroups"] for r in x["resources"]}
+
+    everywhere = grants(
+        render(testenv, "gitops.fluxHelmReleases=true", "gitops.argoCDApplications=true"), "ClusterRole", "hemostat"
+    )
+    assert everywhere[("helm.toolkit.fluxcd.io", "helmreleases")] == {"get", "patch"}
+    assert everywhere[("argoproj.io", "applications")] == {"get", "patch"}
+    off = grants(render(testenv), "ClusterRole", "hemostat")
+    assert not {g for g, _ in off} & {"helm.toolkit.fluxcd.io", "argoproj.io"}
+
+    docs = render(testenv, "watchNamespaces={shop}", "gitops.argoCDApplications=true", "gitops.argoCDNamespaces={argo}")
+    (argo,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "hemostat-argocd"]
+    assert argo["metadata"]["namespace"] == "argo" and grants(docs, "Role", "hemostat-argocd") == {
+        ("argoproj.io", "applications"): {"get", "patch"}
+    }
+    shop = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "hemostat"]
+    assert all(r["apiGroups"] != ["argoproj.io"] for d in shop for r in d["rules"]), "only where Applications live"
+
+
 def test_helm_lint(testenv: Cluster) -> None:
     out = helm(testenv, "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION).stdout
     assert "0 chart(s) failed" in out

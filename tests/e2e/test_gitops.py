@@ -133,7 +133,7 @@ def test_the_paused_rollback_sticks_and_flux_resumes_only_after_the_revert_in_gi
     assert paused["reconciler"] == f"Flux Kustomization {ns}/shop" and paused["object"] == "Deployment web"
     assert f"hemostat incident resolve {name} --resume-gitops" in paused["resume"]
     said = [e["message"] for e in status["timeline"] if e["reason"] == "ReconcilerPaused"]
-    assert len(said) == 1 and "no longer reconciles Deployment web" in said[0], said
+    assert len(said) == 1 and "reconcile: disabled on Deployment web" in said[0], said
 
     # Git still holds v2: resuming now would put it back
     refused = hemostat(testenv, "incident", "resolve", name, "-n", ns, "--resume-gitops")

@@ -64,42 +64,87 @@ def test_the_incident_records_the_pause_from_the_object_once_even_after_a_crash(
     marks = {op["path"].rsplit("/", 1)[-1].replace("~1", "/"): op["value"] for op in added}
     # the operator died after the patch, before recording anything: the next cycle has only the object
     after = Objects(flux_managed(**{k: v for k, v in marks.items() if k in (r.FLUX_RECONCILE, r.PAUSED)}))
-    status = lc.record_paused(first.status, p.pauses(after, name), name, NOW)
+    status = lc.record_paused(first.status, p.pauses(after, {}, name), name, NOW)
     (g,) = status.gitops
     assert (g.reconciler, g.object) == ("Flux Kustomization flux-system/shop", "Deployment web")
     assert [e.reason for e in status.timeline].count("ReconcilerPaused") == 1
-    assert lc.record_paused(status, p.pauses(after, name), name, NOW) == status, "recorded once"
-    assert p.pauses(after, "another-incident") == []
+    assert lc.record_paused(status, p.pauses(after, {}, name), name, NOW) == status, "recorded once"
+    assert p.pauses(after, {}, "another-incident") == []
 
 
-@pytest.mark.parametrize(
-    ("mode", "marks", "reason"),
-    [
-        ("skip", {"labels": FLUX}, "the policy says mitigation.gitops: skip"),
-        (
-            "pause",
-            {"labels": {"helm.toolkit.fluxcd.io/name": "web"}},
-            "Flux HelmRelease shop/web, which Hemostat cannot pause yet",
-        ),
-        (
-            "pause",
-            {"annotations": {r.ARGOCD_TRACKING: "shop:apps/Deployment:shop/web"}},
-            "Argo CD Application argocd/shop",
-        ),
-    ],
-)
-def test_a_step_that_would_be_undone_is_skipped_saying_why_and_the_next_one_tried(
-    mode: str, marks: dict, reason: str
-) -> None:
-    dep = deployment(annotations=marks.get("annotations"))
-    dep["metadata"]["labels"] = {"app": "web", **marks.get("labels", {})}
+def test_skip_mode_never_acts_on_a_reconciled_object_and_says_why() -> None:
     spec = policy(steps=[{"rollback": {}}, {"scaleUp": {"maxReplicas": 10}}])
-    spec.mitigation.gitops = mode  # type: ignore[assignment]
-    tp = only(p.decide(snapshot(view(0.5, dep=dep), spec=spec), NOW))
+    spec.mitigation.gitops = "skip"
+    tp = only(p.decide(snapshot(view(0.5, dep=flux_managed()), spec=spec), NOW))
     assert tp.status is not None and tp.change is None
     # each step is tried in turn; both change the same reconciled Deployment, so both are skipped
     assert [(a.step, a.result) for a in tp.status.actions] == [("rollback", "Skipped"), ("scaleUp", "Skipped")]
-    assert all(reason in a.message for a in tp.status.actions), [a.message for a in tp.status.actions]
+    assert all("mitigation.gitops: skip" in a.message for a in tp.status.actions)
+
+
+ARGO = {r.ARGOCD_TRACKING: "shop:apps/Deployment:shop/web"}
+APP = r.Reconciler("Application", "argocd", "shop")
+HELM = r.Reconciler("HelmRelease", "apps", "web")
+
+
+def argo_managed() -> dict[str, Any]:
+    return deployment(annotations=ARGO)
+
+
+def application(**automated: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "shop", "namespace": "argocd", "resourceVersion": "12"},
+        "spec": {"syncPolicy": {"automated": automated, "syncOptions": ["ServerSideApply=true"]}},
+        "status": {"sync": {"revision": "abc123"}},
+    }
+
+
+def test_an_argo_cd_target_waits_one_cycle_for_its_application_then_pauses_self_heal_before_the_step() -> None:
+    first = only(p.decide(snapshot(view(0.5, dep=argo_managed())), NOW))
+    assert first.change is None and first.status is not None
+    assert "held: reading Argo CD Application argocd/shop, which reconciles it" in first.status.timeline[-1].message
+
+    owners = {APP: application(prune=True, selfHeal=True)}
+    tp = only(p.decide(snapshot(view(0.5, dep=argo_managed()), owners=owners), NOW))
+    assert tp.change is not None and tp.change.plan.action == "rollback" and tp.change.before is not None
+    ops = tp.change.before.ops
+    assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "12"}, "guarded"
+    assert ops[1] == {"op": "replace", "path": "/spec/syncPolicy/automated/selfHeal", "value": False}
+    record = json.loads(ops[2]["value"][r.PAUSED])
+    assert record["was"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    assert record["revision"] == "abc123" and record["incident"] == tp.incident_name
+    assert not any("reconcile" in op["path"] for op in tp.change.patch), "nothing on the Deployment for Argo CD"
+
+
+def test_an_application_that_does_not_self_heal_needs_no_pause_and_an_unreadable_one_is_a_skip() -> None:
+    for app in (application(prune=True), {**application(), "spec": {}}):
+        tp = only(p.decide(snapshot(view(0.5, dep=argo_managed()), owners={APP: app}), NOW))
+        assert tp.change is not None and tp.change.before is None
+    forbidden = {APP: "applications is forbidden"}
+    unreadable = only(p.decide(snapshot(view(0.5, dep=argo_managed()), owners=forbidden), NOW))
+    assert unreadable.change is None and unreadable.status is not None
+    (skipped,) = unreadable.status.actions
+    assert skipped.result == "Skipped" and "could not be read (applications is forbidden)" in skipped.message
+
+
+def test_a_helmrelease_is_suspended_before_the_step_and_resumed_as_it_was() -> None:
+    dep = deployment()
+    helm = {"helm.toolkit.fluxcd.io/name": "web", "helm.toolkit.fluxcd.io/namespace": "apps"}
+    dep["metadata"]["labels"] = {"app": "web", **helm}
+    release = {
+        "metadata": {"name": "web", "namespace": "apps", "resourceVersion": "5", "annotations": {"team": "shop"}},
+        "spec": {"interval": "5m"},
+        "status": {"lastAttemptedRevision": "1.4.0", "lastAttemptedConfigDigest": "sha256:aa"},
+    }
+    tp = only(p.decide(snapshot(view(0.5, dep=dep), owners={HELM: release}), NOW))
+    assert tp.change is not None and tp.change.before is not None
+    ops = tp.change.before.ops
+    assert ops[1] == {"op": "add", "path": "/spec/suspend", "value": True}
+    assert ops[2]["path"] == "/metadata/annotations/hemostat.dev~1gitops-paused"
+    assert json.loads(ops[2]["value"])["revision"] == "1.4.0 (sha256:aa)"
+    paused_release = {**release, "metadata": {**release["metadata"], "annotations": {r.PAUSED: ops[2]["value"]}}}
+    resume = r.resume_ops(paused_release, tp.incident_name or "")
+    assert {"op": "add", "path": "/spec/suspend", "value": False} in resume and resume[-1]["op"] == "remove"
 
 
 def test_ignore_acts_without_a_pause_and_an_unmanaged_target_is_untouched_by_the_room() -> None:
@@ -116,9 +161,11 @@ def test_only_this_incidents_pause_is_resumed_and_guarded_on_its_record() -> Non
         {"incident": "web-1", "reconciler": "Flux Kustomization flux-system/shop", "at": "2026-12-06T12:00:00Z"}
     )
     meta = {"annotations": {r.FLUX_RECONCILE: "disabled", r.PAUSED: record}}
-    ops = r.resume_ops(meta, "web-1")
+    ops = r.resume_ops({"metadata": meta}, "web-1")
     assert ops[0] == {"op": "test", "path": "/metadata/annotations/hemostat.dev~1gitops-paused", "value": record}
     assert [op["op"] for op in ops[1:]] == ["remove", "remove"]
-    assert r.resume_ops(meta, "web-2") == [], "another incident's pause is not this one's to resume"
-    assert r.resume_ops({"annotations": {r.FLUX_RECONCILE: "disabled"}}, "web-1") == [], "a person's opt-out stays"
+    assert r.resume_ops({"metadata": meta}, "web-2") == [], "another incident's pause is not this one's to resume"
+    assert r.resume_ops({"metadata": {"annotations": {r.FLUX_RECONCILE: "disabled"}}}, "web-1") == [], (
+        "a person's opt-out stays"
+    )
     assert r.paused({"annotations": {r.PAUSED: "{not json"}}) is None

@@ -66,6 +66,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [core.openfeature.dev]
   resources: [featureflags]
   verbs: [get, patch]                 # disableFlag on an OpenFeature Operator FeatureFlag
+{{- if .Values.gitops.fluxHelmReleases }}
+- apiGroups: [helm.toolkit.fluxcd.io]
+  resources: [helmreleases]
+  verbs: [get, patch]                 # suspended before a step on what it applied, so the step sticks
+{{- end }}
+{{- if and .Values.gitops.argoCDApplications (not .Values.watchNamespaces) }}
+- apiGroups: [argoproj.io]
+  resources: [applications]
+  verbs: [get, patch]                 # self-heal off before a step on what it applied, so the step sticks
+{{- end }}
 {{- if .Values.notifications.readSecrets }}
 - apiGroups: [""]
   resources: [secrets]

@@ -24,6 +24,7 @@ from ..actions.base import Evaluate
 from ..actions.steps import ACTION_REASONS, kind_of
 from ..decide import conditions as c
 from ..decide import lifecycle as lc
+from ..decide import reconcilers
 from ..kube import ApiError, Conflict, Kube, merge_patch
 from ..metrics import Metrics
 from ..models.common import API_VERSION
@@ -148,7 +149,8 @@ class Applier:
         acted = False
         if tp.change is not None:
             record = await self.carry_out(tp.change, now)
-            status = lc.record_action(status, record, ACTION_REASONS[tp.change.plan.action], now)
+            said = c.MITIGATION_SKIPPED if record.result == "Skipped" else ACTION_REASONS[tp.change.plan.action]
+            status = lc.record_action(status, record, said, now)
             acted = True
         # Once a change is made its record must land: the copy decided on may be stale by now (a lagging
         # cache, kopf's or a person's write to the Incident, a delivery's record), and a Conflict would leave
@@ -197,6 +199,22 @@ class Applier:
         ns = change.objects.deployment["metadata"]["namespace"]
         dname = change.objects.deployment["metadata"]["name"]
         target = plan.name or dname
+        if change.before is not None:  # the reconciler first: its record is on it, so a crash here loses nothing
+            owner = change.before.reconciler
+            try:
+                await self.kube.json_patch_custom(
+                    reconcilers.API[owner.kind], owner.namespace, owner.name, change.before.ops
+                )
+            except ApiError as exc:
+                reason = " ".join(str(exc).split())[:800]
+                log.warning("pause %s for %s %s/%s refused: %s", owner.describe(), plan.action, ns, target, reason)
+                return ActionRecord(
+                    step=act.step.kind,
+                    index=act.index,
+                    result="Skipped",
+                    message=f"not taken: {owner.describe()} could not be paused ({reason}); acting would be undone",
+                    at=c.now_iso(now),
+                )
         try:
             if change.ledger_patch is not None:
                 await self.kube.json_patch_deployment(ns, dname, change.ledger_patch)

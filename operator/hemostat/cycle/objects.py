@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..actions.base import Objects, Plan, guard
-from ..decide import ledger
+from ..decide import ledger, reconcilers
 from ..decide import lifecycle as lc
 from ..models.common import API_VERSION
 from ..models.incident import IncidentSpec, IncidentStatus
@@ -34,6 +34,8 @@ class Change:
     # the ledger entry alone, written when the server refuses a change it travelled with: a
     # refused step counts for cooldown and budget like any other
     ledger_if_refused: list[Body] | None = None
+    # a GitOps reconciler's own object paused before the step (decide/reconcilers.py)
+    before: reconcilers.ObjectPause | None = None
 
 
 def incident_name(target: str, policy: str, now: datetime) -> str:

@@ -48,7 +48,7 @@ from ..models.incident import ActionRecord, IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, TargetStatus
 from . import attribute
 from .objects import Change, change_for, incident_body, incident_name
-from .snapshot import PAUSED, Snapshot, TargetView
+from .snapshot import PAUSED, Owners, Snapshot, TargetView
 
 Body = dict[str, Any]
 RETRY = 30.0  # seconds before an invalid policy, or a cycle that could not run, is tried again
@@ -247,7 +247,7 @@ def decide_target(
     else:
         return TargetPlan(name=view.name, deployment=view.deployment, target=target)
     status = recover_markers(status, objects, name, len(spec.mitigation.steps), now)
-    status = lc.record_paused(status, pauses(objects, name), name, now)
+    status = lc.record_paused(status, pauses(objects, snap.owners, name), name, now)
     status = lc.track_health(status, health, now)
     window = parse_duration(spec.mitigation.rollout_window)
     if spec.attribution.mode != "off" and lc.attributable(status, revision) and health.state is h.State.BREACHING:
@@ -268,7 +268,8 @@ def decide_target(
         rollout_window=window,
         revision_since=revision_since,
     )
-    status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, f"{snap.namespace}/{name}")
+    by = f"{snap.namespace}/{name}"
+    status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, by, snap.owners)
     open_now = status.phase != "Resolved"
     return replace(
         plan, status=status, change=change, target=target.model_copy(update={"incident": name if open_now else None})
@@ -323,6 +324,7 @@ def advance(
     objects: Objects,
     ctx: Context,
     by: str,
+    owners: Owners | None = None,
 ) -> tuple[IncidentStatus, Change | None]:
     """Walk the ladder: skipped steps fall through; anything else ends this cycle's moves."""
     for _ in range(len(spec.mitigation.steps) + 1):
@@ -334,11 +336,10 @@ def advance(
             return _moved(status, verdict, ctx.now), None
         step_ctx = replace(ctx, index=move.index)
         planned = Skip(verdict) if verdict else kind_of(move.step).plan(objects, move.step.config, step_ctx)
-        if isinstance(planned, Plan):
-            planned = unreconciled(planned, objects, spec.mitigation.gitops, step_ctx)
+        planned, before = unreconciled(planned, objects, spec.mitigation.gitops, step_ctx, owners)
         if isinstance(planned, Hold):  # may pass by the next cycle: wait, never skip the step for it
             return lc.record_note(status, f"next step {move.step.kind} held: {planned.reason}", ctx.now), None
-        status, change = take(status, move, planned, objects, ctx.now, by)
+        status, change = take(status, move, planned, objects, ctx.now, by, before)
         if change is not None or status.phase == "Monitoring":
             return status, change
     return status, None
@@ -353,25 +354,35 @@ def patched_object(objects: Objects, planned: Plan) -> Body | None:
     return objects.sources.get((planned.kind, planned.name))
 
 
-def unreconciled(planned: Plan, objects: Objects, mode: str, ctx: Context) -> Plan | Skip:
-    """The step with, in the same patch, what keeps a GitOps reconciler from undoing it (decide/reconcilers.py);
-    or a skip saying why it must not be taken."""
-    obj = patched_object(objects, planned)
-    if obj is None:
-        return planned
-    ops = reconcilers.pause_ops(obj["metadata"], mode, ctx.incident, ctx.now)
-    if isinstance(ops, str):
-        return Skip(f"{planned.action} of {planned.kind} {planned.name or obj['metadata']['name']} not taken: {ops}")
-    return replace(planned, patch=[*planned.patch, *ops]) if ops else planned
+def unreconciled(
+    planned: Plan | Skip | Done | Hold, objects: Objects, mode: str, ctx: Context, owners: Owners | None
+) -> tuple[Plan | Skip | Done | Hold, reconcilers.ObjectPause | None]:
+    """The step with what keeps a GitOps reconciler from undoing it (decide/reconcilers.py): ops in its own
+    patch, or a pause written before it; a hold while the reconciler's object is read; or a skip saying why."""
+    obj = patched_object(objects, planned) if isinstance(planned, Plan) else None
+    if obj is None or not isinstance(planned, Plan):
+        return planned, None
+    kept = reconcilers.protect(obj["metadata"], mode, ctx.incident, ctx.now, owners)
+    what = f"{planned.action} of {planned.kind} {planned.name or obj['metadata']['name']}"
+    if kept.refuse:
+        return Skip(f"{what} not taken: {kept.refuse}"), None
+    if kept.wait:
+        return Hold(kept.wait), None
+    return (replace(planned, patch=[*planned.patch, *kept.ops]) if kept.ops else planned), kept.before
 
 
-def pauses(objects: Objects, incident: str) -> list[tuple[str, reconcilers.Pause]]:
-    """The pauses this incident made, each read from the object it paused."""
+def pauses(objects: Objects, owners: Owners, incident: str) -> list[tuple[str, str, reconcilers.Pause]]:
+    """The pauses this incident made, each read from the object it paused: (object, how, pause)."""
     found = []
     for obj in objects.annotated():
         pause = reconcilers.paused(obj["metadata"])
         if pause is not None and pause.incident == incident:
-            found.append((f"{obj.get('kind') or 'object'} {obj['metadata']['name']}", pause))
+            what = f"{obj.get('kind') or 'object'} {obj['metadata']['name']}"
+            found.append((what, f"annotation {reconcilers.FLUX_RECONCILE}: disabled on {what}", pause))
+    for owner, body in owners.items():
+        pause = reconcilers.paused(body["metadata"]) if isinstance(body, dict) else None
+        if pause is not None and pause.incident == incident:
+            found.append((f"{owner.kind} {owner.namespace}/{owner.name}", reconcilers.HOW[owner.kind], pause))
     return found
 
 
@@ -384,7 +395,13 @@ def _moved(status: IncidentStatus, move: lc.Wait | lc.Resolve | lc.Escalate, now
 
 
 def take(
-    status: IncidentStatus, move: lc.Act, planned: Plan | Skip | Done, objects: Objects, now: datetime, by: str
+    status: IncidentStatus,
+    move: lc.Act,
+    planned: Plan | Skip | Done,
+    objects: Objects,
+    now: datetime,
+    by: str,
+    before: reconcilers.ObjectPause | None = None,
 ) -> tuple[IncidentStatus, Change | None]:
     """Record a skip, a dry run or a step already done, or return the change to apply."""
     kind = move.step.kind
@@ -406,7 +423,8 @@ def take(
             at=at,
         )
         return lc.record_action(status, record, c.DRY_RUN, now), None
-    return status, change_for(move, planned, objects, ledger.Entry(now, by, planned.action, planned.undoes))
+    change = change_for(move, planned, objects, ledger.Entry(now, by, planned.action, planned.undoes))
+    return status, replace(change, before=before)
 
 
 def _open(
@@ -482,7 +500,7 @@ def decide_manual(
         return (lc.record_note(status, move.note, now) if move.note else status), None
     if isinstance(move, lc.Act) and objects is not None:
         ctx = Context(name, move.index, now, detected_revision=status.revision, rollout_window=MANUAL_WINDOW)
-        planned = kind_of(move.step).plan(objects, move.step.config, ctx)
+        planned, _ = unreconciled(kind_of(move.step).plan(objects, move.step.config, ctx), objects, "pause", ctx, None)
         if isinstance(planned, Hold):
             return lc.record_note(status, f"requested {move.step.kind} held: {planned.reason}", now), None
         return take(status, move, planned, objects, now, by)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from ..actions import steps
-from ..decide import progress
+from ..decide import progress, reconcilers
 from ..kube import Kube, selector_string
 from ..models.common import LabelSelector
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, Signal, TargetStatus
@@ -175,6 +175,7 @@ async def read(
         _view(d, incidents, previous.get(n), readings[n], revisions[n], pods_of.get(n))
         for d, n in zip(deployments, names, strict=True)
     ]
+    owners = await read_owners(kube, spec, [v.deployment for v in views if v.incident is not None])
     expired = tuple(i["metadata"]["name"] for i in incidents if is_expired(i, settings.incident_retention, now))
     return replace(
         base,
@@ -182,6 +183,7 @@ async def read(
         replicasets=tuple(replicasets),
         hpas=tuple(hpas),
         sources=dict(zip(wanted, found, strict=True)),
+        owners=owners,
         expired=expired[:EXPIRED_PER_CYCLE],
         unsent=tuple(i for i in incidents if spec.notify.webhooks and is_unsent(i, now)),
     )
@@ -189,6 +191,23 @@ async def read(
 
 async def nothing() -> list[Body]:
     return []
+
+
+async def read_owners(kube: Kube, spec: MitigationPolicySpec, acting: list[Body]) -> dict[Any, Body | str | None]:
+    """The reconciler objects a step may pause (HelmReleases, Argo CD Applications), only for targets with
+    an open Incident: a steady round reads none."""
+    if spec.mitigation.gitops != "pause":
+        return {}
+    wanted = {r for d in acting if (r := reconcilers.reconciler_of(d["metadata"])) and r.kind in reconcilers.API}
+
+    async def one(r: reconcilers.Reconciler) -> Body | str | None:
+        try:
+            return await kube.get_custom(reconcilers.API[r.kind], r.namespace, r.name)
+        except Exception as exc:  # forbidden, not installed: the step is skipped saying so
+            return one_line(exc)
+
+    found = await asyncio.gather(*(one(r) for r in wanted))
+    return dict(zip(wanted, found, strict=True))
 
 
 async def stalled_pods(kube: Kube, namespace: str, selector: dict[str, object]) -> tuple[Body, ...] | str:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ..actions.base import SourceKey
 from ..decide import conditions as c
+from ..decide import reconcilers
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
 from ..reading import Reading
@@ -76,6 +77,9 @@ class TargetView:
     pods: tuple[Body, ...] | str | None = None
 
 
+Owners = Mapping[reconcilers.Reconciler, "Body | str | None"]  # read for targets with an open Incident
+
+
 @dataclass(frozen=True)
 class Snapshot:
     namespace: str
@@ -93,6 +97,7 @@ class Snapshot:
     replicasets: tuple[Body, ...] = ()
     hpas: tuple[Body, ...] = ()
     sources: Mapping[SourceKey, Body | None] = field(default_factory=dict)
+    owners: Owners = field(default_factory=dict)  # the GitOps reconcilers' objects (decide/reconcilers.py)
     expired: tuple[str, ...] = ()  # Resolved Incidents past retention
     unsent: tuple[Body, ...] = ()  # Resolved Incidents whose Resolved update is not delivered yet
 

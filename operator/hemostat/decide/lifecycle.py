@@ -29,7 +29,7 @@ from ..models.policy import MitigationPolicySpec, MitigationStep
 from . import conditions as c
 from .attribution import Finding
 from .health import Health, State, Verdict
-from .reconcilers import FLUX_RECONCILE, Pause
+from .reconcilers import Pause
 
 
 @dataclass(frozen=True)
@@ -144,20 +144,19 @@ def _append(status: IncidentStatus, now: datetime, reason: str, message: str, wa
 
 
 def record_paused(
-    status: IncidentStatus, found: Sequence[tuple[str, Pause]], incident: str, now: datetime
+    status: IncidentStatus, found: Sequence[tuple[str, str, Pause]], incident: str, now: datetime
 ) -> IncidentStatus:
-    """The reconcilers this incident paused, as the paused objects record it: written once each, and
-    rebuilt after a crash between the step and its record."""
+    """The reconcilers this incident paused, as the paused objects record it (object, how, pause): written
+    once each, and rebuilt after a crash between the pause and its record."""
     known = {(g.reconciler, g.object) for g in status.gitops}
-    new = [(obj, p) for obj, p in found if (p.reconciler, obj) not in known]
+    new = [(obj, how, p) for obj, how, p in found if (p.reconciler, obj) not in known]
     if not new:
         return status
     out = status.model_copy(deep=True)
-    for obj, p in new:
-        how = f"annotation {FLUX_RECONCILE}: disabled on {obj}"
+    for obj, how, p in new:
         resume = f"revert the bad change in Git, then: hemostat incident resolve {incident} --resume-gitops"
         out.gitops.append(GitopsPause(reconciler=p.reconciler, object=obj, how=how, at=c.now_iso(p.at), resume=resume))
-        said = f"{p.reconciler} no longer reconciles {obj} since {c.now_iso(p.at)} ({how}), so the step sticks"
+        said = f"{p.reconciler} paused since {c.now_iso(p.at)} ({how}), so the step sticks"
         _append(out, now, c.RECONCILER_PAUSED, f"{said}; to resume: {resume}")
     return out
 
