@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -427,3 +428,69 @@ def test_observe_mode_detects_as_without_attribution() -> None:
 def test_contrast_says_the_new_revision_is_within_bounds_when_only_the_old_breaches() -> None:
     clue = a.contrast(ERR, value(0.01), value(0.3), "revision 1")
     assert clue.says == a.SHARED and clue.detail.endswith("the new revision is within bounds"), clue.detail
+
+
+def unknown_web(spec: MitigationPolicySpec, **deployment_annotations: str) -> TargetView:
+    """web's breach began before revision 2 became current: the cause is unknown."""
+    first = monitoring(revision=2, started_at=iso(NOW - timedelta(minutes=10)))
+    web = target("web", 0.3, revision=2, incident=open_incident(first))
+    dep = deployment("web", 2)
+    dep["metadata"]["annotations"] |= deployment_annotations
+    if deployment_annotations:
+        dep["spec"]["paused"] = True
+    breaching = p.TargetStatus(name="web", breaching_since={"err": iso(NOW - timedelta(minutes=10))})
+    return TargetView(**{**web.__dict__, "deployment": dep, "previous": breaching})
+
+
+def test_while_the_cause_is_unknown_an_unfinished_rollout_is_paused_and_only_then() -> None:
+    spec = policy(steps=LADDER, attribution={"unknown": {"hold": "2m", "then": "act"}})
+    tp = decided(fleet_snapshot(unknown_web(spec), spec=spec, rolling=True))
+    assert tp.status.attribution.verdict == "unknown" and tp.change is None
+    assert tp.rollout is not None
+    assert tp.rollout[0] == {"op": "test", "path": "/metadata/generation", "value": 4}, "guarded"
+    assert tp.rollout[1] == {"op": "add", "path": "/spec/paused", "value": True}
+    held = json.loads(tp.rollout[2]["value"])
+    assert held == {"incident": tp.incident_name, "at": iso(NOW)}
+    done = decided(fleet_snapshot(unknown_web(spec), spec=spec, rolling=False))
+    assert done.rollout is None, "a finished rollout has nothing to pause"
+
+
+def test_the_pause_is_recorded_from_the_deployment_and_lifted_by_the_rollback_when_the_hold_ends() -> None:
+    spec = policy(steps=LADDER, attribution={"unknown": {"hold": "2m", "then": "act"}})
+    held = json.dumps({"incident": "web-1", "at": iso(NOW)})
+    web = unknown_web(spec, **{"hemostat.dev/rollout-held": held})
+    tp = decided(fleet_snapshot(web, spec=spec, rolling=True))
+    said = [e for e in tp.status.timeline if e.reason == "RolloutPaused"]
+    assert len(said) == 1 and "the rollout of revision 2 is paused since" in said[0].message
+    assert tp.rollout is None, "already paused: not again"
+
+    later = TargetView(**{**web.__dict__, "incident": open_incident(tp.status)})
+    after = next(
+        t for t in p.decide(fleet_snapshot(later, spec=spec, rolling=True), NOW + timedelta(minutes=3)).targets
+    )
+    assert after.change is not None and after.change.plan.action == "rollback"
+    assert {"op": "replace", "path": "/spec/paused", "value": False} in after.change.patch
+    annotations = next(
+        op["value"] for op in after.change.patch if op == {**op, "op": "replace", "path": "/metadata/annotations"}
+    )
+    assert "hemostat.dev/rollout-held" not in annotations, "lifted in the same write"
+    assert [e.reason for e in after.status.timeline].count("RolloutPaused") == 1
+
+
+def test_a_pause_of_its_own_is_lifted_when_the_incident_resolves_and_a_persons_pause_is_kept() -> None:
+    spec = policy(steps=LADDER, attribution={"unknown": {"hold": "2m"}})
+    held = json.dumps({"incident": "web-1", "at": iso(NOW)})
+    resolving = monitoring(
+        revision=2, started_at=iso(NOW - timedelta(minutes=10)), healthy_since=iso(NOW - timedelta(minutes=5))
+    )
+    for owner, lifted in (("web-1", True), ("someone-else", False)):
+        mark = json.dumps({"incident": owner, "at": iso(NOW)}) if owner != "web-1" else held
+        web = unknown_web(spec, **{"hemostat.dev/rollout-held": mark})
+        web = TargetView(**{**web.__dict__, "readings": {"err": value(0.0)}, "incident": open_incident(resolving)})
+        tp = decided(fleet_snapshot(web, spec=spec, rolling=True))
+        assert tp.status.phase == "Resolved"
+        if lifted:
+            assert tp.rollout is not None and tp.rollout[1] == {"op": "replace", "path": "/spec/paused", "value": False}
+            assert tp.status.timeline[-1].reason == "RolloutResumed"
+        else:
+            assert tp.rollout is None

@@ -186,6 +186,7 @@ class Context:
     detected_revision: int | None = None
     rollout_window: timedelta = timedelta(hours=1)
     revision_since: datetime | None = None  # when the operator first saw the current revision
+    held_rollout: bool = False  # the rollout is paused by this incident's hold (decide/rollout_pause.py)
 
 
 @dataclass(frozen=True)

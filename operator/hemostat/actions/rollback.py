@@ -161,6 +161,7 @@ def plan(
     now: datetime,
     current_since: datetime | None = None,
     undone: Mapping[str, ledger.Entry] | None = None,
+    held_rollout: bool = False,
 ) -> Plan | Skip | Done | Hold:
     """Pure: what the rollback step would change, or why it does not apply.
 
@@ -201,7 +202,7 @@ def plan(
                 marker_op(facts.annotations, value),
             ],
         )
-    if facts.rollout_paused:
+    if facts.rollout_paused and not held_rollout:
         return Skip("the rollout is paused (spec.paused); kubectl rollout undo refuses paused Deployments too")
     age = now - (current_since or current.rolled_out_at)
     if age > rollout_window:
@@ -228,6 +229,8 @@ def plan(
         [
             *facts.guard,
             {"op": "replace", "path": "/spec/template", "value": target.template},
+            # the hold's own pause is lifted in the same write (its annotation is not carried over)
+            *([{"op": "replace", "path": "/spec/paused", "value": False}] if facts.rollout_paused else []),
             {"op": "replace", "path": "/metadata/annotations", "value": annotations},
         ],
         undoes=current.replicaset,
@@ -261,6 +264,7 @@ def _plan_step(objects: Objects, step: RollbackStep, ctx: Context) -> Plan | Ski
         now=ctx.now,
         current_since=ctx.revision_since if same else None,
         undone=undone,
+        held_rollout=ctx.held_rollout,
     )
 
 

@@ -147,6 +147,9 @@ class Applier:
         assert incident is not None
         status = tp.status
         acted = False
+        if tp.rollout is not None and tp.deployment is not None:  # before the status that says so
+            meta = tp.deployment["metadata"]
+            await self.kube.json_patch_deployment(meta["namespace"], meta["name"], tp.rollout)
         if tp.change is not None:
             record = await self.carry_out(tp.change, now)
             said = c.MITIGATION_SKIPPED if record.result == "Skipped" else ACTION_REASONS[tp.change.plan.action]

@@ -39,7 +39,7 @@ from ..actions.base import (
     marker_problem,
 )
 from ..actions.steps import ACTION_REASONS, STEP_OF_ACTION, kind_of
-from ..decide import attribution, ledger, progress, reconcilers
+from ..decide import attribution, ledger, progress, reconcilers, rollout_pause
 from ..decide import conditions as c
 from ..decide import health as h
 from ..decide import lifecycle as lc
@@ -67,6 +67,8 @@ class TargetPlan:
     status: IncidentStatus | None = None  # the status after this cycle's decisions
     change: Change | None = None
     spec: IncidentSpec | None = None
+    # a guarded patch pausing or resuming the rollout while the cause is unknown (decide/rollout_pause.py)
+    rollout: list[Body] | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,8 @@ def decide_target(
     # the revision the verdict blames: a bad rollout during an incident blamed elsewhere is its own
     blamed = status.attribution
     detected = blamed.revision if blamed and blamed.verdict == "deploy" and blamed.revision else status.revision
+    hold = rollout_pause.held(view.deployment["metadata"])
+    status = lc.record_rollout_held(status, hold, name, revision, now)
     ctx = Context(
         incident=name,
         index=0,
@@ -267,13 +271,42 @@ def decide_target(
         detected_revision=detected,
         rollout_window=window,
         revision_since=revision_since,
+        held_rollout=hold is not None and hold.incident == name,
     )
     by = f"{snap.namespace}/{name}"
     status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, by, snap.owners)
+    status, rollout = (status, None) if change is not None else hold_rollout(status, objects, name, now)
     open_now = status.phase != "Resolved"
     return replace(
-        plan, status=status, change=change, target=target.model_copy(update={"incident": name if open_now else None})
+        plan,
+        status=status,
+        change=change,
+        rollout=rollout,
+        target=target.model_copy(update={"incident": name if open_now else None}),
     )
+
+
+def hold_rollout(
+    status: IncidentStatus, objects: Objects, incident: str, now: datetime
+) -> tuple[IncidentStatus, list[Body] | None]:
+    """While the cause is unknown and held, an unfinished rollout is paused; when the Incident resolves,
+    a pause of its own is lifted (the rollout goes on). The pause is recorded from the Deployment next
+    cycle (restart-safe); the resume is said now, its status written only after the patch."""
+    deployment, found = objects.deployment, status.attribution
+    if status.phase == "Resolved":
+        ops = rollout_pause.release_ops(deployment, incident)
+        return (lc.record_rollout_resumed(status, now), ops) if ops else (status, None)
+    mine = rollout_pause.held(deployment["metadata"])
+    if status.phase == "Escalated" and mine is not None and mine.incident == incident:
+        name = deployment["metadata"]["name"]
+        said = f"the rollout stays paused: going on is a person's call (kubectl rollout resume deployment/{name})"
+        return lc.record_note(status, said, now), None
+    if found is None or found.verdict != "unknown" or found.mode != "enforce" or not found.hold_until:
+        return status, None
+    if status.actions or now >= c.parse_iso(found.hold_until):
+        return status, None
+    new, old = attribute.serving(objects)
+    return status, rollout_pause.pause_ops(deployment, incident, new is not None and bool(old), now) or None
 
 
 def guardrails(snap: Snapshot, spec: MitigationPolicySpec, deployment: Body, now: datetime) -> lc.Guardrails:

@@ -26,6 +26,8 @@ ESCALATED = "Escalated"
 RESOLVED_BY_PERSON = "ResolvedByPerson"
 ATTRIBUTED = "Attributed"
 RECONCILER_PAUSED = "ReconcilerPaused"
+ROLLOUT_PAUSED = "RolloutPaused"
+ROLLOUT_RESUMED = "RolloutResumed"
 RECONCILER_RESUMED = "ReconcilerResumed"
 
 # Policy condition reasons.

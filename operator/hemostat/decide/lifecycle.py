@@ -30,6 +30,7 @@ from . import conditions as c
 from .attribution import Finding
 from .health import Health, State, Verdict
 from .reconcilers import Pause
+from .rollout_pause import Held
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,25 @@ def record_paused(
         out.gitops.append(GitopsPause(reconciler=p.reconciler, object=obj, how=how, at=c.now_iso(p.at), resume=resume))
         said = f"{p.reconciler} paused since {c.now_iso(p.at)} ({how}), so the step sticks"
         _append(out, now, c.RECONCILER_PAUSED, f"{said}; to resume: {resume}")
+    return out
+
+
+def record_rollout_held(
+    status: IncidentStatus, held: Held | None, incident: str, revision: int | None, now: datetime
+) -> IncidentStatus:
+    """The rollout this incident paused, said once, from the Deployment's own record of it."""
+    if held is None or held.incident != incident or any(e.reason == c.ROLLOUT_PAUSED for e in status.timeline):
+        return status
+    out = status.model_copy(deep=True)
+    at = f"revision {revision}" if revision is not None else "the new revision"
+    said = f"the rollout of {at} is paused since {c.now_iso(held.at)} (spec.paused) while the cause is unknown"
+    _append(out, now, c.ROLLOUT_PAUSED, f"{said}: the old revision keeps serving; nothing else is changed")
+    return out
+
+
+def record_rollout_resumed(status: IncidentStatus, now: datetime) -> IncidentStatus:
+    out = status.model_copy(deep=True)
+    _append(out, now, c.ROLLOUT_RESUMED, "the rollout paused while the cause was unknown goes on (spec.paused: false)")
     return out
 
 
