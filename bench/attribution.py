@@ -289,7 +289,7 @@ class Runner:
             web = web_incidents(custom, ns)
             recorded = time.monotonic() + 15  # a step lands before the status write that records it
             while out.rolled_back and mode == "enforce" and time.monotonic() < recorded:
-                if web and "attribution" in web[0].get("status", {}):
+                if web and any(a["step"] == "rollback" for a in web[0].get("status", {}).get("actions", [])):
                     break
                 time.sleep(0.2)
                 web = web_incidents(custom, ns)
