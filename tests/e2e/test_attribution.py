@@ -4,6 +4,7 @@ Deployments: a shared outage after a healthy rollout is not rolled back; a bad r
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from conftest import Cluster, wait_for
@@ -252,3 +253,49 @@ def test_a_revision_the_scheduler_cannot_place_is_held_not_rolled_back(
     assert "cannot be scheduled" in attribution["reason"] and "capacity, not the revision" in attribution["reason"]
     assert status.get("actions", []) == []
     assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "nothing rolled back"
+
+
+def test_while_the_cause_is_unknown_an_unfinished_rollout_is_paused_and_goes_on_when_resolved(
+    testenv: Cluster, namespace: str, simulator, operators, faults
+) -> None:
+    operators.start(namespace)
+    testenv.apply(app("web", "registry.local/web:v1", **SLOW_ROLLOUT), namespace)
+    wait_ready(testenv, namespace, "web")
+    policy = shop_policy("web", {"app": "web"})
+    signal = policy["spec"]["signals"][0]
+    del signal["byRevision"]  # no contrast: nothing tells a shared cause from the new revision
+    signal["for"] = "5s"
+    policy["spec"]["attribution"] = {"unknown": {"hold": "5m"}}
+    testenv.apply(policy, namespace)
+    wait_for("web healthy", lambda: target_verdict(testenv, namespace, "web", "web") == "Healthy", timeout=60)
+
+    # a breach begins, then a healthy rollout starts before it is confirmed: whose is it? unknown
+    faults({"kind": "dependency", "namespace": namespace, "deployments": ["web"], "errorRate": 0.3})
+    wait_for("the breach begins", lambda: target_verdict(testenv, namespace, "web", "web") == "Breaching", 60)
+    time.sleep(1.1)  # timestamps are whole seconds: the rollout in a later one than the breach's start
+    rollout(testenv, namespace, "web", "registry.local/web:v2", error_rate=0.0)
+
+    def paused() -> dict[str, Any] | None:
+        inc = incident_of(testenv, namespace, "web")
+        said = [e["reason"] for e in (inc or {}).get("status", {}).get("timeline", [])]
+        return inc if "RolloutPaused" in said else None
+
+    try:
+        inc = wait_for("the rollout paused", paused, timeout=60)
+    except AssertionError:
+        seen = (incident_of(testenv, namespace, "web") or {}).get("status", {})
+        raise AssertionError(json.dumps([seen.get("timeline"), seen.get("attribution")], indent=1)) from None
+    assert inc["status"]["attribution"]["verdict"] == "unknown", inc["status"]["attribution"]
+    web = testenv.get("deployment", "web", namespace)
+    assert web["spec"].get("paused") is True and "hemostat.dev/rollout-held" in web["metadata"]["annotations"]
+    assert len(serving_revisions(testenv, namespace, "web")) == 2, "the old revision keeps serving"
+    assert inc["status"].get("actions", []) == []
+
+    faults()  # the dependency recovers: the incident resolves, the rollout goes on
+    status = in_phase(testenv, namespace, "web", "Resolved")["status"]
+    reasons = [e["reason"] for e in status["timeline"]]
+    assert reasons.count("RolloutPaused") == 1 and reasons[-1] == "RolloutResumed", reasons
+    web = testenv.get("deployment", "web", namespace)
+    # paused: false is the default, which the API server does not store
+    assert not web["spec"].get("paused") and "hemostat.dev/rollout-held" not in web["metadata"]["annotations"]
+    assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2")
