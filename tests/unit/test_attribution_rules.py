@@ -494,11 +494,3 @@ def test_a_pause_of_its_own_is_lifted_when_the_incident_resolves_and_a_persons_p
             assert tp.status.timeline[-1].reason == "RolloutResumed"
         else:
             assert tp.rollout is None
-
-
-def test_timing_a_breach_in_the_same_second_as_the_revision_blames_nobody() -> None:
-    # Kubernetes and Hemostat keep whole seconds: a tie cannot say which came first, and a revision's own
-    # errors need its Pods Ready and scraped first (seconds), so a tie is no evidence for the deploy
-    window = timedelta(hours=1)
-    clue = a.timing([breach(0.3, since=timedelta(seconds=30))], 3, NOW - timedelta(seconds=30), window, NOW)
-    assert clue.says == a.NONE and "the same second" in clue.detail

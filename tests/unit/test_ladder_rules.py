@@ -21,8 +21,7 @@ from hemostat.models.policy import MitigationPolicySpec
 
 def test_a_revision_without_its_replicaset_yet_is_a_wait_not_a_skip() -> None:
     # two watch caches out of step: the Deployment says revision 3, its ReplicaSet is not cached yet
-    # (attribution off: a breach first seen in the same second as the revision is its own question)
-    spec = policy(steps=[{"rollback": {}}, {"scaleUp": {"maxReplicas": 10}}], attribution={"mode": "off"})
+    spec = policy(steps=[{"rollback": {}}, {"scaleUp": {"maxReplicas": 10}}])
     tp = only(p.decide(snapshot(view(0.5, dep=deployment(revision=3)), spec=spec), NOW))
     assert tp.change is None and tp.status.actions == [], "the ladder must not move on"
     assert tp.status.next_step == 0

@@ -217,8 +217,6 @@ def timing(
     became = f"revision {revision} became current"
     if lag < 0:
         return Clue("timing", SHARED, f"the breach began {format_duration(-lag)} before {became}")
-    if lag == 0:  # whole seconds: which came first is not known, and a revision's own errors come seconds later
-        return Clue("timing", NONE, f"the breach began in the same second as {became}: which came first is not known")
     return Clue("timing", "deploy", f"the breach began {format_duration(lag)} after {became}")
 
 
