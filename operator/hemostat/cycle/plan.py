@@ -392,8 +392,7 @@ def unreconciled(
 ) -> tuple[Plan | Skip | Done | Hold, reconcilers.ObjectPause | None]:
     """The step with what keeps a GitOps reconciler from undoing it (decide/reconcilers.py): ops in its own
     patch, or a pause written before it; a hold while the reconciler's object is read; or a skip saying why."""
-    obj = patched_object(objects, planned) if isinstance(planned, Plan) else None
-    if obj is None or not isinstance(planned, Plan):
+    if not isinstance(planned, Plan) or (obj := patched_object(objects, planned)) is None:
         return planned, None
     kept = reconcilers.protect(obj["metadata"], mode, ctx.incident, ctx.now, owners)
     what = f"{planned.action} of {planned.kind} {planned.name or obj['metadata']['name']}"
