@@ -26,10 +26,9 @@ SC_STORAGE_PORT=19280; SC_METRICS_PORT=19281; SC_HEALTH_PORT=19282
 KC_METRICS_PORT=19283; KC_HEALTH_PORT=19284
 AR_METRICS_PORT=19285; AR_HEALTHZ_PORT=19286
 
-log() { printf '[controllers %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-pid_of() { cat "$D/pids/$1.pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+LOG_TAG=controllers OWNER="hack/controllers.sh down"
+# shellcheck source=daemons.sh
+source "$HERE/daemons.sh"
 kubectl_() { "$KUBECTL" --kubeconfig="$KUBE" "$@"; }
 procs_of() { # component -> its processes (the names of their pid and log files)
   case $1 in
@@ -39,38 +38,9 @@ procs_of() { # component -> its processes (the names of their pid and log files)
   esac
 }
 
-closefds() { # as in testenv.sh: a daemon must not hold the caller's descriptors (locks, pipes)
-  local fd
-  for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; if (( fd > 2 )); then eval "exec $fd>&-"; fi; done 2>/dev/null
-}
-
-run() { # name cmd...  (own process group, so `down` stops children too)
-  local n=$1; shift
-  ( closefds; exec setsid "$@" >"$D/logs/$n.log" 2>&1 < /dev/null ) &
-  echo $! >"$D/pids/$n.pid"
-}
-
-wait_for() { # name timeout-seconds cmd...
-  local n=$1 t=$2 start=$SECONDS; shift 2
-  while ! "$@" >/dev/null 2>&1; do
-    alive "$n" || die "$n exited during startup; log: $D/logs/$n.log
-$(tail -n 20 "$D/logs/$n.log" 2>/dev/null)"
-    (( SECONDS - start <= t )) || die "$n not ready after ${t}s; log: $D/logs/$n.log
-$(tail -n 20 "$D/logs/$n.log" 2>/dev/null)"
-    sleep 0.2
-  done
-  log "$n ready ($((SECONDS - start))s)"
-}
-
 # name url pattern: its health endpoint answers and its log says the workers run (the
 # endpoints answer a moment before they do).
 healthy() { curl -sf --max-time 2 "$2" >/dev/null && grep -q -- "$3" "$D/logs/$1.log"; }
-
-port_free() { # port name
-  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-    die "port 127.0.0.1:$1 (for $2) is already in use by a process this script did not start here; stop it or run 'hack/controllers.sh down' in the checkout that owns it"
-  fi
-}
 
 crds() { # dir: apply every CRD in it and wait until each is served
   kubectl_ apply --server-side --force-conflicts -f "$1" >/dev/null
@@ -115,13 +85,7 @@ up_rollouts() {
 }
 
 stop() { # process name
-  local p; p=$(pid_of "$1")
-  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
-    kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$p" 2>/dev/null || true
-    log "stopped $1 (pid $p)"
-  fi
+  stop_pid "$1"
   rm -f "$D/pids/$1.pid"
 }
 

@@ -19,49 +19,13 @@ API_PORT=16443; KCM_PORT=10357; SCHED_PORT=10359; PROM_PORT=19090
 SVC_CIDR=10.96.0.0/16; SVC_FIRST_IP=10.96.0.1; POD_CIDR=10.244.0.0/16
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus)
 
-log() { printf '[testenv %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-pid_of() { cat "$D/pids/$1.pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+LOG_TAG=testenv OWNER="hack/testenv.sh down"
+# shellcheck source=daemons.sh
+source "$HERE/daemons.sh"
 kubectl_() { "$BIN_K8S/kubectl" --kubeconfig="$D/kubeconfig" "$@"; }
 api_ready() {
   curl -sf --max-time 2 --cacert "$D/pki/ca.crt" --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" \
     "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1
-}
-
-closefds() { # close every inherited descriptor above stderr
-  local fd
-  for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; if (( fd > 2 )); then eval "exec $fd>&-"; fi; done 2>/dev/null
-}
-
-run() { # name cmd...  (own process group, so `down` can stop children too)
-  # Without closefds a daemon inherits the caller's `flock /tmp/testenv.lock` descriptor and
-  # holds the shared lock for as long as the control plane runs: every later user waits forever.
-  local n=$1; shift
-  ( closefds; exec setsid "$@" >"$D/logs/$n.log" 2>&1 < /dev/null ) &
-  echo $! >"$D/pids/$n.pid"
-}
-
-wait_for() { # name timeout-seconds cmd...
-  local n=$1 t=$2 start=$SECONDS; shift 2
-  while ! "$@" >/dev/null 2>&1; do
-    if ! alive "$n"; then
-      die "$n exited during startup; log: $D/logs/$n.log
-$(tail -n 20 "$D/logs/$n.log" 2>/dev/null)"
-    fi
-    if (( SECONDS - start > t )); then
-      die "$n not ready after ${t}s; log: $D/logs/$n.log
-$(tail -n 20 "$D/logs/$n.log" 2>/dev/null)"
-    fi
-    sleep 0.2
-  done
-  log "$n ready ($((SECONDS - start))s)"
-}
-
-port_free() { # port name
-  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-    die "port 127.0.0.1:$1 (for $2) is already in use by a process this testenv did not start; stop it or run 'hack/testenv.sh down' in the checkout that owns it"
-  fi
 }
 
 gen_pki() {
@@ -226,14 +190,7 @@ down() {
     [[ " ${COMPONENTS[*]} " == *" $c "* ]] || extra+=("$c")
   done
   for c in "${extra[@]}" prometheus kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    p=$(pid_of "$c")
-    [ -n "$p" ] || continue
-    if kill -0 "$p" 2>/dev/null; then
-      kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL -- "-$p" 2>/dev/null || true
-      log "stopped $c (pid $p)"
-    fi
+    stop_pid "$c"
   done
   rm -rf "$D"
 }
