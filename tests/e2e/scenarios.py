@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 from conftest import Cluster, deployment, wait_for
@@ -125,3 +127,64 @@ def events(cluster: Cluster, ns: str, kind: str, name: str) -> list[dict[str, An
         "json",
     ).stdout
     return json.loads(out)["items"]
+
+
+def hemostat(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    """The `hemostat` command as a person runs it, against the test cluster."""
+    return subprocess.run(
+        [sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=cluster.env, timeout=60
+    )
+
+
+def incident_of(cluster: Cluster, ns: str, target: str) -> dict[str, Any] | None:
+    return next((i for i in incidents(cluster, ns) if i["spec"]["target"]["name"] == target), None)
+
+
+def rolled_back(cluster: Cluster, ns: str, target: str) -> dict[str, Any]:
+    """The target's Incident once a rollback of it succeeded; its timeline and verdict shown if none comes."""
+
+    def probe() -> dict[str, Any] | None:
+        inc = incident_of(cluster, ns, target)
+        actions = (inc or {}).get("status", {}).get("actions", [])
+        return inc if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
+
+    try:
+        found: dict[str, Any] = wait_for(f"{target} rolled back", probe, timeout=90)
+    except AssertionError:
+        seen = (incident_of(cluster, ns, target) or {}).get("status", {})
+        raise AssertionError(json.dumps(seen.get("timeline"), indent=1) + json.dumps(seen.get("attribution"))) from None
+    return found
+
+
+def flux_sync(cluster: Cluster, ns: str, url: str, interval_s: int) -> None:
+    """A GitRepository `shop` on `url` and a Kustomization `shop` applying its ./deploy into `ns`, both
+    every `interval_s` seconds (Flux's source- and kustomize-controller must run)."""
+    every = f"{interval_s}s"
+    source = {"url": url, "ref": {"branch": "main"}, "interval": every, "timeout": "20s"}
+    cluster.apply(
+        {
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": "shop"},
+            "spec": source,
+        },
+        ns,
+    )
+    sync = {
+        "sourceRef": {"kind": "GitRepository", "name": "shop"},
+        "path": "./deploy",
+        "interval": every,
+        "retryInterval": every,
+        "timeout": "30s",
+        "prune": False,
+        "targetNamespace": ns,
+    }
+    cluster.apply(
+        {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": "shop"},
+            "spec": sync,
+        },
+        ns,
+    )

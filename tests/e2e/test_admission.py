@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 from chart import token_kubeconfig
 from conftest import Cluster, wait_for
 from kubernetes import client, config
-from scenarios import app, deployment_state, rollout, wait_ready
+from scenarios import app, deployment_state, hemostat, rollout, wait_ready
 
 INCIDENTS = {"apiGroups": ["hemostat.dev"], "resources": ["incidents"], "verbs": ["get", "list", "create", "patch"]}
 PATCH_DEPLOYMENTS = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]}
@@ -301,12 +300,6 @@ def test_hemostat_roles_bound_on_their_own_grant_what_they_say(
 def patch_status(kubeconfig: Path, ns: str, name: str, body: dict) -> None:
     api = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
     api.patch_namespaced_custom_object_status("hemostat.dev", "v1alpha1", ns, "incidents", name, body)
-
-
-def hemostat(testenv: Cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=testenv.env, timeout=60
-    )
 
 
 def test_a_step_without_admission_rules_is_refused(

@@ -8,7 +8,16 @@ import time
 from typing import Any
 
 from conftest import Cluster, wait_for
-from scenarios import BATCHED_ERROR_RATIO, app, deployment_state, incidents, rollout, target_verdict, wait_ready
+from scenarios import (
+    BATCHED_ERROR_RATIO,
+    app,
+    deployment_state,
+    incident_of,
+    rolled_back,
+    rollout,
+    target_verdict,
+    wait_ready,
+)
 
 FLEET = ("web", "cart", "api", "auth")
 _BY = "sum by (namespace, deployment, pod_template_hash)"
@@ -74,26 +83,6 @@ def in_phase(testenv: Cluster, ns: str, target: str, *phases: str) -> dict[str, 
 
 def escalated(testenv: Cluster, ns: str, target: str) -> dict[str, Any]:
     return in_phase(testenv, ns, target, "Escalated")
-
-
-def rolled_back(testenv: Cluster, ns: str, target: str) -> dict[str, Any]:
-    """The target's Incident once a rollback of it succeeded; its timeline and verdict shown if none comes."""
-
-    def probe() -> dict[str, Any] | None:
-        inc = incident_of(testenv, ns, target)
-        actions = (inc or {}).get("status", {}).get("actions", [])
-        return inc if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
-
-    try:
-        found: dict[str, Any] = wait_for(f"{target} rolled back", probe, timeout=90)
-    except AssertionError:
-        seen = (incident_of(testenv, ns, target) or {}).get("status", {})
-        raise AssertionError(json.dumps(seen.get("timeline"), indent=1) + json.dumps(seen.get("attribution"))) from None
-    return found
-
-
-def incident_of(testenv: Cluster, ns: str, target: str) -> dict[str, Any] | None:
-    return next((i for i in incidents(testenv, ns) if i["spec"]["target"]["name"] == target), None)
 
 
 def test_a_shared_outage_after_a_healthy_rollout_is_not_rolled_back(

@@ -8,15 +8,13 @@ own rights) once the bad change is reverted in Git, never before.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from conftest import Cluster, wait_for
-from scenarios import app, deployment_state, incidents, policy, wait_ready
+from scenarios import app, deployment_state, flux_sync, hemostat, policy, rolled_back, wait_ready
 
 if TYPE_CHECKING:
     from gitops import GitRepos
@@ -25,7 +23,6 @@ pytest_plugins = ["gitops"]  # flux, flux_namespace, git_repos
 pytestmark = pytest.mark.timeout(3600)  # the first test of a session may build Flux (cold: minutes)
 
 INTERVAL = 5  # seconds: the GitRepository's and the Kustomization's
-KS = ("kustomize.toolkit.fluxcd.io", "v1")
 GOOD, BAD = ("registry.local/web:v1", 0.0), ("registry.local/web:v2", 1.0)
 
 
@@ -37,26 +34,7 @@ def managed_by_flux(testenv: Cluster, ns: str, git_repos: GitRepos) -> str:
     """web at v1 from git, applied by a Kustomization; the repository's name."""
     repo = f"shop-{ns}"
     url = git_repos.create(repo, manifest(*GOOD))
-    source = {"url": url, "ref": {"branch": "main"}, "interval": f"{INTERVAL}s", "timeout": "20s"}
-    testenv.apply(
-        {
-            "apiVersion": "source.toolkit.fluxcd.io/v1",
-            "kind": "GitRepository",
-            "metadata": {"name": "shop"},
-            "spec": source,
-        },
-        ns,
-    )
-    ks = {
-        "sourceRef": {"kind": "GitRepository", "name": "shop"},
-        "path": "./deploy",
-        "interval": f"{INTERVAL}s",
-        "retryInterval": f"{INTERVAL}s",
-        "timeout": "30s",
-        "prune": False,
-        "targetNamespace": ns,
-    }
-    testenv.apply({"apiVersion": "/".join(KS), "kind": "Kustomization", "metadata": {"name": "shop"}, "spec": ks}, ns)
+    flux_sync(testenv, ns, url, INTERVAL)
     wait_for("web applied by Flux", lambda: _exists(testenv, ns), timeout=120)
     wait_ready(testenv, ns, "web")
     return repo
@@ -82,20 +60,7 @@ def bad_commit_rolled_back(
     testenv.apply(p, ns)
     sha = git_repos.commit(repo, manifest(*BAD), "web: v2")
     wait_for("Flux applies the bad commit", lambda: applied_revision(testenv, ns) == f"main@sha1:{sha}", timeout=60)
-
-    def rolled_back() -> dict[str, Any] | None:
-        found = [i for i in incidents(testenv, ns) if i["spec"]["target"]["name"] == "web"]
-        actions = found[0].get("status", {}).get("actions", []) if found else []
-        return found[0] if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
-
-    inc: dict[str, Any] = wait_for("web rolled back", rolled_back, timeout=90)
-    return inc
-
-
-def hemostat(testenv: Cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=testenv.env, timeout=60
-    )
+    return rolled_back(testenv, ns, "web")
 
 
 def test_without_the_pause_flux_puts_the_bad_revision_back(

@@ -11,14 +11,12 @@ synced revision) is written here by the test, standing in for it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ROOT, Cluster, wait_for
-from scenarios import app, deployment_state, incidents, policy, rollout, wait_ready
+from scenarios import app, deployment_state, hemostat, policy, rolled_back, rollout, wait_ready
 
 CRDS = ROOT / "tests" / "e2e" / "fixtures" / "crds"
 PAUSED = "hemostat.dev/gitops-paused"
@@ -49,29 +47,13 @@ def reconciler_crds(testenv: Cluster) -> None:
     )
 
 
-def hemostat(testenv: Cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=testenv.env, timeout=60
-    )
-
-
-def rolled_back(testenv: Cluster, ns: str) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        found = [i for i in incidents(testenv, ns) if i["spec"]["target"]["name"] == "web"]
-        actions = found[0].get("status", {}).get("actions", []) if found else []
-        return found[0] if any(a["step"] == "rollback" and a["result"] == "Succeeded" for a in actions) else None
-
-    inc: dict[str, Any] = wait_for("web rolled back", probe, timeout=90)
-    return inc
-
-
 def bad_rollout_of(testenv: Cluster, ns: str, web: dict[str, Any]) -> dict[str, Any]:
     """web (as given) healthy under its policy, then a bad rollout; the Incident once rolled back."""
     testenv.apply(web, ns)
     wait_ready(testenv, ns, "web")
     testenv.apply(policy("web", verify_for="5s"), ns)
     rollout(testenv, ns, "web", "registry.local/web:v2", error_rate=1.0)
-    return rolled_back(testenv, ns)
+    return rolled_back(testenv, ns, "web")
 
 
 SYNC_POLICY = {"automated": {"prune": True, "selfHeal": True}, "syncOptions": ["ServerSideApply=true"]}
@@ -103,7 +85,7 @@ def test_an_argo_cd_application_stops_self_healing_before_the_rollback_and_is_re
     web["metadata"]["annotations"] = {"argocd.argoproj.io/tracking-id": tracked}
 
     status = bad_rollout_of(testenv, ns, web)["status"]
-    name = rolled_back(testenv, ns)["metadata"]["name"]
+    name = rolled_back(testenv, ns, "web")["metadata"]["name"]
     assert deployment_state(testenv, ns, "web") == ("3", "registry.local/web:v1")
     held = [e["message"] for e in status["timeline"] if e["reason"] == "MitigationHeld"]
     assert any(f"reading Argo CD Application {ns}/shop" in m for m in held), held

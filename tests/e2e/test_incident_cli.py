@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import Cluster, wait_for
-from scenarios import app, incidents, policy, wait_phase, wait_ready
-
-
-def hemostat(testenv: Cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=testenv.env, timeout=60
-    )
+from scenarios import app, hemostat, incidents, policy, wait_phase, wait_ready
 
 
 def test_a_person_resolves_an_escalated_incident_and_gets_a_postmortem(

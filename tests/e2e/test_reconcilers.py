@@ -18,6 +18,7 @@ from conftest import Cluster, deployment, wait_for
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
+from scenarios import flux_sync
 
 if TYPE_CHECKING:  # imported as a plugin below, so that pytest rewrites its asserts
     from gitops import Controllers, GitRepos
@@ -79,32 +80,7 @@ def test_flux_restores_a_hand_change_unless_the_object_opts_out(
         f"deploy/{name}.yaml": yaml.safe_dump(deployment(name, f"registry.local/{name}:v2")) for name in ("web", "api")
     }
     url = git_repos.create(f"shop-{namespace}", manifests)
-    testenv.apply(
-        {
-            "apiVersion": "source.toolkit.fluxcd.io/v1",
-            "kind": "GitRepository",
-            "metadata": {"name": "shop"},
-            "spec": {"url": url, "ref": {"branch": "main"}, "interval": f"{INTERVAL}s", "timeout": "20s"},
-        },
-        namespace,
-    )
-    testenv.apply(
-        {
-            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
-            "kind": "Kustomization",
-            "metadata": {"name": "shop"},
-            "spec": {
-                "sourceRef": {"kind": "GitRepository", "name": "shop"},
-                "path": "./deploy",
-                "interval": f"{INTERVAL}s",
-                "retryInterval": f"{INTERVAL}s",
-                "timeout": "30s",
-                "prune": False,
-                "targetNamespace": namespace,
-            },
-        },
-        namespace,
-    )
+    flux_sync(testenv, namespace, url, INTERVAL)
 
     def image(name: str) -> str | None:
         d = _or_none(lambda: apps.read_namespaced_deployment(name, namespace))
