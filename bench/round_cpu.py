@@ -48,7 +48,7 @@ def objects(n: int, policies: int) -> world.Cached:
         meta = {"namespace": NS, "resourceVersion": str(i), "creationTimestamp": "2026-12-04T10:00:00Z"}
         deployments.replace(
             uid,
-            world.deployment_keys(
+            world.target_keys(
                 {
                     "metadata": {
                         **meta,

@@ -59,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         lease_name=args.lease_name,
         lease_duration=args.lease_duration,
         allowed_prometheus_urls=tuple(args.allowed_prometheus_url or ()),
+        argo_rollouts=args.argo_rollouts,
         prometheus_auth=auth["prometheus"],
         webhook_auth=auth["webhook"],
     )
@@ -138,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prometheus-url",
         default=os.environ.get("HEMOSTAT_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL"),
         help="default Prometheus base URL for signals (env HEMOSTAT_PROMETHEUS_URL or PROMETHEUS_URL)",
+    )
+    run.add_argument(
+        "--argo-rollouts",
+        action="store_true",
+        help="watch Argo Rollouts' Rollouts (argoproj.io/v1alpha1), so policies may target them "
+        "(spec.target.kind: Rollout); needs the Rollout CRD and the chart value argoRollouts.enabled",
     )
     run.add_argument(
         "--allowed-prometheus-url",

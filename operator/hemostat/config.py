@@ -30,6 +30,7 @@ class OperatorConfig:
     priority: int = 0
     incident_retention: timedelta | None = timedelta(days=30)
     allowed_prometheus_urls: tuple[str, ...] = ()
+    argo_rollouts: bool = False  # watch Argo Rollouts' Rollouts: policies may target them
     prometheus_auth: ClientAuth = field(default_factory=ClientAuth)
     webhook_auth: ClientAuth = field(default_factory=ClientAuth)
 

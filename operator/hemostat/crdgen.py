@@ -155,7 +155,7 @@ def crds() -> dict[str, Schema]:
         spec=MitigationPolicySpec,
         status=MitigationPolicyStatus,
         columns=[
-            _col("Targets", ".status.matchedTargets", "integer", desc="Deployments matched by the selector"),
+            _col("Targets", ".status.matchedTargets", "integer", desc="Workloads matched by the selector"),
             _col("Open", ".status.openIncidents", "integer", desc="Open incidents"),
             _col("Valid", '.status.conditions[?(@.type=="Valid")].status'),
             _col("Signals", '.status.conditions[?(@.type=="SignalsAvailable")].status', priority=1),
@@ -172,6 +172,7 @@ def crds() -> dict[str, Schema]:
         columns=[
             _col("Severity", ".spec.severity"),
             _col("Phase", ".status.phase"),
+            _col("Kind", ".spec.target.kind", desc="The target's kind: Deployment or Rollout"),
             _col("Target", ".spec.target.name"),
             _col("Cause", ".status.attribution.verdict", desc="Attribution's verdict: is it the deploy?"),
             _col("Mitigation", ".status.lastMitigation"),

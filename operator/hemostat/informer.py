@@ -16,6 +16,7 @@ a short backoff, and a LIST (in pages) replaces the whole index (objects deleted
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -274,6 +275,9 @@ def sources(api: client.ApiClient, namespaces: Iterable[str], group: str, versio
     def incidents(*args: Any, **kwargs: Any) -> Any:  # the plural goes after the namespace
         return custom.list_namespaced_custom_object(group, version, *args, "incidents", **kwargs)
 
+    def rollouts(*args: Any, **kwargs: Any) -> Any:
+        return custom.list_namespaced_custom_object("argoproj.io", "v1alpha1", *args, "rollouts", **kwargs)
+
     def all_incidents(**kwargs: Any) -> Any:
         return custom.list_cluster_custom_object(group, version, "incidents", **kwargs)
 
@@ -284,6 +288,13 @@ def sources(api: client.ApiClient, namespaces: Iterable[str], group: str, versio
             "Deployment",
             apps.list_deployment_for_all_namespaces,
             apps.list_namespaced_deployment,
+        ),
+        "rollout_index": each(
+            "Rollouts",
+            "argoproj.io/v1alpha1",
+            "Rollout",
+            functools.partial(custom.list_cluster_custom_object, "argoproj.io", "v1alpha1", "rollouts"),
+            rollouts,
         ),
         "replicaset_index": each(
             "ReplicaSets",

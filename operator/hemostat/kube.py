@@ -24,6 +24,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from .models.common import GROUP, VERSION, LabelSelector
+from .workloads import DEPLOYMENT, Workload
 
 Body = dict[str, Any]
 COMPONENT = "hemostat"
@@ -184,6 +185,26 @@ class Kube:
     async def json_patch_deployment(self, namespace: str, name: str, patch: list[Body]) -> Body:
         return await self._json_patch(self.apps.patch_namespaced_deployment, name, namespace, patch)
 
+    # What a policy targets (workloads.py): a Deployment, or a Rollout through the custom-objects API
+    async def list_targets(self, workload: Workload, namespace: str, selector: str) -> list[Body]:
+        if workload is DEPLOYMENT:
+            return await self.list_deployments(namespace, selector)
+        g, v, plural = workload.api
+        out = await self._call(
+            self.custom.list_namespaced_custom_object, g, v, namespace, plural, label_selector=selector
+        )
+        return list(out["items"])
+
+    async def find_target(self, workload: Workload, namespace: str, name: str) -> Body | None:
+        if workload is DEPLOYMENT:
+            return await self.find_deployment(namespace, name)
+        return await self.get_custom(workload.api, namespace, name)
+
+    async def json_patch_target(self, workload: Workload, namespace: str, name: str, patch: list[Body]) -> Body:
+        if workload is DEPLOYMENT:
+            return await self.json_patch_deployment(namespace, name, patch)
+        return await self.json_patch_custom(workload.api, namespace, name, patch)
+
     async def list_hpas(self, namespace: str) -> list[Body]:
         out = await self._call(self.autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
         return out["items"]
@@ -214,6 +235,14 @@ class Kube:
     async def json_patch_custom(self, api: tuple[str, str, str], namespace: str, name: str, patch: list[Body]) -> Body:
         return await self._json_patch(
             self.custom.patch_namespaced_custom_object, *api[:2], namespace, api[2], name, patch
+        )
+
+    async def json_patch_custom_status(
+        self, api: tuple[str, str, str], namespace: str, name: str, patch: list[Body]
+    ) -> Body:
+        """A JSON patch of the status subresource (what `kubectl argo rollouts abort` writes)."""
+        return await self._json_patch(
+            self.custom.patch_namespaced_custom_object_status, *api[:2], namespace, api[2], name, patch
         )
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:

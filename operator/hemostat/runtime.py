@@ -18,8 +18,7 @@ from typing import Any
 
 import httpx
 
-from . import informer
-from .actions.rollback import REVISION
+from . import informer, workloads
 from .config import OperatorConfig
 from .cycle import world
 from .cycle.evaluator import Evaluator
@@ -46,10 +45,10 @@ class Heartbeat:
 
 @dataclass
 class FastLane:
-    """A Deployment's new revision wakes the policy loops of its namespace at once (they then evaluate
+    """A Deployment's (Rollout's) new revision wakes the policy loops of its namespace at once (they then evaluate
     every rolloutWatch.interval for rolloutWatch.window). Reads nothing, writes nothing."""
 
-    revisions: dict[tuple[str, str], str | None] = field(default_factory=dict)  # Deployment -> last revision
+    revisions: dict[tuple[str, str, str], str | None] = field(default_factory=dict)  # workload -> last revision
     wakers: dict[str, dict[str, asyncio.Event]] = field(default_factory=dict)  # namespace -> policy uid -> Event
 
     def waker(self, namespace: str, uid: str) -> asyncio.Event:
@@ -60,11 +59,12 @@ class FastLane:
 
     def revision_changed(self, event: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
-        key = (meta["namespace"], meta["name"])
+        workload = workloads.of(obj)
+        key = (workload.kind, meta["namespace"], meta["name"])
         if event == "DELETED":
             self.revisions.pop(key, None)
             return
-        revision = (meta.get("annotations") or {}).get(REVISION)
+        revision = (meta.get("annotations") or {}).get(workload.revision)
         if self.revisions.get(key) == revision:
             return
         self.revisions[key] = revision
@@ -134,7 +134,11 @@ def build(config: OperatorConfig) -> Runtime:
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
     settings = Settings(
-        config.prometheus_url, config.dry_run, config.incident_retention, config.allowed_prometheus_urls
+        config.prometheus_url,
+        config.dry_run,
+        config.incident_retention,
+        config.allowed_prometheus_urls,
+        config.argo_rollouts,
     )
     leader = None
     if config.leader_election:
@@ -147,7 +151,7 @@ def build(config: OperatorConfig) -> Runtime:
     lane = FastLane()
     return Runtime(
         evaluator=Evaluator(kube, provider_for, settings, metrics, webhook_http),
-        informers=_informers(config.namespaces, lane.revision_changed, on_call=kube.on_call),
+        informers=_informers(config.namespaces, config.argo_rollouts, lane.revision_changed, on_call=kube.on_call),
         leader=leader,
         heartbeat=Heartbeat(last_cycle=time.monotonic()),
         lane=lane,
@@ -156,11 +160,12 @@ def build(config: OperatorConfig) -> Runtime:
 
 
 def _informers(
-    namespaces: tuple[str, ...], on_revision: Callable[[str, dict[str, Any]], None], on_call: Any
+    namespaces: tuple[str, ...], rollouts: bool, on_revision: Callable[[str, dict[str, Any]], None], on_call: Any
 ) -> informer.Informers:
     """The watch caches of the read phase (see informer.py): a steady-state cycle makes no LIST call."""
     keys = {
-        "deployment_index": world.deployment_keys,
+        "deployment_index": world.target_keys,
+        **({"rollout_index": world.target_keys} if rollouts else {}),
         "replicaset_index": world.replicaset_keys,
         "hpa_index": lambda body: {body["metadata"]["namespace"]: world.trim_hpa(body)},
         "incident_index": world.incident_keys,
@@ -168,13 +173,13 @@ def _informers(
     indices = {name: informer.Index() for name in keys}
     # its own connections: one per watch (a kind in a namespace), each in its own thread
     pooled = pooled_client(len(keys) * max(1, len(namespaces)))
-    found = informer.sources(pooled, namespaces, GROUP, VERSION)
+    found = {k: v for k, v in informer.sources(pooled, namespaces, GROUP, VERSION).items() if k in keys}
     informers = [
         informer.Informer(
             source,
             keys[name],
             indices[name],
-            on_change=on_revision if name == "deployment_index" else None,
+            on_change=on_revision if name in world.INDEX.values() else None,
             on_call=on_call,
         )
         for name, listed in found.items()

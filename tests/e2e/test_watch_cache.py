@@ -31,7 +31,7 @@ def test_the_deployment_cache_follows_the_api_server(testenv: Cluster, namespace
     async def run() -> informer.Index:
         index = informer.Index()
         i = informer.Informer(
-            source, world.deployment_keys, index, on_change=lambda e, o: seen.append((e, o["metadata"]["name"]))
+            source, world.target_keys, index, on_change=lambda e, o: seen.append((e, o["metadata"]["name"]))
         )
         i.start()
         try:
@@ -63,7 +63,7 @@ def test_a_list_in_pages_fills_the_cache_with_every_object(testenv: Cluster, nam
 
     async def run() -> informer.Index:
         index = informer.Index()
-        i = informer.Informer(source, world.deployment_keys, index, on_call=calls.append)
+        i = informer.Informer(source, world.target_keys, index, on_call=calls.append)
         i.start()
         try:
             await asyncio.wait_for(i.synced.wait(), 30)

@@ -49,7 +49,7 @@ def test_names_columns_and_status_subresource() -> None:
     version = inc["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Severity", "Phase", "Target", "Cause", "Mitigation", "TTM", "Age"]
+    assert columns == ["Severity", "Phase", "Kind", "Target", "Cause", "Mitigation", "TTM", "Age"]
 
 
 def test_cross_field_rules_are_cel() -> None:

@@ -28,7 +28,7 @@ class FrozenServer:
         self.deployment_patches: list[list[dict[str, Any]]] = []
         self.status: dict[str, Any] = {}
 
-    async def json_patch_deployment(self, ns: str, name: str, patch: list[dict[str, Any]]) -> dict[str, Any]:
+    async def json_patch_target(self, _w: Any, ns: str, name: str, patch: list[dict[str, Any]]) -> dict[str, Any]:
         self.deployment_patches.append(patch)
         if any(op["path"].startswith("/spec/template") for op in patch):
             exc = ApiException(status=403, reason="Forbidden")

@@ -19,7 +19,7 @@ def deployment(name: str, uid: str, **labels: str) -> dict:
 def informer(changes: list | None = None) -> Informer:
     source = Source("Deployments in shop", lambda *a, **k: None, ("shop",), "apps/v1", "Deployment")
     on_change = (lambda event, obj: changes.append((event, obj["metadata"]["name"]))) if changes is not None else None
-    return Informer(source, world.deployment_keys, Index(), on_change=on_change)
+    return Informer(source, world.target_keys, Index(), on_change=on_change)
 
 
 def names(index: Index, key: object) -> list[str]:
@@ -28,9 +28,9 @@ def names(index: Index, key: object) -> list[str]:
 
 def test_an_object_is_found_under_each_of_its_keys_and_leaves_the_ones_it_lost() -> None:
     index = Index()
-    index.replace("u1", world.deployment_keys(deployment("web", "u1", app="web", tier="front")))
+    index.replace("u1", world.target_keys(deployment("web", "u1", app="web", tier="front")))
     assert names(index, ("shop", "tier", "front")) == ["web"]
-    index.replace("u1", world.deployment_keys(deployment("web", "u1", app="web")))  # label removed
+    index.replace("u1", world.target_keys(deployment("web", "u1", app="web")))  # label removed
     assert ("shop", "tier", "front") not in index
     assert names(index, ("shop", "app", "web")) == ["web"]
     index.discard("u1")

@@ -111,7 +111,7 @@ def test_the_cache_keeps_what_a_stall_needs_and_only_that() -> None:
     body = deployment(TIMED_OUT, other)
     body["metadata"] |= {"namespace": "shop", "uid": "u1"}
     body["status"] |= {"readyReplicas": 2, "replicas": 3}
-    trimmed = world.trim_deployment(body)
+    trimmed = world.trim_target(body)
     assert trimmed["status"] == {"observedGeneration": 2, "unavailableReplicas": 1, "conditions": [TIMED_OUT]}
     assert trimmed["spec"]["progressDeadlineSeconds"] == 10
     assert progress.stalled(trimmed) == progress.stalled(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,7 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hemostat.sim.app import App, Options, Simulator
 from hemostat.sim.behaviour import ERROR_RATE, LATENCY_MS, RPS, Increment, ObservedPod, PodRef
-from hemostat.sim.cluster import ClusterError, ClusterPodSource, load_api_client, observed_pods
+from hemostat.sim.cluster import (
+    ROLLOUTS_TEMPLATE_HASH_LABEL,
+    TEMPLATE_HASH_LABEL,
+    ClusterError,
+    ClusterPodSource,
+    load_api_client,
+    observed_pods,
+)
 from hemostat.sim.metrics import LATENCY_BUCKETS, MetricsServer, TrafficMetrics, start_metrics_server
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -241,11 +249,12 @@ def pod_obj(
     ready: bool = True,
     deleting: bool = False,
     annotations: dict[str, str] | None = None,
+    hash_label: str = TEMPLATE_HASH_LABEL,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
-        "labels": {"app": "web", "pod-template-hash": template_hash},
+        "labels": {"app": "web", hash_label: template_hash},
         "annotations": annotations or {},
         "ownerReferences": [
             {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"rs-{rs_uid}", "uid": rs_uid, "controller": True}
@@ -260,13 +269,27 @@ def pod_obj(
     return {"metadata": meta, "status": {"phase": "Running", "conditions": conditions}}
 
 
-def rs_obj(uid: str, deployment: str | None, *, namespace: str = "shop") -> dict[str, Any]:
-    owners = (
-        [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment, "uid": "d", "controller": True}]
-        if deployment
-        else []
-    )
-    return {"metadata": {"name": f"rs-{uid}", "namespace": namespace, "uid": uid, "ownerReferences": owners}}
+def rs_obj(
+    uid: str,
+    owner: str | None,
+    *,
+    namespace: str = "shop",
+    kind: str = "Deployment",
+    hash_label: str = TEMPLATE_HASH_LABEL,
+) -> dict[str, Any]:
+    api_version = "apps/v1" if kind == "Deployment" else "argoproj.io/v1alpha1"
+    owners = [{"apiVersion": api_version, "kind": kind, "name": owner, "uid": "o", "controller": True}] if owner else []
+    meta = {"name": f"rs-{uid}", "namespace": namespace, "uid": uid, "labels": {hash_label: uid}}
+    return {"metadata": {**meta, "ownerReferences": owners}}
+
+
+def rollout_pod_obj(name: str, rs_uid: str, template_hash: str, **kwargs: Any) -> dict[str, Any]:
+    """A pod of an Argo Rollout: only the `rollouts-pod-template-hash` label, no `pod-template-hash`."""
+    return pod_obj(name, rs_uid, template_hash, hash_label=ROLLOUTS_TEMPLATE_HASH_LABEL, **kwargs)
+
+
+def rollout_rs_obj(uid: str, owner: str | None, *, kind: str = "Rollout", namespace: str = "shop") -> dict[str, Any]:
+    return rs_obj(uid, owner, namespace=namespace, kind=kind, hash_label=ROLLOUTS_TEMPLATE_HASH_LABEL)
 
 
 def test_observed_pods_follows_pod_replicaset_deployment() -> None:
@@ -287,6 +310,25 @@ def test_observed_pods_follows_pod_replicaset_deployment() -> None:
     assert observed_pods(pods, replicasets)[0].annotations == {ERROR_RATE: "0.1"}
 
 
+def test_observed_pods_follows_pod_replicaset_rollout_with_the_rollouts_hash() -> None:
+    pods = [
+        rollout_pod_obj("shop-r1-1", "uid-r1", "r1hash", annotations={ERROR_RATE: "0.2"}),
+        rollout_pod_obj("shop-r1-notready", "uid-r1", "r1hash", ready=False),
+        rollout_pod_obj("exp-1", "uid-exp", "exphash"),  # ReplicaSet of an Argo Experiment, not a Rollout
+        pod_obj("shop-r1-wrong-label", "uid-r1", "plain"),  # a Rollout's pod without the rollouts label
+        pod_obj("web-aaa-1", "uid-a", "aaa"),  # a Deployment's pod is still served beside them
+    ]
+    replicasets = [
+        rollout_rs_obj("uid-r1", "shop"),
+        rollout_rs_obj("uid-exp", "shop-exp", kind="Experiment"),
+        rs_obj("uid-a", "web"),
+    ]
+    assert observed_pods(pods, replicasets) == [
+        ObservedPod(PodRef("shop", "shop", "r1hash", "shop-r1-1"), {ERROR_RATE: "0.2"}),
+        ObservedPod(PodRef("shop", "web", "aaa", "web-aaa-1")),
+    ]
+
+
 def test_observed_pods_carry_when_they_became_ready() -> None:
     pod = pod_obj("web-aaa-1", "uid-a", "aaa")
     pod["status"]["conditions"][1]["lastTransitionTime"] = "2026-12-06T12:00:05Z"
@@ -296,7 +338,8 @@ def test_observed_pods_carry_when_they_became_ready() -> None:
 
 
 class FakeApi:
-    """Serves pod and ReplicaSet LISTs (two items per page) and WATCHes like the API server.
+    """Serves pod and ReplicaSet LISTs (two items per page) and WATCHes like the API server,
+    of the objects that carry the label selected.
 
     Every change is an event with a resourceVersion; a watch streams the events after its
     version and ends after `watch_seconds` (the server may end a watch early), a watch from a
@@ -304,6 +347,7 @@ class FakeApi:
     """
 
     KINDS = ("pods", "replicasets")
+    SELECTORS = (TEMPLATE_HASH_LABEL, ROLLOUTS_TEMPLATE_HASH_LABEL)  # "has this label", as the simulator asks
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -323,16 +367,17 @@ class FakeApi:
                 query = parse_qs(url.query)
                 parts = url.path.strip("/").split("/")
                 kind, namespace = parts[-1], parts[-2] if "namespaces" in parts else None
-                if api.fail or kind not in api.KINDS or query.get("labelSelector") != ["pod-template-hash"]:
+                selector = (query.get("labelSelector") or [""])[0]
+                if api.fail or kind not in api.KINDS or selector not in api.SELECTORS:
                     self._send(500 if api.fail else 404, {"kind": "Status", "status": "Failure"})
                 elif query.get("watch") == ["true"]:
-                    self._watch(kind, namespace, int(query["resourceVersion"][0]))
+                    self._watch(kind, namespace, selector, int(query["resourceVersion"][0]))
                 else:
-                    self._list(kind, namespace, int(query.get("continue", ["0"])[0]))
+                    self._list(kind, namespace, selector, int(query.get("continue", ["0"])[0]))
 
-            def _list(self, kind: str, namespace: str | None, start: int) -> None:
+            def _list(self, kind: str, namespace: str | None, selector: str, start: int) -> None:
                 with api._lock:
-                    items = [i for i in api._objects[kind].values() if namespace in (None, i["metadata"]["namespace"])]
+                    items = [i for i in api._objects[kind].values() if api.matches(i, namespace, selector)]
                     meta: dict[str, Any] = {"resourceVersion": str(api.version)}
                 if start + 2 < len(items):
                     meta["continue"] = str(start + 2)
@@ -340,7 +385,7 @@ class FakeApi:
                     200, {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": items[start : start + 2]}
                 )
 
-            def _watch(self, kind: str, namespace: str | None, since: int) -> None:
+            def _watch(self, kind: str, namespace: str | None, selector: str, since: int) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()  # HTTP/1.0 without a length: the stream ends when the connection closes
@@ -353,7 +398,7 @@ class FakeApi:
                     with api._lock:
                         events = [e for e in api._events if e[0] > since and e[1] == kind]
                     for version, _, type_, obj in events:
-                        if namespace in (None, obj["metadata"]["namespace"]):
+                        if api.matches(obj, namespace, selector):
                             self.wfile.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
                         since = version
                     self.wfile.flush()
@@ -392,6 +437,11 @@ class FakeApi:
             del self._objects[kind][uid]
             self.version += 1
             self._events.append((self.version, kind, "DELETED", obj))
+
+    @staticmethod
+    def matches(obj: dict[str, Any], namespace: str | None, selector: str) -> bool:
+        meta = obj["metadata"]
+        return namespace in (None, meta["namespace"]) and selector in (meta.get("labels") or {})
 
     def lists(self, kind: str) -> int:
         """LIST requests of `kind` so far (pages after the first not counted)."""
@@ -499,7 +549,7 @@ def test_a_failing_api_is_reported_until_the_watch_recovers(fake_api: FakeApi, s
         try:
             source()
         except ClusterError as exc:
-            assert "watching pods failed: HTTP 500" in str(exc) or "watching replicasets failed" in str(exc)
+            assert re.search(r"watching (rollout )?(pods|replicasets) failed: HTTP 500", str(exc))
             return True
         return False
 
@@ -508,6 +558,25 @@ def test_a_failing_api_is_reported_until_the_watch_recovers(fake_api: FakeApi, s
     fake_api.fail = False
     wait_for(lambda: not failing())
     assert names(source) == ["other-1", "web-aaa-1", "web-aaa-2"]
+
+
+def test_rollout_pods_arrive_by_list_and_watch(fake_api: FakeApi, tmp_path: Path) -> None:
+    fake_api.put("replicasets", rollout_rs_obj("uid-r1", "shop"))
+    fake_api.put("pods", rollout_pod_obj("shop-r1-1", "uid-r1", "r1hash"))
+    shop = ClusterPodSource(load_api_client(str(fake_api.kubeconfig(tmp_path))), ["shop"])
+    shop.start()
+    try:
+        assert {p.ref for p in shop()} >= {PodRef("shop", "shop", "r1hash", "shop-r1-1")}
+        fake_api.put("replicasets", rollout_rs_obj("uid-r2", "shop"))  # the canary's ReplicaSet
+        fake_api.put("pods", rollout_pod_obj("shop-r2-1", "uid-r2", "r2hash"))
+        wait_for(lambda: PodRef("shop", "shop", "r2hash", "shop-r2-1") in {p.ref for p in shop()})
+        assert names(shop) == ["shop-r1-1", "shop-r2-1", "web-aaa-1", "web-aaa-2", "web-bbb-1"]
+        for kind in ("pods", "replicasets"):  # a LIST and a WATCH of each kind per label
+            for label in FakeApi.SELECTORS:
+                asked = [p for p in fake_api.paths if f"/{kind}?" in p and f"labelSelector={label}&" in p + "&"]
+                assert any("watch=true" in p for p in asked) and any("watch=true" not in p for p in asked)
+    finally:
+        shop.close()
 
 
 # --- the CLI as the end-to-end test will run it -----------------------------------
@@ -581,7 +650,8 @@ def test_cli_serves_metrics_and_cleans_up_on_sigterm(fake_api: FakeApi, tmp_path
         still = bad_errors()
         time.sleep(0.3)
         assert bad_errors() == still
-        assert fake_api.lists("pods") == 1, "the simulator watches pods after its first LIST"
+        # One LIST per label (Deployment's, Rollout's), then only watches.
+        assert fake_api.lists("pods") == len(FakeApi.SELECTORS), "the simulator watches pods after its first LIST"
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)

@@ -38,7 +38,7 @@ def test_selectors_match_as_the_api_server_matches(raw: dict, labels: dict, expe
 def test_trimmed_copies_plan_the_same_rollback() -> None:
     dep, rss = deployment_obj(3, "v3"), history()
     full = rollback.facts_from(dep, rss)
-    trimmed = rollback.facts_from(world.trim_deployment(dep), [world.trim_replicaset(rs) for rs in rss])
+    trimmed = rollback.facts_from(world.trim_target(dep), [world.trim_replicaset(rs) for rs in rss])
     assert trimmed == full
 
 
@@ -71,7 +71,7 @@ def dep(name: str, ns: str = "shop", **labels: str) -> dict:
 def cached_world(*deployments: dict, replicasets: tuple[dict, ...] = ()) -> world.Cached:
     deps, rss = Index(), Index()
     for d in deployments:
-        deps.add(world.deployment_keys(d))
+        deps.add(world.target_keys(d))
     for rs in replicasets:
         rss.add(world.replicaset_keys(rs))
     return world.Cached({"deployment_index": deps, "replicaset_index": rss}, {})
@@ -95,7 +95,7 @@ def test_cached_deployments_are_found_by_label_as_the_api_server_selects_them(ra
         dep("api", app="api", tier="back"),
         dep("other-ns", ns="elsewhere", app="web"),
     )
-    assert [d["metadata"]["name"] for d in asyncio.run(w.deployments("shop", selector(**raw)))] == expected
+    assert [d["metadata"]["name"] for d in asyncio.run(w.targets("shop", selector(**raw), "Deployment"))] == expected
 
 
 def test_cached_replicasets_are_those_owned_by_the_round_s_deployments() -> None:
@@ -111,6 +111,6 @@ def test_cached_replicasets_are_those_owned_by_the_round_s_deployments() -> None
 
 def test_a_manual_request_finds_its_deployment_by_name_in_the_cache() -> None:
     w = cached_world(dep("web", app="web"), dep("web", ns="elsewhere"))
-    found = asyncio.run(w.deployment("shop", "web"))
+    found = asyncio.run(w.target("shop", "web", "Deployment"))
     assert found is not None and found["metadata"]["uid"] == "uid-web" and found["metadata"]["namespace"] == "shop"
-    assert asyncio.run(w.deployment("shop", "nope")) is None
+    assert asyncio.run(w.target("shop", "nope", "Deployment")) is None

@@ -35,7 +35,7 @@ class FlagCheck:
 
 @dataclass(frozen=True)
 class Plan:
-    action: str  # rollback | scaleToZero | scaleUp | scaleUpHpa
+    action: str  # rollback | scaleToZero | abort | scaleUp | scaleUpHpa
     from_: str
     to: str
     patch: list[dict[str, Any]]  # JSON patch, its first operations a guard (see guard())
@@ -43,6 +43,8 @@ class Plan:
     name: str = ""  # its name, when it is not the target Deployment
     confirm: FlagCheck | None = None  # what OpenFeature must evaluate after the patch
     undoes: str | None = None  # a rollback: the ReplicaSet it rolls back from (goes into the ledger)
+    # written to the object's status subresource before `patch` (Argo's abort lives in status)
+    status_patch: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Roll a Deployment back the way `kubectl rollout undo` does, or abort a canary.
+"""Roll a Deployment back the way `kubectl rollout undo` does, or abort a canary; an Argo Rollout the
+way `kubectl argo rollouts abort` (an update in progress) or `undo` (a promoted one) does.
 
 The target is the highest revision below the current one, found on the real
 ReplicaSets; its pod template (minus `pod-template-hash`) replaces the
@@ -12,15 +13,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .. import workloads
 from ..clock import now_iso
 from ..decide import conditions as c
 from ..decide import ledger
+from ..decide.rollout_pause import HELD, HELD_POINTER
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
+from ..workloads import DEPLOYMENT, ROLLOUT, Workload
 from .base import (
     MARKER,
     Context,
@@ -39,13 +43,14 @@ from .base import (
     read_marker,
 )
 
-REVISION = "deployment.kubernetes.io/revision"
+REVISION = DEPLOYMENT.revision
 CANARY_OF = "hemostat.dev/canary-of"
 # Annotations kubectl never copies from a ReplicaSet onto the Deployment on undo.
 SKIP_ANNOTATIONS = frozenset(
     {
         "kubectl.kubernetes.io/last-applied-configuration",
         REVISION,
+        ROLLOUT.revision,
         "deployment.kubernetes.io/revision-history",
         "deployment.kubernetes.io/desired-replicas",
         "deployment.kubernetes.io/max-replicas",
@@ -62,6 +67,7 @@ class Revision:
     rolled_out_at: datetime  # creation, or the controller's last change (an undo re-stamps an old ReplicaSet)
     template: dict[str, Any]
     annotations: dict[str, str]
+    template_hash: str = ""
 
     def describe(self) -> str:
         return f"revision {self.number} ({self.image})"
@@ -77,19 +83,22 @@ class Facts:
     rollout_paused: bool
     canary_of: str | None
     replicas: int
+    workload: Workload = DEPLOYMENT
+    history: tuple[Revision, ...] = ()
+    status: Mapping[str, Any] = field(default_factory=dict)  # a Rollout's: where its update stands
 
 
 def images(template: dict[str, Any]) -> str:
     return ",".join(c.get("image", "?") for c in template.get("spec", {}).get("containers", []))
 
 
-def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
-    """The template minus the pod-template-hash label, as new dicts down that path (no deep copy:
+def _without_hash(template: dict[str, Any], label: str) -> dict[str, Any]:
+    """The template minus the template-hash label, as new dicts down that path (no deep copy:
     this runs for every ReplicaSet of every target each round)."""
     meta = template.get("metadata")
     if not meta or "labels" not in meta:
         return dict(template)
-    labels = {k: v for k, v in (meta["labels"] or {}).items() if k != "pod-template-hash"}
+    labels = {k: v for k, v in (meta["labels"] or {}).items() if k != label}
     return {**template, "metadata": {**meta, "labels": labels}}
 
 
@@ -98,13 +107,13 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _revision(rs: dict[str, Any]) -> Revision | None:
+def _revision(rs: dict[str, Any], workload: Workload) -> Revision | None:
     meta = rs["metadata"]
     try:
-        number = int((meta.get("annotations") or {}).get(REVISION, ""))
+        number = int((meta.get("annotations") or {}).get(workload.revision, ""))
     except ValueError:
         return None
-    template = _without_hash(rs["spec"]["template"])
+    template = _without_hash(rs["spec"]["template"], workload.template_hash)
     changes = [
         _parse_time(m["time"])
         for m in meta.get("managedFields") or []
@@ -117,23 +126,24 @@ def _revision(rs: dict[str, Any]) -> Revision | None:
         rolled_out_at=max([_parse_time(meta["creationTimestamp"]), *changes]),
         template=template,
         annotations=dict(meta.get("annotations") or {}),
+        template_hash=(meta.get("labels") or {}).get(workload.template_hash, ""),
     )
 
 
 def revisions(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) -> list[Revision]:
-    """Pure: the revisions of one Deployment, oldest first, from the ReplicaSets it owns."""
-    uid = deployment["metadata"]["uid"]
+    """Pure: the revisions of one Deployment (Rollout), oldest first, from the ReplicaSets it owns."""
+    uid, workload = deployment["metadata"]["uid"], workloads.of(deployment)
     owned = [rs for rs in replicasets if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])]
-    return sorted((r for r in map(_revision, owned) if r), key=lambda r: r.number)
+    return sorted((r for rs in owned if (r := _revision(rs, workload))), key=lambda r: r.number)
 
 
 def facts_from(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) -> Facts:
     """Pure: the revision history of one Deployment from its owned ReplicaSets."""
-    meta = deployment["metadata"]
+    meta, workload = deployment["metadata"], workloads.of(deployment)
     history = revisions(deployment, replicasets)
     annotations = dict(meta.get("annotations") or {})
     try:
-        current_number = int(annotations.get(REVISION, ""))
+        current_number = int(annotations.get(workload.revision, ""))
     except ValueError:
         current_number = history[-1].number if history else -1
     current = next((r for r in history if r.number == current_number), None)
@@ -147,6 +157,9 @@ def facts_from(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) ->
         rollout_paused=bool(deployment["spec"].get("paused")),
         canary_of=(meta.get("labels") or {}).get(CANARY_OF),
         replicas=int(deployment["spec"].get("replicas", 1)),
+        workload=workload,
+        history=tuple(history),
+        status=(deployment.get("status") or {}) if workload is ROLLOUT else {},
     )
 
 
@@ -174,20 +187,22 @@ def plan(
     if done:
         return done
     earlier = parse_marker(facts.annotations.get(MARKER), now)
-    if earlier and earlier["incident"] == incident and earlier["action"] in ("rollback", "scaleToZero"):
+    if earlier and earlier["incident"] == incident and earlier["action"] in ("rollback", "scaleToZero", "abort"):
         did = f"{earlier['action']}: {earlier['from']} -> {earlier['to']}"
         return Skip(f"step {earlier['step']} of this incident already did {did}")
     at = now_iso(now)
     current = facts.current
     if current is None:
-        revision = facts.annotations.get(REVISION, "?")
-        return Hold(f"the Deployment's current revision {revision} has no ReplicaSet yet")
+        revision = facts.annotations.get(facts.workload.revision, "?")
+        return Hold(f"the {facts.workload.kind}'s current revision {revision} has no ReplicaSet yet")
     if detected_revision is not None and current.number != detected_revision:
         return Skip(
             f"the Deployment changed since detection (revision {detected_revision} -> {current.number}); "
             "not overriding a change someone else made"
         )
-    if facts.canary_of and step.canary_action == "scaleToZero":
+    if facts.workload is ROLLOUT and (aborted := _abort(facts, incident, index, at)) is not None:
+        return aborted
+    if facts.canary_of and step.canary_action == "scaleToZero" and facts.workload is DEPLOYMENT:
         if facts.replicas == 0:
             return Skip(f"canary of {facts.canary_of} is already scaled to zero")
         frm, to = f"canary {facts.name} at {facts.replicas} replicas", "0 replicas"
@@ -219,9 +234,15 @@ def plan(
             f"{target.describe()} is the revision Hemostat rolled back from at {c.now_iso(gone.at)} ({gone.by}); "
             f"not rolling back onto it within the rollout window of {_human(rollout_window)}"
         )
-    annotations = {k: v for k, v in facts.annotations.items() if k in SKIP_ANNOTATIONS}
-    annotations.update({k: v for k, v in target.annotations.items() if k not in SKIP_ANNOTATIONS})
-    annotations[MARKER] = marker_value(incident, index, "rollback", current.describe(), target.describe(), at)
+    marker = marker_value(incident, index, "rollback", current.describe(), target.describe(), at)
+    if facts.workload is ROLLOUT:
+        # `kubectl argo rollouts undo` writes the template alone; the hold's annotation goes with its pause
+        notes = [marker_op(facts.annotations, marker), *_unhold(facts)]
+    else:
+        annotations = {k: v for k, v in facts.annotations.items() if k in SKIP_ANNOTATIONS}
+        annotations.update({k: v for k, v in target.annotations.items() if k not in SKIP_ANNOTATIONS})
+        annotations[MARKER] = marker
+        notes = [{"op": "replace", "path": "/metadata/annotations", "value": annotations}]
     return Plan(
         "rollback",
         current.describe(),
@@ -231,7 +252,46 @@ def plan(
             {"op": "replace", "path": "/spec/template", "value": target.template},
             # the hold's own pause is lifted in the same write (its annotation is not carried over)
             *([{"op": "replace", "path": "/spec/paused", "value": False}] if facts.rollout_paused else []),
-            {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+            *notes,
+        ],
+        kind=facts.workload.kind,
+        undoes=current.replicaset,
+    )
+
+
+def _unhold(facts: Facts) -> list[dict[str, Any]]:
+    """Remove the hold's annotation, when the pause being lifted is the hold's."""
+    return [{"op": "remove", "path": HELD_POINTER}] if facts.rollout_paused and HELD in facts.annotations else []
+
+
+def _abort(facts: Facts, incident: str, index: int, at: str) -> Plan | Skip | None:
+    """A Rollout whose update is in progress is aborted as `kubectl argo rollouts abort` does (status.abort,
+    through the status subresource): Argo scales the new revision down and the stable one serves. None when
+    no update is in progress (a promoted Rollout is undone instead).
+
+    The abort is written first and the marker after it: a crash between the two leaves an aborted Rollout
+    without a marker (the next plan skips, saying so), never a marker claiming an abort that did not land."""
+    canary, stable = facts.status.get("currentPodHash"), facts.status.get("stableRS")
+    if not canary or not stable or canary == stable or facts.current is None:
+        return None
+    current = facts.current
+    if facts.status.get("abort"):
+        return Skip(
+            f"the Rollout's update to {current.describe()} is already aborted (status.abort), by a person "
+            "or by this step just before a restart"
+        )
+    old = next((r for r in facts.history if r.template_hash == stable), None)
+    frm, to = f"canary {current.describe()}", f"stable {old.describe() if old else 'ReplicaSet ' + stable}"
+    return Plan(
+        "abort",
+        frm,
+        to,
+        [*facts.guard, marker_op(facts.annotations, marker_value(incident, index, "abort", frm, to, at))],
+        kind="Rollout",
+        status_patch=[
+            *facts.guard,
+            {"op": "test", "path": "/status/currentPodHash", "value": canary},
+            {"op": "add", "path": "/status/abort", "value": True},
         ],
         undoes=current.replicaset,
     )
@@ -241,6 +301,8 @@ def applied(deployment: dict[str, Any], plan_: Plan) -> bool:
     """Verify: the Deployment now holds what the plan wrote."""
     if plan_.action == "scaleToZero":
         return deployment["spec"].get("replicas") == 0
+    if plan_.action == "abort":
+        return (deployment.get("status") or {}).get("abort") is True
     want = next(op["value"] for op in plan_.patch if op["path"] == "/spec/template")
     return deployment["spec"]["template"] == want
 
@@ -272,6 +334,6 @@ STEP = StepKind(
     "rollback",
     _plan_step,
     holds(applied),
-    actions={"rollback": c.ROLLED_BACK, "scaleToZero": c.SCALED_TO_ZERO},
+    actions={"rollback": c.ROLLED_BACK, "scaleToZero": c.SCALED_TO_ZERO, "abort": c.ROLLOUT_ABORTED},
     admission=(patch_target_rule("rollback"),),
 )

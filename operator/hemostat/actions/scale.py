@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .. import workloads
 from ..clock import now_iso
 from ..decide import conditions as c
 from ..models.policy import ScaleUpStep
@@ -50,15 +51,16 @@ class Facts:
     replicas: int
     annotations: dict[str, str]
     hpa: Hpa | None
+    kind: str = "Deployment"  # the target's (a Rollout scales the same way)
 
 
 def facts_from(deployment: dict[str, Any], hpas: list[dict[str, Any]]) -> Facts:
-    """Pure: the Deployment's replicas and the HPA (autoscaling/v2) that targets it, if any."""
-    meta = deployment["metadata"]
+    """Pure: the Deployment's (Rollout's) replicas and the HPA (autoscaling/v2) that targets it, if any."""
+    meta, kind = deployment["metadata"], workloads.of(deployment).kind
     owner = None
     for h in hpas:
         ref = h["spec"]["scaleTargetRef"]
-        if ref.get("kind") == "Deployment" and ref.get("name") == meta["name"]:
+        if ref.get("kind") == kind and ref.get("name") == meta["name"]:
             owner = Hpa(
                 name=h["metadata"]["name"],
                 guard=tuple(guard(h["metadata"])),
@@ -72,6 +74,7 @@ def facts_from(deployment: dict[str, Any], hpas: list[dict[str, Any]]) -> Facts:
         replicas=int(deployment["spec"].get("replicas", 1)),
         annotations=dict(meta.get("annotations") or {}),
         hpa=owner,
+        kind=kind,
     )
 
 
@@ -96,6 +99,7 @@ def plan(facts: Facts, step: ScaleUpStep, *, incident: str, index: int, now: dat
                 {"op": "replace", "path": "/spec/replicas", "value": target},
                 marker_op(facts.annotations, marker_value(incident, index, "scaleUp", frm, to, at)),
             ],
+            kind=facts.kind,
         )
     hpa = facts.hpa
     target = min(wanted, step.max_replicas, hpa.max_replicas)

@@ -19,7 +19,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from .. import flageval
+from .. import flageval, workloads
 from ..actions.base import Evaluate
 from ..actions.steps import ACTION_REASONS, kind_of
 from ..decide import conditions as c
@@ -149,7 +149,7 @@ class Applier:
         acted = False
         if tp.rollout is not None and tp.deployment is not None:  # before the status that says so
             meta = tp.deployment["metadata"]
-            await self.kube.json_patch_deployment(meta["namespace"], meta["name"], tp.rollout)
+            await self.kube.json_patch_target(workloads.of(tp.deployment), meta["namespace"], meta["name"], tp.rollout)
         if tp.change is not None:
             record = await self.carry_out(tp.change, now)
             said = c.MITIGATION_SKIPPED if record.result == "Skipped" else ACTION_REASONS[tp.change.plan.action]
@@ -201,6 +201,7 @@ class Applier:
         plan, act = change.plan, change.act
         ns = change.objects.deployment["metadata"]["namespace"]
         dname = change.objects.deployment["metadata"]["name"]
+        workload = workloads.of(change.objects.deployment)
         target = plan.name or dname
         if change.before is not None:  # the reconciler first: its record is on it, so a crash here loses nothing
             owner = change.before.reconciler
@@ -220,7 +221,9 @@ class Applier:
                 )
         try:
             if change.ledger_patch is not None:
-                await self.kube.json_patch_deployment(ns, dname, change.ledger_patch)
+                await self.kube.json_patch_target(workload, ns, dname, change.ledger_patch)
+            if plan.status_patch is not None:  # the change itself; the marker follows in the patch
+                await self.kube.json_patch_custom_status(workload.api, ns, target, plan.status_patch)
             patched = await self._patch(plan.kind, ns, target, change.patch)
         except ApiError as exc:
             if not refused(exc):
@@ -248,8 +251,11 @@ class Applier:
         plan, act = change.plan, change.act
         if change.ledger_if_refused is not None:
             deployment = change.objects.deployment["metadata"]
+            workload = workloads.of(change.objects.deployment)
             await self._quietly(
-                self.kube.json_patch_deployment(deployment["namespace"], deployment["name"], change.ledger_if_refused),
+                self.kube.json_patch_target(
+                    workload, deployment["namespace"], deployment["name"], change.ledger_if_refused
+                ),
                 f"count the refused {plan.action} in the ledger",
             )
         reason = " ".join(str(exc).split())[:900]
@@ -272,7 +278,7 @@ class Applier:
             return await self.kube.json_patch_configmap(ns, name, patch)
         if kind == "FeatureFlag":
             return await self.kube.json_patch_featureflag(ns, name, patch)
-        return await self.kube.json_patch_deployment(ns, name, patch)
+        return await self.kube.json_patch_target(workloads.KINDS[kind], ns, name, patch)
 
     async def write_incident(
         self,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
+from .. import workloads
 from ..actions.base import Objects
-from ..actions.rollback import REVISION
 from ..decide import attribution as a
 from ..decide import progress
 from ..decide.health import Health
@@ -18,17 +18,16 @@ from ..models.policy import MitigationPolicySpec
 from ..reading import Reading
 from .snapshot import TargetView
 
-TEMPLATE_HASH = "pod-template-hash"
-
 
 def serving(objects: Objects) -> tuple[str | None, list[tuple[int, str]]]:
     """The current revision's pod-template-hash, and the older revisions still scaled up, newest first."""
-    current = (objects.deployment["metadata"].get("annotations") or {}).get(REVISION)
+    workload = workloads.of(objects.deployment)
+    current = (objects.deployment["metadata"].get("annotations") or {}).get(workload.revision)
     new, old = None, []
     for rs in objects.replicasets:
         meta = rs["metadata"]
-        template_hash = (meta.get("labels") or {}).get(TEMPLATE_HASH)
-        revision = (meta.get("annotations") or {}).get(REVISION)
+        template_hash = (meta.get("labels") or {}).get(workload.template_hash)
+        revision = (meta.get("annotations") or {}).get(workload.revision)
         if template_hash is None or revision is None or not revision.isdigit():
             continue
         if revision == current:

@@ -19,6 +19,7 @@ from ..actions.steps import sources as step_sources
 from ..clock import parse_iso
 from ..kube import Conflict, Kube
 from ..models.policy import MitigationStep, TargetStatus
+from ..workloads import TargetKind
 from . import plan as planner
 from . import read as reader
 from . import snapshot
@@ -53,7 +54,8 @@ class ManualRequests:
             return
         incident = snapshot.open_incident(raw)
         ispec = incident.spec
-        objects = await around(self.kube, world, ns, ispec.target.name, [ispec.mitigation] if ispec.mitigation else [])
+        steps = [ispec.mitigation] if ispec.mitigation else []
+        objects = await around(self.kube, world, ns, ispec.target.name, ispec.target.kind, steps)
         status, change = planner.decide_manual(
             name,
             parse_iso(raw["metadata"]["creationTimestamp"]),
@@ -78,9 +80,11 @@ class ManualRequests:
         await self.applier.target(tp, now, world)
 
 
-async def around(kube: Kube, world: World, ns: str, target: str, steps: list[MitigationStep]) -> Objects | None:
-    """The target Deployment and what its steps read, or None when it does not exist."""
-    deployment = await world.deployment(ns, target)
+async def around(
+    kube: Kube, world: World, ns: str, target: str, kind: TargetKind, steps: list[MitigationStep]
+) -> Objects | None:
+    """The target workload and what its steps read, or None when it does not exist."""
+    deployment = await world.target(ns, target, kind)
     if deployment is None:
         return None
     wanted = step_sources(steps)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .. import workloads
 from ..actions.base import Objects, Plan, guard
 from ..decide import ledger, reconcilers
 from ..decide import lifecycle as lc
@@ -62,8 +63,8 @@ def change_for(move: lc.Act, planned: Plan, objects: Objects, entry: ledger.Entr
         *guard(meta),
         entry_op if annotations else {"op": "add", "path": "/metadata/annotations", "value": {ledger.LEDGER: value}},
     ]
-    if planned.kind == "Deployment":
-        # Every Deployment plan leaves an annotations map (its marker); the entry follows it.
+    if planned.kind == workloads.of(objects.deployment).kind:
+        # Every plan of the target leaves an annotations map (its marker); the entry follows it.
         return Change(move, planned, [*planned.patch, entry_op], None, objects, ledger_if_refused=alone)
     return Change(move, planned, planned.patch, alone, objects)
 

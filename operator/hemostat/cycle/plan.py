@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from .. import workloads
 from ..actions import rollback
 from ..actions.base import (
     MARKER,
@@ -177,14 +178,14 @@ class Around:
         scalers: dict[str, list[Body]] = {}
         for hpa in hpas:
             ref = hpa["spec"]["scaleTargetRef"]
-            if ref.get("kind") == "Deployment":
-                scalers.setdefault(ref.get("name", ""), []).append(hpa)
+            scalers.setdefault(f"{ref.get('kind')}/{ref.get('name')}", []).append(hpa)
         return cls({k: tuple(v) for k, v in owned.items()}, {k: tuple(v) for k, v in scalers.items()})
 
     def objects(self, deployment: Body, sources: Mapping[SourceKey, Body | None]) -> Objects:
-        """The objects around one Deployment: its own ReplicaSets, the HPAs that scale it, the flag sources."""
-        meta = deployment["metadata"]
-        return Objects(deployment, self.replicasets.get(meta["uid"], ()), self.hpas.get(meta["name"], ()), sources)
+        """The objects around one target: its own ReplicaSets, the HPAs that scale it, the flag sources."""
+        meta, kind = deployment["metadata"], workloads.of(deployment).kind
+        hpas = self.hpas.get(f"{kind}/{meta['name']}", ())
+        return Objects(deployment, self.replicasets.get(meta["uid"], ()), hpas, sources)
 
 
 def _revision(view: TargetView, objects: Objects, now: datetime) -> tuple[int | None, datetime | None]:
@@ -194,7 +195,7 @@ def _revision(view: TargetView, objects: Objects, now: datetime) -> tuple[int | 
     (e.g. by an HPA), which would make an old revision look freshly rolled out.
     """
     try:
-        number = int((view.deployment["metadata"].get("annotations") or {})[rollback.REVISION])
+        number = int((view.deployment["metadata"].get("annotations") or {})[workloads.of(view.deployment).revision])
     except (KeyError, ValueError):
         return None, None
     prev = view.previous
@@ -380,7 +381,7 @@ def advance(
 
 def patched_object(objects: Objects, planned: Plan) -> Body | None:
     """The object a step's patch changes, as read this cycle."""
-    if planned.kind == "Deployment":
+    if planned.kind == workloads.of(objects.deployment).kind:
         return objects.deployment
     if planned.kind == "HorizontalPodAutoscaler":
         return next((h for h in objects.hpas if h["metadata"]["name"] == planned.name), None)
@@ -394,6 +395,8 @@ def unreconciled(
     patch, or a pause written before it; a hold while the reconciler's object is read; or a skip saying why."""
     if not isinstance(planned, Plan) or (obj := patched_object(objects, planned)) is None:
         return planned, None
+    if all(op["path"].startswith("/metadata/") for op in planned.patch if op["op"] != "test"):
+        return planned, None  # only its marker: the change is in status (Argo's abort), nothing to undo
     kept = reconcilers.protect(obj["metadata"], mode, ctx.incident, ctx.now, owners)
     what = f"{planned.action} of {planned.kind} {planned.name or obj['metadata']['name']}"
     if kept.refuse:

@@ -154,7 +154,7 @@ async def read(
 
     wanted = steps.sources(spec.mitigation.steps)
     needs_hpas = "hpas" in steps.reads(spec.mitigation.steps)
-    deployments = await world.deployments(namespace, spec.target.selector)
+    deployments = await world.targets(namespace, spec.target.selector, spec.target.kind)
     replicasets, incidents, hpas, found = await asyncio.gather(
         world.replicasets(namespace, [d["metadata"]["uid"] for d in deployments]),
         world.incidents(namespace, name),
@@ -246,7 +246,7 @@ def _view(
             error = f"incident {open_[0]['metadata']['name']}: {one_line(exc)}"
     return TargetView(
         name=dname,
-        deployment={"apiVersion": "apps/v1", "kind": "Deployment", **deployment},
+        deployment=deployment,
         readings={k: r for k, (_, r) in signals.items()},
         queries={k: q for k, (q, _) in signals.items()},
         gate=readings[GATE][1] if GATE in readings else None,

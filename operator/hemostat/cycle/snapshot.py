@@ -40,6 +40,7 @@ class Settings:
     incident_retention: timedelta | None = timedelta(days=30)
     # signals[].prometheus.url must be under one of these or the default URL (signals.allowed)
     allowed_prometheus_urls: tuple[str, ...] = ()
+    argo_rollouts: bool = False  # the operator watches Rollouts (--argo-rollouts)
 
     @property
     def prometheus_allow_list(self) -> tuple[str, ...]:
@@ -150,6 +151,11 @@ def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | N
         urls["minTraffic"] = spec.min_traffic.prometheus.url
     if spec.attribution.traffic is not None:
         urls["attribution.traffic"] = spec.attribution.traffic.prometheus.url
+    if spec.target.kind == "Rollout" and not settings.argo_rollouts:
+        return None, (
+            "spec.target.kind Rollout: this operator does not watch Argo Rollouts "
+            "(run it with --argo-rollouts, chart value argoRollouts.enabled=true)"
+        )
     if not settings.default_prometheus_url and None in urls.values():
         return None, "a query has no prometheus.url and the operator has no --prometheus-url"
     allowed = settings.prometheus_allow_list

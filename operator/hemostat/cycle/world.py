@@ -19,19 +19,23 @@ from typing import Any, Protocol
 
 from ..kube import Kube, matches, selector_string
 from ..models.common import LabelSelector
+from ..workloads import DEPLOYMENT, KINDS, ROLLOUT, TargetKind, Workload
 from .snapshot import POLICY_LABEL
 
 Body = dict[str, Any]
 REMEMBER_FOR = 120.0  # seconds an Incident we created is kept beside the cache
+INDEX: dict[str, str] = {"Deployment": "deployment_index", "Rollout": "rollout_index"}  # the caches by kind
 
 
 class World(Protocol):
-    async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]: ...
+    async def targets(self, namespace: str, selector: LabelSelector, kind: TargetKind) -> list[Body]:
+        """The workloads of this kind the selector picks, each with its `kind` set."""
+        ...
 
-    async def deployment(self, namespace: str, name: str) -> Body | None: ...
+    async def target(self, namespace: str, name: str, kind: TargetKind) -> Body | None: ...
 
     async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
-        """The ReplicaSets owned by the Deployments with these uids."""
+        """The ReplicaSets owned by the workloads with these uids."""
         ...
 
     async def incidents(self, namespace: str, policy: str) -> list[Body]: ...
@@ -47,11 +51,13 @@ class Listed:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
-        return await self.kube.list_deployments(namespace, selector_string(selector))
+    async def targets(self, namespace: str, selector: LabelSelector, kind: TargetKind) -> list[Body]:
+        found = await self.kube.list_targets(KINDS[kind], namespace, selector_string(selector))
+        return [with_kind(body, KINDS[kind]) for body in found]
 
-    async def deployment(self, namespace: str, name: str) -> Body | None:
-        return await self.kube.find_deployment(namespace, name)
+    async def target(self, namespace: str, name: str, kind: TargetKind) -> Body | None:
+        found = await self.kube.find_target(KINDS[kind], namespace, name)
+        return with_kind(found, KINDS[kind]) if found is not None else None
 
     async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
         wanted = set(owners)
@@ -72,7 +78,8 @@ class Cached:
     namespace holds (100 policies of 100 Deployments in one namespace of 10,000).
 
     deployment_index: (namespace, name) -> the Deployment; namespace -> its name; and
-    (namespace, label, value) -> its name for each label (matchLabels are set intersections).
+    (namespace, label, value) -> its name for each label (matchLabels are set intersections);
+    rollout_index the same for Rollouts, when the operator watches them.
     replicaset_index: (namespace, owner uid) -> the ReplicaSet. hpa_index: namespace -> the HPA.
     incident_index: (namespace, policy) -> the Incident. Values are trimmed copies, never mutated.
     """
@@ -85,8 +92,14 @@ class Cached:
         store = self.indices[index].get(key)
         return [dict(v) for v in store] if store is not None else []
 
-    async def deployments(self, namespace: str, selector: LabelSelector) -> list[Body]:
-        index = self.indices["deployment_index"]
+    def _targets_index(self, kind: TargetKind) -> Any:
+        index = self.indices.get(INDEX[kind])
+        if index is None:  # parse_spec refuses such a policy first; a manual Incident lands here
+            raise ValueError(f"this operator does not watch {kind}s (run it with --argo-rollouts)")
+        return index
+
+    async def targets(self, namespace: str, selector: LabelSelector, kind: TargetKind) -> list[Body]:
+        index = self._targets_index(kind)
         keys: list[object] = [(namespace, k, v) for k, v in selector.match_labels.items()] or [namespace]
         names: set[str] | None = None
         for key in keys:
@@ -99,9 +112,9 @@ class Cached:
                     out.append(dict(d))
         return out
 
-    async def deployment(self, namespace: str, name: str) -> Body | None:
-        found = self._values("deployment_index", (namespace, name))
-        return found[0] if found else None
+    async def target(self, namespace: str, name: str, kind: TargetKind) -> Body | None:
+        found = self._targets_index(kind).get((namespace, name))
+        return dict(next(iter(found))) if found else None
 
     async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
         return [rs for uid in owners for rs in self._values("replicaset_index", (namespace, uid))]
@@ -147,11 +160,11 @@ def owner_uids(rs: Mapping[str, Any]) -> list[str]:
     return [ref["uid"] for ref in rs["metadata"].get("ownerReferences") or [] if ref.get("uid")]
 
 
-def deployment_keys(body: Mapping[str, Any]) -> dict[Any, Any]:
-    """What deployment_index keeps of one Deployment (see Cached)."""
+def target_keys(body: Mapping[str, Any]) -> dict[Any, Any]:
+    """What deployment_index (rollout_index) keeps of one Deployment (Rollout): see Cached."""
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    keys: dict[Any, Any] = {(ns, name): trim_deployment(body), ns: name}
+    keys: dict[Any, Any] = {(ns, name): trim_target(body), ns: name}
     keys.update({(ns, k, v): name for k, v in (meta.get("labels") or {}).items()})
     return keys
 
@@ -169,23 +182,32 @@ def incident_keys(body: Mapping[str, Any]) -> dict[Any, Any]:
     return {(meta["namespace"], policy): trim_incident(body)} if policy else {}
 
 
-def trim_deployment(body: Mapping[str, Any]) -> Body:
+def trim_target(body: Mapping[str, Any]) -> Body:
+    workload = KINDS.get(str(body.get("kind") or "Deployment"), DEPLOYMENT)
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": workload.api_version,
+        "kind": workload.kind,
         "metadata": _pick(body["metadata"], _META),
         "spec": _pick(
             body.get("spec") or {}, ("replicas", "selector", "template", "paused", "progressDeadlineSeconds")
         ),
-        "status": _trim_deployment_status(body.get("status") or {}),
+        "status": _trim_status(body.get("status") or {}, workload),
     }
 
 
-def _trim_deployment_status(status: Mapping[str, Any]) -> Body:
-    """Enough to tell a stalled rollout (decide/progress.py): the Progressing condition, for which generation."""
+def _trim_status(status: Mapping[str, Any], workload: Workload) -> Body:
+    """A Deployment: enough to tell a stalled rollout (decide/progress.py), the Progressing condition and
+    for which generation. A Rollout: where its update stands (actions/rollout.py)."""
+    if workload is ROLLOUT:
+        return _pick(status, ("currentPodHash", "stableRS", "abort", "phase", "currentStepIndex"))
     out = _pick(status, ("observedGeneration", "unavailableReplicas"))
     out["conditions"] = [_plain(x) for x in status.get("conditions") or [] if x.get("type") == "Progressing"]
     return out
+
+
+def with_kind(body: Body, workload: Workload) -> Body:
+    """A LISTed item (which carries no apiVersion/kind) as the caches keep it."""
+    return {**body, "apiVersion": workload.api_version, "kind": workload.kind}
 
 
 def trim_replicaset(body: Mapping[str, Any]) -> Body:

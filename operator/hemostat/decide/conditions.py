@@ -14,6 +14,7 @@ DETECTED = "Detected"
 DECLARED = "Declared"
 ROLLED_BACK = "RolledBack"
 SCALED_TO_ZERO = "ScaledToZero"
+ROLLOUT_ABORTED = "RolloutAborted"  # an Argo Rollout's update aborted (its canary scaled down)
 SCALED_UP = "ScaledUp"
 FLAG_DISABLED = "FlagDisabled"
 DRY_RUN = "DryRun"

@@ -20,7 +20,7 @@ from typing import Any
 from ..clock import now_iso, parse_iso
 
 HELD = "hemostat.dev/rollout-held"
-_POINTER = "/metadata/annotations/" + HELD.replace("~", "~0").replace("/", "~1")
+HELD_POINTER = "/metadata/annotations/" + HELD.replace("~", "~0").replace("/", "~1")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def pause_ops(deployment: Mapping[str, Any], incident: str, unfinished: bool, no
     if not unfinished or spec.get("paused") or held(meta) is not None:
         return []
     value = json.dumps({"incident": incident, "at": now_iso(now)}, separators=(",", ":"))
-    note: dict[str, Any] = {"op": "add", "path": _POINTER, "value": value}
+    note: dict[str, Any] = {"op": "add", "path": HELD_POINTER, "value": value}
     if not meta.get("annotations"):
         note = {"op": "add", "path": "/metadata/annotations", "value": {HELD: value}}
     return [
@@ -61,7 +61,7 @@ def release_ops(deployment: Mapping[str, Any], incident: str) -> list[dict[str, 
     if mine is None or mine.incident != incident:
         return []
     return [
-        {"op": "test", "path": _POINTER, "value": meta["annotations"][HELD]},
+        {"op": "test", "path": HELD_POINTER, "value": meta["annotations"][HELD]},
         {"op": "replace", "path": "/spec/paused", "value": False},
-        {"op": "remove", "path": _POINTER},
+        {"op": "remove", "path": HELD_POINTER},
     ]

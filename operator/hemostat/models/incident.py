@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from ..workloads import TargetKind
 from .common import Condition, Model, ObjectName, Severity, Timestamp
 from .policy import MitigationStep, StepName, Verdict
 
@@ -26,7 +27,7 @@ Text = Annotated[str, Field(max_length=1024)]
 
 
 class TargetRef(Model):
-    kind: Literal["Deployment"] = "Deployment"
+    kind: TargetKind = "Deployment"
     name: ObjectName
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import ConfigDict, Field, model_validator
 
+from ..workloads import TargetKind
 from .common import (
     Condition,
     DnsLabel,
@@ -333,6 +334,11 @@ class TrafficGate(Model):
 
 
 class Target(Model):
+    kind: TargetKind = Field(
+        "Deployment",
+        description="What the selector picks: Deployments, or Argo Rollouts' Rollouts (argoproj.io/v1alpha1; "
+        "the operator must run with --argo-rollouts).",
+    )
     selector: LabelSelector
 
 

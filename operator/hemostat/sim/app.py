@@ -222,7 +222,8 @@ def _shards(value: str) -> int:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The CLI; argparse exits with code 2 on bad usage."""
     p = argparse.ArgumentParser(
-        prog="python -m hemostat.sim", description="Synthetic HTTP traffic metrics for Deployment pods."
+        prog="python -m hemostat.sim",
+        description="Synthetic HTTP traffic metrics for the Pods of Deployments and Argo Rollouts.",
     )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     p.add_argument(

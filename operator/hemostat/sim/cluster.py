@@ -1,9 +1,11 @@
-"""Read the Ready pods of Deployments from watch caches of the Kubernetes API (sync client).
+"""Read the Ready pods of Deployments and Argo Rollouts from watch caches of the Kubernetes API (sync client).
 
 Mapping: Pod -(ownerReference kind ReplicaSet)-> ReplicaSet -(ownerReference
-kind Deployment)-> Deployment; the series label `pod_template_hash` is the
-Pod's `pod-template-hash` label. Pods whose chain does not end in a Deployment
-are ignored.
+kind Deployment or Rollout)-> the workload. The series label `deployment` is the
+workload's name (a Deployment's or an argoproj.io Rollout's); `pod_template_hash`
+is the Pod's `pod-template-hash` label for a Deployment, its
+`rollouts-pod-template-hash` label for a Rollout. Pods whose chain does not end
+in a Deployment or a Rollout are ignored.
 
 Pods and ReplicaSets are LISTed once and then WATCHed, one thread per watch, so a
 new Ready pod serves traffic one event after the API server reports it. Re-LISTing
@@ -29,16 +31,17 @@ from urllib3.util.retry import Retry
 from .behaviour import ObservedPod, PodRef
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
-# Deployment-managed Pods and ReplicaSets both carry this label, so the API
-# server filters out everything else (Jobs, bare Pods, StatefulSets...).
-_SELECTOR = TEMPLATE_HASH_LABEL
+ROLLOUTS_TEMPLATE_HASH_LABEL = "rollouts-pod-template-hash"
+# The ReplicaSet owner kinds we serve, and the label holding the template hash of their
+# Pods. The Pods and ReplicaSets of each carry that label, so selecting on it lets the API
+# server filter out everything else (Jobs, bare Pods, StatefulSets...).
+_HASH_LABEL_OF = {"Deployment": TEMPLATE_HASH_LABEL, "Rollout": ROLLOUTS_TEMPLATE_HASH_LABEL}
 _PAGE_SIZE = 500
 # (connect, read) seconds: a hung API server must not stall a LIST forever.
 _REQUEST_TIMEOUT = (3.0, 10.0)
 # Raw JSON, not the generated models: we need a few fields, and strict model validation
 # of whole Pods would be slow at 10,000 and one more way to fail.
 _REQUEST: dict[str, Any] = {
-    "label_selector": _SELECTOR,
     "_preload_content": False,
     "_request_timeout": _REQUEST_TIMEOUT,
 }
@@ -72,30 +75,34 @@ def ready_at(pod: Obj) -> float | None:
     return None
 
 
-def _owner(obj: Obj, kind: str) -> Obj | None:
-    refs = [r for r in obj.get("metadata", {}).get("ownerReferences") or [] if r.get("kind") == kind]
-    # Prefer the managing controller; a plain owner reference of that kind is the fallback.
+def _owner(obj: Obj, *kinds: str) -> Obj | None:
+    refs = [r for r in obj.get("metadata", {}).get("ownerReferences") or [] if r.get("kind") in kinds]
+    # Prefer the managing controller; a plain owner reference of such a kind is the fallback.
     refs.sort(key=lambda r: not r.get("controller", False))
     return refs[0] if refs else None
 
 
 def observed_pods(pods: Iterable[Obj], replicasets: Iterable[Obj]) -> list[ObservedPod]:
-    """Ready pods owned (via a ReplicaSet) by a Deployment, from raw API objects. Pure."""
+    """Ready pods owned (via a ReplicaSet) by a Deployment or a Rollout, from raw API objects. Pure."""
     # Keyed by uid, not name: a ReplicaSet recreated under the same name is a different owner.
-    deployment_of = {
-        rs["metadata"]["uid"]: name
+    # The value: the workload's name and the label that holds its Pods' template hash.
+    workload_of = {
+        rs["metadata"]["uid"]: (name, _HASH_LABEL_OF[owner["kind"]])
         for rs in replicasets
-        if (owner := _owner(rs, "Deployment")) and (name := owner.get("name")) and rs["metadata"].get("uid")
+        if (owner := _owner(rs, *_HASH_LABEL_OF)) and (name := owner.get("name")) and rs["metadata"].get("uid")
     }
     result: list[ObservedPod] = []
     for pod in pods:
         meta = pod.get("metadata", {})
         owner = _owner(pod, "ReplicaSet")
         rs_uid = owner.get("uid") if owner else None
-        template_hash = (meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL)
-        if not is_ready(pod) or rs_uid is None or rs_uid not in deployment_of or not template_hash:
+        if not is_ready(pod) or rs_uid is None or rs_uid not in workload_of:
             continue
-        ref = PodRef(meta["namespace"], deployment_of[rs_uid], template_hash, meta["name"])
+        workload, hash_label = workload_of[rs_uid]
+        template_hash = (meta.get("labels") or {}).get(hash_label)
+        if not template_hash:
+            continue
+        ref = PodRef(meta["namespace"], workload, template_hash, meta["name"])
         result.append(ObservedPod(ref, dict(meta.get("annotations") or {}), ready_at(pod)))
     return result
 
@@ -133,7 +140,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _Reflector:
-    """One kind in one namespace (or all): LIST in pages, then WATCH from the list's version.
+    """One kind with one label in one namespace (or all): LIST in pages, then WATCH from the list's version.
 
     The items, trimmed to what `observed_pods` reads, are replaced by each LIST and updated
     by each event. A watch the server ends on time resumes from the last version; 410 Gone
@@ -141,11 +148,17 @@ class _Reflector:
     """
 
     def __init__(
-        self, what: str, list_fn: Callable[..., Any], args: tuple[Any, ...], on_change: Callable[[], None]
+        self,
+        what: str,
+        list_fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        selector: str,
+        on_change: Callable[[], None],
     ) -> None:
         self.what = what
         self.error: str | None = None
         self._list_fn, self._args, self._on_change = list_fn, args, on_change
+        self._request: dict[str, Any] = {"label_selector": selector, **_REQUEST}
         self._lock = threading.Lock()
         self._items: dict[str, Obj] = {}
         self._stop = threading.Event()
@@ -159,7 +172,7 @@ class _Reflector:
         items: dict[str, Obj] = {}
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"limit": _PAGE_SIZE, **_REQUEST}
+            kwargs: dict[str, Any] = {"limit": _PAGE_SIZE, **self._request}
             if token:
                 kwargs["_continue"] = token
             resp = self._list_fn(*self._args, **kwargs)
@@ -212,7 +225,7 @@ class _Reflector:
             resource_version=version,
             timeout_seconds=_WATCH_SECONDS,
             allow_watch_bookmarks=True,
-            **{**_REQUEST, "_request_timeout": (_REQUEST_TIMEOUT[0], _WATCH_SECONDS + 30.0)},
+            **{**self._request, "_request_timeout": (_REQUEST_TIMEOUT[0], _WATCH_SECONDS + 30.0)},
         )
         try:
             for line in iter_resp_lines(resp):
@@ -250,7 +263,7 @@ def _trim(obj: Obj) -> Obj:
 
 
 class ClusterPodSource:
-    """Callable returning the current Ready Deployment pods from watch caches of Pods and ReplicaSets.
+    """Callable returning the current Ready Deployment and Rollout pods from watch caches of Pods and ReplicaSets.
 
     `start()` LISTs everything once (doubling as the reachability and RBAC check) and starts the
     watches. A call raises ClusterError while a watch is failing, so the simulator keeps the pod
@@ -264,16 +277,23 @@ class ClusterPodSource:
         self._changes_lock = threading.Lock()
         self._answer: tuple[int, list[ObservedPod]] | None = None
 
-        def each(what: str, everywhere: Any, per_namespace: Any) -> list[_Reflector]:
+        def each(what: str, selector: str, everywhere: Any, per_namespace: Any) -> list[_Reflector]:
             if not namespaces:
-                return [_Reflector(what, everywhere, (), self._changed)]
+                return [_Reflector(what, everywhere, (), selector, self._changed)]
             unique = dict.fromkeys(namespaces)  # dedupe, keep order
-            return [_Reflector(f"{what} in {ns}", per_namespace, (ns,), self._changed) for ns in unique]
+            return [_Reflector(f"{what} in {ns}", per_namespace, (ns,), selector, self._changed) for ns in unique]
 
-        self._pods = each("pods", core.list_pod_for_all_namespaces, core.list_namespaced_pod)
-        self._replicasets = each(
-            "replicasets", apps.list_replica_set_for_all_namespaces, apps.list_namespaced_replica_set
-        )
+        self._pods: list[_Reflector] = []
+        self._replicasets: list[_Reflector] = []
+        # A label selector cannot OR two labels: Deployment and Rollout objects get a LIST+WATCH each.
+        for prefix, selector in (("", TEMPLATE_HASH_LABEL), ("rollout ", ROLLOUTS_TEMPLATE_HASH_LABEL)):
+            self._pods += each(f"{prefix}pods", selector, core.list_pod_for_all_namespaces, core.list_namespaced_pod)
+            self._replicasets += each(
+                f"{prefix}replicasets",
+                selector,
+                apps.list_replica_set_for_all_namespaces,
+                apps.list_namespaced_replica_set,
+            )
 
     @property
     def host(self) -> str:
@@ -302,8 +322,9 @@ class ClusterPodSource:
             changes = self._changes
         if self._answer is None or self._answer[0] != changes:
             # Counted before reading: a change during the read only makes the next call recompute.
-            pods = [p for r in self._pods for p in r.items()]
-            replicasets = [rs for r in self._replicasets for rs in r.items()]
+            # By uid: an object carrying both labels is in two caches and must count once.
+            pods = {p["metadata"]["uid"]: p for r in self._pods for p in r.items()}.values()
+            replicasets = {rs["metadata"]["uid"]: rs for r in self._replicasets for rs in r.items()}.values()
             self._answer = (changes, observed_pods(pods, replicasets))
         return self._answer[1]
 
