@@ -10,6 +10,7 @@ These tests never skip: if no control plane can be had, the session fails with t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -282,6 +283,13 @@ def deployment(name: str, image: str = "registry.local/app:v1", replicas: int = 
 @pytest.fixture
 def installed(testenv: Cluster, crds: None, namespace: str) -> Iterator[tuple[str, str]]:
     """The chart installed in a namespace of its own, watching the test's: (release, its namespace)."""
+    with install_chart(testenv, namespace) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def install_chart(testenv: Cluster, namespace: str, *sets: str) -> Iterator[tuple[str, str]]:
+    """The chart (with these --set values) in a namespace of its own, watching `namespace`."""
     release = f"hs-{namespace[-8:]}"
     system = f"{release}-system"
     helm(
@@ -299,7 +307,10 @@ def installed(testenv: Cluster, crds: None, namespace: str) -> Iterator[tuple[st
         f"watchNamespaces={{{namespace}}}",
         "--set",
         "crds.install=false",  # the session's CRDs are not this release's; the upgrade test hands them over
+        *(arg for value in sets for arg in ("--set", value)),
     )
-    yield release, system
-    helm(testenv, "uninstall", release, "-n", system, check=False)
-    testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
+    try:
+        yield release, system
+    finally:
+        helm(testenv, "uninstall", release, "-n", system, check=False)
+        testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)

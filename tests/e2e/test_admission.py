@@ -91,6 +91,14 @@ def test_a_mitigation_request_needs_the_requesters_own_right_to_patch(
     ) in refused.stderr
     # nothing happened: no Incident, no rollback
     assert testenv.kubectl("get", "incident", "ask-1", "-n", namespace, check=False).returncode != 0
+    # the right asked for is the target's own: patching Deployments does not let one abort a Rollout
+    argo = incident("ask-7", "shopfront", {"rollback": {}})
+    argo["spec"]["target"]["kind"] = "Rollout"
+    refused_argo = create_as(testenv, responder, namespace, argo)
+    assert (
+        "spec.mitigation.rollback needs permission to patch rollouts.argoproj.io/shopfront "
+        f"in namespace {namespace}, which system:serviceaccount:{namespace}:responder does not have"
+    ) in refused_argo.stderr
     # declaring an incident without asking for an action stays open to them
     assert create_as(testenv, bystander, namespace, incident("declared", "shopfront")).returncode == 0
     # nor can they add the request to it afterwards

@@ -52,6 +52,23 @@ def test_gitops_reconcilers_are_granted_only_when_enabled(testenv: Cluster) -> N
     assert all(r["apiGroups"] != ["argoproj.io"] for d in shop for r in d["rules"]), "only where Applications live"
 
 
+def test_argo_rollouts_are_watched_and_granted_only_when_enabled(testenv: Cluster) -> None:
+    def grants(docs: list[dict]) -> dict[tuple[str, str], set[str]]:
+        (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "hemostat"]
+        return {(g, r): set(x["verbs"]) for x in role["rules"] for g in x["apiGroups"] for r in x["resources"]}
+
+    def args(docs: list[dict]) -> list[str]:
+        (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+        return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    on = render(testenv, "argoRollouts.enabled=true")
+    assert grants(on)[("argoproj.io", "rollouts")] == {"get", "list", "watch", "patch"}
+    assert grants(on)[("argoproj.io", "rollouts/status")] == {"patch"}  # the abort, nothing else in status
+    assert "--argo-rollouts" in args(on)
+    off = render(testenv)
+    assert not {g for g, _ in grants(off)} & {"argoproj.io"} and "--argo-rollouts" not in args(off)
+
+
 def test_helm_lint(testenv: Cluster) -> None:
     out = helm(testenv, "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION).stdout
     assert "0 chart(s) failed" in out

@@ -592,17 +592,17 @@ def test_declared_status_records_the_person_and_the_revision() -> None:
 def test_manual_move_runs_the_requested_step_once() -> None:
     spec = manual_spec(mitigation={"rollback": {}})
     st = lc.declared_status("x", 3, "app:v3", T0, NOW)
-    move = lc.manual_move(st, spec, guard(), True, NOW)
+    move = lc.manual_move(st, spec, guard(), None, NOW)
     assert isinstance(move, lc.Act) and move.index == lc.MANUAL_STEP and move.step.kind == "rollback"
     st.actions = [action("rollback", lc.MANUAL_STEP)]
-    assert lc.manual_move(st, spec, guard(), True, NOW) == lc.Wait()
+    assert lc.manual_move(st, spec, guard(), None, NOW) == lc.Wait()
 
 
 def test_manual_move_holds_for_a_missing_target_and_resolves_on_request() -> None:
     st = lc.declared_status("x", None, None, T0, NOW)
-    held = lc.manual_move(st, manual_spec(mitigation={"rollback": {}}), guard(), False, NOW)
+    held = lc.manual_move(st, manual_spec(mitigation={"rollback": {}}), guard(), "Deployment api does not exist", NOW)
     assert held == lc.Wait(note="requested rollback held: Deployment api does not exist")
-    assert lc.manual_move(st, manual_spec(resolve=True), guard(), True, NOW) == lc.Resolve(
+    assert lc.manual_move(st, manual_spec(resolve=True), guard(), None, NOW) == lc.Resolve(
         "resolved by a person (spec.resolve)", by_person=True
     )
-    assert lc.manual_move(st, manual_spec(), guard(), True, NOW) == lc.Wait()
+    assert lc.manual_move(st, manual_spec(), guard(), None, NOW) == lc.Wait()

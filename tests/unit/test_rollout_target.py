@@ -4,6 +4,7 @@ Pure: Rollout and ReplicaSet dicts shaped like the API server returns them, `now
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from hemostat.actions import rollback, scale
 from hemostat.actions.base import MARKER, Context, Objects, Plan, Skip, marker_value
 from hemostat.cycle import plan as planner
 from hemostat.cycle import world
+from hemostat.cycle.snapshot import Settings, parse_spec
 from hemostat.decide import rollout_pause
 from hemostat.models.policy import RollbackStep, ScaleUpStep
 
@@ -175,3 +177,21 @@ def test_scale_up_scales_the_rollout_or_the_hpa_that_targets_it() -> None:
     assert isinstance(out, Plan) and out.kind == "HorizontalPodAutoscaler"
     around = planner.Around.of([], [hpa]).objects(body, {})
     assert around.hpas == (hpa,)  # an HPA of a Deployment of the same name would not be picked
+
+
+def test_a_rollout_policy_is_invalid_where_the_operator_does_not_watch_rollouts() -> None:
+    signal = {"name": "errors", "prometheus": {"query": "vector(0)"}, "breachWhen": {"above": 1}}
+    spec_ = {
+        "target": {"kind": "Rollout", "selector": {}},
+        "signals": [signal],
+        "mitigation": {"steps": [{"rollback": {}}]},
+    }
+    body = {"spec": spec_}
+    off = Settings(default_prometheus_url="http://prom:9090")
+    spec, invalid = parse_spec(body, off)
+    assert (
+        spec is None and invalid is not None and "does not watch Argo Rollouts (run it with --argo-rollouts" in invalid
+    )
+    spec, invalid = parse_spec(body, replace(off, argo_rollouts=True))
+    assert invalid is None and spec is not None and spec.target.kind == "Rollout"
+    assert world.Cached({"deployment_index": {}}, {}).watches("Rollout") is False

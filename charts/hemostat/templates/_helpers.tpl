@@ -66,6 +66,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [core.openfeature.dev]
   resources: [featureflags]
   verbs: [get, patch]                 # disableFlag on an OpenFeature Operator FeatureFlag
+{{- if .Values.argoRollouts.enabled }}
+- apiGroups: [argoproj.io]
+  resources: [rollouts]
+  verbs: [get, list, watch, patch]    # Rollouts as targets: watched, undone (spec.template), ledger and marker
+- apiGroups: [argoproj.io]
+  resources: [rollouts/status]
+  verbs: [patch]                      # abort an update in progress (status.abort), as kubectl argo rollouts abort
+{{- end }}
 {{- if .Values.gitops.fluxHelmReleases }}
 - apiGroups: [helm.toolkit.fluxcd.io]
   resources: [helmreleases]

@@ -195,8 +195,8 @@ class Context:
 class AdmissionRule:
     """What a person asking for this step (a manual Incident's spec.mitigation) must be allowed to do
     themselves, as the chart's admission policy checks it: a CEL condition and the refusal's text (a CEL
-    string). Both may use `variables.step` (spec.mitigation), `ns`, `target` (the Deployment), `who`,
-    `mayPatchTarget` and `mayPatchHpas`."""
+    string). Both may use `variables.step` (spec.mitigation), `ns`, `target` (its name), `resource` (deployments
+    or rollouts.argoproj.io), `who`, `mayPatchTarget` and `mayPatchHpas`."""
 
     allowed: str
     refusal: str
@@ -233,10 +233,10 @@ def holds(applied: Callable[[Body, Plan], bool]) -> Callable[[Objects, Plan, Bod
 
 
 def patch_target_rule(step: str, why: str = "") -> AdmissionRule:
-    """The rule every step has: it writes the Deployment (the change, or the ledger every policy reads)."""
+    """The rule every step has: it writes the target (the change, or the ledger every policy reads)."""
     return AdmissionRule(
         "variables.mayPatchTarget",
-        f"'spec.mitigation.{step} needs permission to patch deployments/' + variables.target"
+        f"'spec.mitigation.{step} needs permission to patch ' + variables.resource + '/' + variables.target"
         f" + ' in namespace ' + variables.ns + '{why}, which ' + variables.who + ' does not have'",
     )
 

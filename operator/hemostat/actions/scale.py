@@ -148,7 +148,8 @@ STEP = StepKind(
         AdmissionRule(
             "variables.mayPatchHpas",
             "'spec.mitigation.scaleUp needs permission to patch horizontalpodautoscalers in namespace ' + variables.ns"
-            " + ' (it raises the minReplicas of any HPA that targets deployments/' + variables.target + '), which '"
+            " + ' (it raises the minReplicas of any HPA that targets ' + variables.resource + '/' + variables.target"
+            " + '), which '"
             " + variables.who + ' does not have'",
         ),
     ),

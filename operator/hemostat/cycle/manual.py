@@ -55,7 +55,13 @@ class ManualRequests:
         incident = snapshot.open_incident(raw)
         ispec = incident.spec
         steps = [ispec.mitigation] if ispec.mitigation else []
-        objects = await around(self.kube, world, ns, ispec.target.name, ispec.target.kind, steps)
+        kind, missing, objects = ispec.target.kind, None, None
+        if world.watches(kind):
+            objects = await around(self.kube, world, ns, ispec.target.name, kind, steps)
+        else:
+            missing = (
+                f"this operator does not watch {kind}s (run it with --argo-rollouts, chart value argoRollouts.enabled)"
+            )
         status, change = planner.decide_manual(
             name,
             parse_iso(raw["metadata"]["creationTimestamp"]),
@@ -65,6 +71,7 @@ class ManualRequests:
             self.dry_run,
             f"{ns}/{name}",
             now,
+            missing,
         )
         tp = planner.TargetPlan(
             name=ispec.target.name,

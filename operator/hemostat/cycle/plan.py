@@ -480,7 +480,7 @@ def _open(
     ispec = IncidentSpec(
         severity=severity,
         summary=summary[:1024],
-        target={"name": view.name},
+        target={"kind": workloads.of(view.deployment).kind, "name": view.name},
         policy_ref={"name": snap.name},
         source="policy",
         previous_incident=view.last_incident,
@@ -511,8 +511,10 @@ def decide_manual(
     dry_run: bool,
     by: str,
     now: datetime,
+    missing: str | None = None,
 ) -> tuple[IncidentStatus, Change | None]:
-    """An Incident a person declared: record it, run the requested step once, close it when told."""
+    """An Incident a person declared: record it, run the requested step once, close it when told.
+    `objects` None: the target cannot be read, for the reason `missing` (default: it does not exist)."""
     if status.phase is None:
         current = rollback.facts_from(objects.deployment, list(objects.replicasets)).current if objects else None
         status = lc.declared_status(
@@ -528,7 +530,9 @@ def decide_manual(
         max_actions_per_hour=MANUAL_BUDGET,
         recent_actions=ledger.read(annotations, now).times(),
     )
-    move = lc.manual_move(status, ispec, guardrail, objects is not None, now)
+    if objects is None and missing is None:
+        missing = f"{ispec.target.kind} {ispec.target.name} does not exist"
+    move = lc.manual_move(status, ispec, guardrail, missing, now)
     if isinstance(move, lc.Resolve):
         return lc.record_resolved(status, move.message, now, by_person=True), None
     if isinstance(move, lc.Wait):

@@ -235,7 +235,8 @@ def _view(
 ) -> TargetView:
     dname = deployment["metadata"]["name"]
     signals = {k: v for k, v in readings.items() if k not in (GATE, TRAFFIC)}
-    mine = [i for i in incidents if i["spec"]["target"]["name"] == dname]
+    kind = deployment.get("kind", "Deployment")  # a policy that changed its target kind leaves the old ones be
+    mine = [i for i in incidents if i["spec"]["target"]["name"] == dname and i["spec"]["target"].get("kind") == kind]
     newest = max(mine, key=lambda i: i["metadata"]["creationTimestamp"], default=None)
     open_ = sorted((i for i in mine if is_open(i)), key=lambda i: i["metadata"]["creationTimestamp"])
     incident, error = None, None

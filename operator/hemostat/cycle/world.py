@@ -34,6 +34,10 @@ class World(Protocol):
 
     async def target(self, namespace: str, name: str, kind: TargetKind) -> Body | None: ...
 
+    def watches(self, kind: TargetKind) -> bool:
+        """Whether targets of this kind can be read at all (Rollouts: only with --argo-rollouts)."""
+        ...
+
     async def replicasets(self, namespace: str, owners: Collection[str]) -> list[Body]:
         """The ReplicaSets owned by the workloads with these uids."""
         ...
@@ -50,6 +54,9 @@ class Listed:
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+
+    def watches(self, kind: TargetKind) -> bool:
+        return True  # a LIST answers for any kind whose CRD is installed
 
     async def targets(self, namespace: str, selector: LabelSelector, kind: TargetKind) -> list[Body]:
         found = await self.kube.list_targets(KINDS[kind], namespace, selector_string(selector))
@@ -91,6 +98,9 @@ class Cached:
     def _values(self, index: str, key: Any) -> list[Body]:
         store = self.indices[index].get(key)
         return [dict(v) for v in store] if store is not None else []
+
+    def watches(self, kind: TargetKind) -> bool:
+        return INDEX[kind] in self.indices
 
     def _targets_index(self, kind: TargetKind) -> Any:
         index = self.indices.get(INDEX[kind])

@@ -419,17 +419,18 @@ MANUAL_STEP = -1  # the index a person's requested mitigation is recorded under
 
 
 def manual_move(
-    status: IncidentStatus, spec: IncidentSpec, guard: Guardrails, target_exists: bool, now: datetime
+    status: IncidentStatus, spec: IncidentSpec, guard: Guardrails, missing: str | None, now: datetime
 ) -> Move:
-    """A declared incident: resolve when a person says so; run the requested step once."""
+    """A declared incident: resolve when a person says so; run the requested step once (`missing`: why
+    its target cannot be read, e.g. it does not exist)."""
     if status.phase == "Resolved":
         return Wait()
     if spec.resolve:
         return Resolve("resolved by a person (spec.resolve)", by_person=True)
     if spec.mitigation is None or any(a.index == MANUAL_STEP for a in status.actions):
         return Wait()
-    if not target_exists:
-        return Wait(note=f"requested {spec.mitigation.kind} held: Deployment {spec.target.name} does not exist")
+    if missing is not None:
+        return Wait(note=f"requested {spec.mitigation.kind} held: {missing}")
     reason = blocked_by(guard, now)
     if reason:
         return Wait(note=f"requested {spec.mitigation.kind} held: {reason}")
