@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 from test_cycle_plan import NOW, deployment, only, policy, snapshot, view
+from test_rollback_plan import deployment_obj, history
 
 from hemostat.actions.base import Objects
 from hemostat.cycle import plan as p
 from hemostat.decide import lifecycle as lc
 from hemostat.decide import reconcilers as r
+from hemostat.models.incident import IncidentSpec, IncidentStatus
 
 FLUX = {"kustomize.toolkit.fluxcd.io/name": "shop", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}
 
@@ -169,3 +171,36 @@ def test_only_this_incidents_pause_is_resumed_and_guarded_on_its_record() -> Non
         "a person's opt-out stays"
     )
     assert r.paused({"annotations": {r.PAUSED: "{not json"}}) is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "owner"),
+    [
+        (
+            {"helm.toolkit.fluxcd.io/name": "web", "helm.toolkit.fluxcd.io/namespace": "apps"},
+            {},
+            "Flux HelmRelease apps/web",
+        ),
+        ({}, ARGO, "Argo CD Application argocd/shop"),
+    ],
+)
+def test_a_persons_request_never_pauses_a_helmrelease_or_application_for_them(
+    labels: dict, annotations: dict, owner: str
+) -> None:
+    """The admission policy checks only the requester's right on the target: Hemostat never writes the
+    reconciler's own object for a person (they could not be checked for it), it skips saying why."""
+    dep = deployment_obj(3, "v3")
+    dep["metadata"]["labels"] = {**dep["metadata"].get("labels", {}), **labels}
+    dep["metadata"]["annotations"].update(annotations)
+    ispec = IncidentSpec.model_validate(
+        {"severity": "SEV2", "summary": "s", "target": {"name": "checkout"}, "mitigation": {"rollback": {}}}
+    )
+    status, change = p.decide_manual(
+        "ask-1", NOW, ispec, IncidentStatus(), Objects(dep, tuple(history())), False, "x", NOW
+    )
+    assert change is None
+    (skipped,) = status.actions
+    assert skipped.result == "Skipped"
+    assert f"reconciled by {owner}, which Hemostat pauses only for a policy's Incident, never on a person's" in (
+        skipped.message
+    )

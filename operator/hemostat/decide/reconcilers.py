@@ -147,7 +147,10 @@ def protect(meta: Mapping[str, Any], mode: str, incident: str, now: datetime, ow
             )
         )
     if owners is None:
-        return Protection(refuse=f"reconciled by {owner}, whose object is read only for a policy's Incident")
+        return Protection(
+            refuse=f"reconciled by {owner}, which Hemostat pauses only for a policy's Incident, never on a person's "
+            "request (pausing it is its owner's call: suspend it yourself, or revert in Git)"
+        )
     if reconciler not in owners:
         return Protection(wait=f"reading {owner}, which reconciles it, before acting")
     found = owners[reconciler]
