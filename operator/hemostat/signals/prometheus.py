@@ -16,8 +16,6 @@ import httpx
 
 from .base import Reading, Series
 
-_MAX_SERIES_SHOWN = 3
-
 
 class PrometheusProvider:
     def __init__(self, base_url: str, client: httpx.AsyncClient, timeout: float = 5.0) -> None:
@@ -151,17 +149,9 @@ def _from_sample(sample: list[Any], notes: str, query: str) -> Reading:
 
 
 def _ambiguous(samples: list[Any]) -> str:
-    shown = ", ".join(_labels(s.get("metric", {})) for s in samples[:_MAX_SERIES_SHOWN])
-    more = len(samples) - _MAX_SERIES_SHOWN
-    if more > 0:
-        shown += f" and {more} more"
-    return f"query returned {len(samples)} series, expected one; aggregate it, e.g. with sum(...): {shown}"
-
-
-def _labels(metric: dict[str, str]) -> str:
-    name = metric.get("__name__", "")
-    pairs = ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
-    return f"{name}{{{pairs}}}"
+    # How many, never which: the detail reaches the policy's status, and in a shared Prometheus the
+    # matched series' labels may be other tenants' (the author can run the query where they may).
+    return f"query returned {len(samples)} series, expected one; aggregate it, e.g. with sum(...)"
 
 
 def _notes(body: dict[str, Any]) -> str:
