@@ -94,11 +94,25 @@ def test_marker_means_done() -> None:
     assert PREVIOUS == "hemostat.dev/previous-flags"
 
 
-def featureflag(flags: dict, annotations: dict | None = None) -> dict:
+def featureflag(flags: dict, annotations: dict | None = None, opted_in: bool = True) -> dict:
+    labels = {"hemostat.dev/flag-source": "true"} if opted_in else {}
     return {
-        "metadata": {"name": "shop-flags", "resourceVersion": "3", "annotations": annotations or {}},
+        "metadata": {"name": "shop-flags", "resourceVersion": "3", "annotations": annotations or {}, "labels": labels},
         "spec": {"flagSpec": {"flags": flags}},
     }
+
+
+def test_a_featureflag_that_did_not_opt_in_is_never_changed() -> None:
+    """Anyone who may write a policy could otherwise flip any FeatureFlag of the namespace with the
+    operator's rights: FeatureFlags opt in as ConfigMaps do."""
+    from hemostat.actions.flags import plan_featureflag
+
+    step = DisableFlagStep.model_validate({"featureFlag": {"name": "shop-flags", "flag": "new-pricing"}})
+    got = plan_featureflag(featureflag({"new-pricing": TARGETED}, opted_in=False), step, incident="i", index=0, now=NOW)
+    assert got == Skip(
+        "FeatureFlag shop-flags is not labelled hemostat.dev/flag-source=true: Hemostat changes only flag sources "
+        "that opt in (kubectl label featureflag shop-flags hemostat.dev/flag-source=true)"
+    )
 
 
 def test_featureflag_resource_gets_the_same_kill_switch() -> None:
