@@ -388,7 +388,7 @@ def test_the_operator_may_change_only_configmaps_that_opted_in(
     assert patch_as_operator("opted-in").returncode == 0
     refused = patch_as_operator("other")
     assert refused.returncode != 0
-    assert "hemostat-flag-sources: the operator may change only ConfigMaps labelled hemostat.dev/flag-source=true" in (
+    assert "hemostat-flag-sources: the operator may change only configmaps labelled hemostat.dev/flag-source=true" in (
         refused.stderr
     )
     assert f"{namespace}/other is not" in refused.stderr
@@ -399,6 +399,21 @@ def test_the_operator_may_change_only_configmaps_that_opted_in(
     assert testenv.kubectl(*label, "other", "hemostat.dev/flag-source=true", check=False).returncode != 0
     # a person is not the operator: the policy does not apply to them
     assert testenv.kubectl("patch", "configmap", "other", "-n", namespace, *patch[2:5]).returncode == 0
+
+    # FeatureFlags opt in the same way (the OpenFeature Operator's own CRD)
+    crd = ROOT / "tests/e2e/fixtures/crds/open-feature-operator/core.openfeature.dev_featureflags.yaml"
+    testenv.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    testenv.kubectl("wait", "--for=condition=Established", "crd/featureflags.core.openfeature.dev", "--timeout=60s")
+    kind = "featureflags.core.openfeature.dev"
+    for name, labels in (("opted-in", {"hemostat.dev/flag-source": "true"}), ("other", {})):
+        flags = {"flagSpec": {"flags": {"f": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}}}}
+        ff = {"kind": "FeatureFlag", "metadata": {"name": name, "labels": labels}, "spec": flags}
+        testenv.apply({"apiVersion": "core.openfeature.dev/v1beta1", **ff}, namespace)
+    flip = ["--type=merge", "-p", '{"metadata":{"annotations":{"x":"1"}}}', "--kubeconfig", str(kubeconfig)]
+    assert testenv.kubectl("patch", kind, "opted-in", "-n", namespace, *flip, check=False).returncode == 0
+    refused = testenv.kubectl("patch", kind, "other", "-n", namespace, *flip, check=False)
+    assert refused.returncode != 0
+    assert "the operator may change only featureflags labelled hemostat.dev/flag-source=true" in refused.stderr
 
 
 @pytest.mark.image

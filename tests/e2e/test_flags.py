@@ -34,7 +34,7 @@ SOURCES = {
         {
             "apiVersion": "core.openfeature.dev/v1beta1",
             "kind": "FeatureFlag",
-            "metadata": {"name": "flags"},
+            "metadata": {"name": "flags", "labels": {"hemostat.dev/flag-source": "true"}},  # the opt-in
             "spec": {"flagSpec": {"flags": {"new-pricing": FLAG}}},
         },
         "featureflag:flags",

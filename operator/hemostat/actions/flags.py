@@ -6,9 +6,9 @@ real kill switch keeps the flag ENABLED, sets `defaultVariant` to the off varian
 drops the targeting. The previous flag spec is kept in an annotation
 (`hemostat.dev/previous-flags`) so a person can restore it.
 
-RBAC cannot grant patch on some ConfigMaps and not others, so a ConfigMap is changed only
-if it carries FLAG_SOURCE_LABEL; the chart's admission policy holds the operator's own
-ServiceAccount to the same rule on the API server.
+RBAC cannot grant patch on some ConfigMaps (FeatureFlags) and not others, so a flag source is
+changed only if it carries FLAG_SOURCE_LABEL; the chart's admission policy holds the operator's
+own ServiceAccount to the same rule on the API server.
 """
 
 from __future__ import annotations
@@ -146,6 +146,11 @@ def plan_featureflag(
     done = read_marker(annotations, incident, index, now)
     if done:
         return done
+    if (meta.get("labels") or {}).get(FLAG_SOURCE_LABEL) != "true":
+        return Skip(
+            f"FeatureFlag {meta['name']} is not labelled {FLAG_SOURCE_LABEL}=true: Hemostat changes only flag sources "
+            f"that opt in (kubectl label featureflag {meta['name']} {FLAG_SOURCE_LABEL}=true)"
+        )
     where = f"FeatureFlag {meta['name']}"
     flag = ((featureflag.get("spec") or {}).get("flagSpec") or {}).get("flags", {}).get(ref.flag)
     if not isinstance(flag, dict):
