@@ -1,0 +1,94 @@
+"""Webhook URLs come from tenants' Secrets: the operator's webhook credentials go only to the
+destinations an operator admin bound them to, and only allowed URLs are called at all.
+
+Real HTTP on loopback: what each server received is what a tenant's host would receive."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hemostat import notify
+from hemostat.errors import UserError
+from hemostat.outbound import Webhooks, client_auth
+
+
+class Capture:
+    """A loopback HTTP server that records the headers of every POST."""
+
+    def __init__(self) -> None:
+        seen: list[dict[str, str]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                seen.append(dict(self.headers))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[Capture, Capture]]:
+    ours, theirs = Capture(), Capture()
+    yield ours, theirs
+    for s in (ours, theirs):
+        s.server.shutdown()
+
+
+def credentials(tmp_path: Path) -> Any:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    return client_auth("webhook", None, None, None, str(token), ["X-Api-Key: k"])
+
+
+def send(webhooks: Webhooks, *urls: str) -> str | None:
+    async def go() -> str | None:
+        try:
+            return await notify.deliver(webhooks, [(u, {"text": "x"}) for u in urls])
+        finally:
+            await webhooks.aclose()
+
+    return asyncio.run(go())
+
+
+def test_the_operators_webhook_credentials_reach_only_their_destination(
+    servers: tuple[Capture, Capture], tmp_path: Path
+) -> None:
+    ours, theirs = servers
+    webhooks = Webhooks(credentials(tmp_path), credentials_for=(ours.url + "/hooks",))
+    assert send(webhooks, ours.url + "/hooks/sev1", theirs.url + "/steal") is None
+    (got,) = ours.seen
+    assert got["Authorization"] == "Bearer s3cret" and got["X-Api-Key"] == "k"
+    (tenant,) = theirs.seen  # a tenant's own host is still called, as the tenant asked, but bare
+    assert "Authorization" not in tenant and "X-Api-Key" not in tenant
+
+
+def test_a_webhook_outside_the_allow_list_is_never_called_and_the_error_says_why(
+    servers: tuple[Capture, Capture], tmp_path: Path
+) -> None:
+    ours, theirs = servers
+    webhooks = Webhooks(credentials(tmp_path), credentials_for=(ours.url,), allowed=(ours.url,))
+    error = send(webhooks, ours.url + "/a", theirs.url + "/b")
+    assert theirs.seen == [] and len(ours.seen) == 1
+    assert error == "127.0.0.1: this operator does not call that URL (not under --allowed-webhook-url)"
+
+
+def test_credentials_without_a_destination_are_refused_at_startup(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="needs --webhook-auth-url"):
+        Webhooks.configured(credentials(tmp_path), credentials_for=(), allowed=())
+    plain = client_auth("webhook", None, None, None, None, [])
+    assert Webhooks.configured(plain, credentials_for=(), allowed=()) is not None  # nothing to bind: fine
