@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 
 def _run(args: argparse.Namespace) -> int:
     from .config import OperatorConfig, load_kube_config
-    from .outbound import client_auth
+    from .outbound import Webhooks, client_auth
     from .runner import run_operator
     from .signals.allowed import url_allowed
 
@@ -62,7 +62,10 @@ def _run(args: argparse.Namespace) -> int:
         argo_rollouts=args.argo_rollouts,
         prometheus_auth=auth["prometheus"],
         webhook_auth=auth["webhook"],
+        webhook_auth_urls=tuple(args.webhook_auth_url or ()),
+        allowed_webhook_urls=tuple(args.allowed_webhook_url or ()),
     )
+    Webhooks.check(config.webhook_auth, config.webhook_auth_urls, config.allowed_webhook_urls)
     run_operator(config, log_level=args.log_level, log_format=args.log_format)
     return 0
 
@@ -164,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(
             f"--{what}-header", action="append", metavar="'NAME: VALUE'", help=f"extra header, e.g. '{example}'"
         )
+        if what == "webhook":
+            group.add_argument(
+                "--webhook-auth-url",
+                action="append",
+                metavar="URL",
+                help="the destination (URL and the paths under it) the webhook client certificate, token and "
+                "headers are sent to; no other webhook gets them (repeatable; needed with any of them)",
+            )
+            group.add_argument(
+                "--allowed-webhook-url",
+                action="append",
+                metavar="URL",
+                help="call only webhooks under these URLs (repeatable; default: any http(s) URL)",
+            )
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")

@@ -33,6 +33,8 @@ class OperatorConfig:
     argo_rollouts: bool = False  # watch Argo Rollouts' Rollouts: policies may target them
     prometheus_auth: ClientAuth = field(default_factory=ClientAuth)
     webhook_auth: ClientAuth = field(default_factory=ClientAuth)
+    webhook_auth_urls: tuple[str, ...] = ()  # the only destinations webhook_auth's credentials go to
+    allowed_webhook_urls: tuple[str, ...] = ()  # empty: any http(s) URL
 
 
 def load_kube_config(path: str | None, in_cluster_ok: bool = True, context: str | None = None) -> None:

@@ -17,6 +17,7 @@ from .clock import now_iso, parse_iso
 from .models.common import parse_duration
 from .models.incident import IncidentSpec, IncidentStatus, NotificationState
 from .models.policy import Cadence
+from .outbound import Webhooks
 
 BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_MAX = timedelta(minutes=10)
@@ -96,11 +97,15 @@ def slack_escape(text: str) -> str:
 
 
 async def deliver(
-    client: httpx.AsyncClient, targets: list[tuple[str, dict[str, Any]]], timeout: float = 5.0
+    sender: Webhooks | httpx.AsyncClient, targets: list[tuple[str, dict[str, Any]]], timeout: float = 5.0
 ) -> str | None:
-    """Post to every webhook; the first error (or None). Retries happen across cycles (backoff)."""
+    """Post to every webhook; the errors (or None). Retries happen across cycles (backoff)."""
     errors = []
     for url, body in targets:
+        client = sender.client_for(url) if isinstance(sender, Webhooks) else sender
+        if isinstance(client, str):
+            errors.append(f"{_host(url)}: {client}")
+            continue
         try:
             response = await client.post(url, json=body, timeout=timeout)
             if response.status_code >= 300:

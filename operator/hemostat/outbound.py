@@ -1,9 +1,11 @@
 """Requests the operator sends out (Prometheus, webhooks): where to, and with which credentials.
 
-Policy authors choose signals[].prometheus.url, so the operator queries only URLs an operator
-admin allowed (`signals.allowed.url_allowed`, pure). TLS and auth are operator-wide settings
-per destination kind (`ClientAuth`), applied by httpx itself: a CA bundle, a client certificate, a bearer token
-read from a file on every request (so rotated, projected tokens just work) and extra headers.
+Policy authors choose signals[].prometheus.url and their webhooks' URLs (in their own Secrets), so
+the operator calls only URLs an operator admin allowed (`signals.allowed.url_allowed`, pure). TLS
+and auth (`ClientAuth`) are applied by httpx itself: a CA bundle, a client certificate, a bearer
+token read from a file on every request (so rotated, projected tokens just work) and extra headers.
+Webhook credentials are bound to the destinations an admin names (`Webhooks`): a tenant who points
+a webhook at their own host gets the payload, never the operator's token.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from .errors import UserError
+from .signals.allowed import url_allowed
 
 
 class BearerTokenFile(httpx.Auth):
@@ -47,6 +50,11 @@ class ClientAuth:
         if self.cert_file is not None:
             context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         return context
+
+    @property
+    def credentials(self) -> bool:
+        """Whether it carries anything that proves who we are (more than which servers we trust)."""
+        return bool(self.cert_file or self.bearer_token_file or self.headers)
 
     def client(self, **kwargs: object) -> httpx.AsyncClient:
         """An httpx client that carries these settings on every request."""
@@ -83,3 +91,41 @@ def client_auth(
     except (ssl.SSLError, OSError) as exc:
         raise UserError(f"--{what}-ca-file / --{what}-cert-file / --{what}-key-file: cannot load: {exc}") from None
     return auth
+
+
+NOT_ALLOWED = "this operator does not call that URL (not under --allowed-webhook-url)"
+
+
+class Webhooks:
+    """Where webhook deliveries go, and with what: the admin's credentials only to URLs under
+    `credentials_for`, any other URL a bare client (the same CA trust; no token, header or client
+    certificate); with `allowed`, only URLs under it are called at all."""
+
+    def __init__(self, auth: ClientAuth, credentials_for: Sequence[str] = (), allowed: Sequence[str] = ()) -> None:
+        self.credentials_for, self.allowed = tuple(credentials_for), tuple(allowed)
+        self.bound = auth.client()
+        self.bare = ClientAuth(ca_file=auth.ca_file).client()
+
+    @staticmethod
+    def check(auth: ClientAuth, credentials_for: Sequence[str], allowed: Sequence[str]) -> None:
+        """The command line's settings; credentials without a destination are a UserError."""
+        if auth.credentials and not credentials_for:
+            raise UserError(
+                "--webhook-cert-file, --webhook-bearer-token-file and --webhook-header need --webhook-auth-url: "
+                "the operator's credentials go only to a destination you name, never to whatever URL a tenant's "
+                "Secret holds"
+            )
+        for flag, urls in (("--webhook-auth-url", credentials_for), ("--allowed-webhook-url", allowed)):
+            for url in urls:
+                if not url_allowed(url, [url]):
+                    raise UserError(f"{flag} {url!r}: use an http(s) URL without user, query or fragment")
+
+    def client_for(self, url: str) -> httpx.AsyncClient | str:
+        """The client to post to `url` with, or why it is not called."""
+        if self.allowed and not url_allowed(url, self.allowed, query=True):
+            return NOT_ALLOWED
+        return self.bound if url_allowed(url, self.credentials_for, query=True) else self.bare
+
+    async def aclose(self) -> None:
+        await self.bound.aclose()
+        await self.bare.aclose()

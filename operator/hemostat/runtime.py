@@ -27,6 +27,7 @@ from .kube import Kube, pooled_client
 from .leader import LeaderElector
 from .metrics import Metrics
 from .models.common import GROUP, VERSION
+from .outbound import Webhooks
 from .signals.prometheus import PrometheusProvider
 
 log = logging.getLogger("hemostat.runtime")
@@ -79,7 +80,7 @@ class Runtime:
     leader: LeaderElector | None
     heartbeat: Heartbeat
     lane: FastLane = field(default_factory=FastLane)
-    http: tuple[httpx.AsyncClient, ...] = ()
+    http: tuple[httpx.AsyncClient | Webhooks, ...] = ()  # closed on stop
     leader_stop: asyncio.Event = field(default_factory=asyncio.Event)
     leader_task: asyncio.Task[None] | None = None
     remembered: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)  # world.py
@@ -121,7 +122,7 @@ class Runtime:
 def build(config: OperatorConfig) -> Runtime:
     """Everything the handlers use, from the operator's configuration."""
     prometheus_http = config.prometheus_auth.client()
-    webhook_http = config.webhook_auth.client()
+    webhooks = Webhooks(config.webhook_auth, config.webhook_auth_urls, config.allowed_webhook_urls)
     metrics = Metrics()
     kube = Kube(on_call=lambda method: metrics.kube_requests.labels(method=method).inc())
     providers: dict[str, PrometheusProvider] = {}
@@ -150,12 +151,12 @@ def build(config: OperatorConfig) -> Runtime:
     metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     lane = FastLane()
     return Runtime(
-        evaluator=Evaluator(kube, provider_for, settings, metrics, webhook_http),
+        evaluator=Evaluator(kube, provider_for, settings, metrics, webhooks),
         informers=_informers(config.namespaces, config.argo_rollouts, lane.revision_changed, on_call=kube.on_call),
         leader=leader,
         heartbeat=Heartbeat(last_cycle=time.monotonic()),
         lane=lane,
-        http=(prometheus_http, webhook_http),
+        http=(prometheus_http, webhooks),
     )
 
 

@@ -6,6 +6,7 @@ Real HTTP on loopback: what each server received is what a tenant's host would r
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,7 +89,10 @@ def test_a_webhook_outside_the_allow_list_is_never_called_and_the_error_says_why
 
 
 def test_credentials_without_a_destination_are_refused_at_startup(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="needs --webhook-auth-url"):
-        Webhooks.configured(credentials(tmp_path), credentials_for=(), allowed=())
-    plain = client_auth("webhook", None, None, None, None, [])
-    assert Webhooks.configured(plain, credentials_for=(), allowed=()) is not None  # nothing to bind: fine
+    with pytest.raises(UserError, match="need --webhook-auth-url: the operator's credentials go only to a destination"):
+        Webhooks.check(credentials(tmp_path), credentials_for=(), allowed=())
+    Webhooks.check(
+        client_auth("webhook", None, None, None, None, []), credentials_for=(), allowed=()
+    )  # nothing to bind
+    with pytest.raises(UserError, match=re.escape("--allowed-webhook-url 'hooks.example': use an http")):
+        Webhooks.check(credentials(tmp_path), credentials_for=("https://hooks.example",), allowed=("hooks.example",))

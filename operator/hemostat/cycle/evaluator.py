@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from ..metrics import Metrics
+from ..outbound import Webhooks
 from ..signals.base import SignalProvider
 from . import plan as planner
 from . import read as reader
@@ -47,7 +48,7 @@ class Evaluator:
         provider_for: Callable[[str], SignalProvider],
         settings: Settings,
         metrics: Metrics | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: Webhooks | httpx.AsyncClient | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings

@@ -23,6 +23,7 @@ from ..decide import conditions as c
 from ..kube import Conflict, Kube, merge_patch
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import Notify
+from ..outbound import Webhooks
 from .objects import dump
 from .snapshot import known_status
 
@@ -32,7 +33,7 @@ ATTEMPTS = 3  # status writes per outcome before giving up (the next cycle then 
 
 
 class Notifier:
-    def __init__(self, kube: Kube, http: httpx.AsyncClient) -> None:
+    def __init__(self, kube: Kube, http: Webhooks | httpx.AsyncClient) -> None:
         self.kube, self.http = kube, http
         self._inflight: set[str] = set()  # only stops two tasks for one Incident at once
         self._tasks: set[asyncio.Task[None]] = set()

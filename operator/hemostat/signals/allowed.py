@@ -1,7 +1,8 @@
-"""Which Prometheus URLs a policy may send queries to (pure).
+"""Which URLs a tenant may make the operator call (pure).
 
-Policy authors choose signals[].prometheus.url; an operator admin chooses which of those the
-operator really queries (`hemostat run --allowed-prometheus-url`).
+Policy authors choose signals[].prometheus.url and their webhooks' URLs; an operator admin chooses
+which of those the operator really calls (`hemostat run --allowed-prometheus-url`,
+`--allowed-webhook-url`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from urllib.parse import SplitResult, unquote, urlsplit
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _parts(url: str) -> tuple[str, str, int, str] | None:
-    """(scheme, host, port, path) of a plain http(s) URL; None for anything else."""
+def _parts(url: str, query: bool = False) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of a plain http(s) URL (with a query only if `query`); None for anything else."""
     try:
         u: SplitResult = urlsplit(url.strip())
         port = u.port or DEFAULT_PORTS.get(u.scheme.lower(), 0)
     except ValueError:
         return None
-    if u.scheme.lower() not in DEFAULT_PORTS or not u.hostname or "@" in u.netloc or u.query or u.fragment:
+    if u.scheme.lower() not in DEFAULT_PORTS or not u.hostname or "@" in u.netloc or (u.query and not query):
+        return None
+    if u.fragment:
         return None
     path = unquote(u.path).rstrip("/")
     if any(seg in (".", "..") for seg in path.split("/")):
@@ -27,13 +30,14 @@ def _parts(url: str) -> tuple[str, str, int, str] | None:
     return u.scheme.lower(), u.hostname.lower(), port, path
 
 
-def url_allowed(url: str, allowed: Sequence[str]) -> bool:
+def url_allowed(url: str, allowed: Sequence[str], query: bool = False) -> bool:
     """Pure: same scheme, host and port as an allowed URL, and its path at or under that URL's path.
 
     No userinfo, query or fragment, no dot segments: `http://prom:9090@evil/` and
-    `http://prom:9090/api/../x` are refused, and `/api` allows `/api/v1` but not `/apiary`.
+    `http://prom:9090/api/../x` are refused, and `/api` allows `/api/v1` but not `/apiary`. With `query`,
+    `url` may carry a query (webhook URLs often hold their token there); it is not compared.
     """
-    want = _parts(url)
+    want = _parts(url, query)
     if want is None:
         return False
     for entry in allowed:
