@@ -45,3 +45,29 @@ def test_queries_from_many_policies_never_exceed_the_cap_and_all_are_answered() 
     asyncio.run(a_big_round())
     assert prom.answered == 350
     assert prom.most_open == MAX_QUERIES_IN_FLIGHT == 20  # Prometheus' own default query concurrency
+
+
+def test_a_quiet_namespace_waits_for_one_turn_not_behind_a_noisy_namespaces_backlog() -> None:
+    """One first-come queue let a policy with hundreds of per-target queries at interval 1s delay detection
+    in every other namespace. Slots go round robin between namespaces: the quiet one's query waits for
+    the queries in flight and one turn, however long the noisy backlog."""
+    prom = SlowPrometheus()
+    queries = Queries(lambda url: prom, "http://prometheus.invalid", Metrics())
+    order: list[str] = []
+
+    async def ask(tenant: str, query: str) -> None:
+        await queries.tenant(tenant).read_signal(None, query)
+        order.append(tenant)
+
+    async def scene() -> None:
+        noisy = [asyncio.ensure_future(ask("noisy", f"q{i}")) for i in range(400)]
+        await asyncio.sleep(0.03)  # the noisy backlog is queued and being served
+        await ask("quiet", "q")
+        await asyncio.gather(*noisy)
+
+    asyncio.run(scene())
+    ahead = order.index("quiet")
+    served_before = sum(1 for t in order[:ahead] if t == "noisy")
+    assert len(order) == 401 and prom.most_open <= MAX_QUERIES_IN_FLIGHT
+    # answered by the time it asked (~3 slots' worth of 10 ms waves), plus those in flight, plus one turn
+    assert served_before <= 5 * MAX_QUERIES_IN_FLIGHT, f"{served_before} noisy queries were served first"
