@@ -60,6 +60,12 @@ class Metrics:
         self.query_duration = Histogram(
             "hemostat_signal_query_duration_seconds", "Signal query latency", ["provider"], registry=r
         )
+        self.query_wait = Histogram(
+            "hemostat_signal_query_wait_seconds",
+            "Time a namespace's signal queries waited for one of the operator's query slots (its fair share)",
+            ["namespace"],
+            registry=r,
+        )
         self.query_errors = Counter(
             "hemostat_signal_query_errors", "Signal queries that failed", ["provider", "error_type"], registry=r
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hemostat.cycle.queries import MAX_QUERIES_IN_FLIGHT, Queries
+from hemostat.cycle.queries import MAX_QUERIES_IN_FLIGHT, FairSlots, Queries
 from hemostat.metrics import Metrics
 from hemostat.reading import Reading, Series
 
@@ -38,8 +38,8 @@ def test_queries_from_many_policies_never_exceed_the_cap_and_all_are_answered() 
     queries = Queries(lambda url: prom, "http://prometheus.invalid", Metrics())
 
     async def a_big_round() -> None:
-        per_target = [queries.read_signal(None, f"q{i}") for i in range(300)]
-        batched = [queries.read_series(None, f"b{i}") for i in range(50)]
+        per_target = [queries.tenant(f"ns{i % 3}").read_signal(None, f"q{i}") for i in range(300)]
+        batched = [queries.tenant("ns0").read_series(None, f"b{i}") for i in range(50)]
         await asyncio.gather(*per_target, *batched)
 
     asyncio.run(a_big_round())
@@ -71,3 +71,29 @@ def test_a_quiet_namespace_waits_for_one_turn_not_behind_a_noisy_namespaces_back
     assert len(order) == 401 and prom.most_open <= MAX_QUERIES_IN_FLIGHT
     # answered by the time it asked (~3 slots' worth of 10 ms waves), plus those in flight, plus one turn
     assert served_before <= 5 * MAX_QUERIES_IN_FLIGHT, f"{served_before} noisy queries were served first"
+
+
+def test_a_cancelled_wait_never_loses_a_slot() -> None:
+    """A policy loop stopped mid-round (its policy deleted, the operator losing the Lease) cancels its
+    waiting queries: the slots they held or were being handed must all come back."""
+    slots = FairSlots(2)
+
+    async def scene() -> None:
+        release = asyncio.Event()
+
+        async def hold(tenant: str) -> None:
+            async with slots.slot(tenant):
+                await release.wait()
+
+        holders = [asyncio.ensure_future(hold("a")) for _ in range(2)]
+        await asyncio.sleep(0)
+        waiters = [asyncio.ensure_future(hold(t)) for t in ("b", "c", "b")]
+        await asyncio.sleep(0)
+        waiters[0].cancel()
+        release.set()
+        await asyncio.sleep(0)
+        waiters[2].cancel()  # possibly just handed a slot: it must pass it on
+        await asyncio.gather(*holders, *waiters, return_exceptions=True)
+
+    asyncio.run(scene())
+    assert (slots.free, slots.waiting, list(slots.turns)) == (2, {}, [])

@@ -66,7 +66,7 @@ class Evaluator:
         world = world or Listed(self.kube)
         started = time.monotonic()
         try:
-            snap = await reader.read(self.kube, world, ns, name, self.settings, self.queries, now)
+            snap = await reader.read(self.kube, world, ns, name, self.settings, self.queries.tenant(ns), now)
             if snap is None:
                 return Report(interval=planner.RETRY, exists=False)
             if snap.spec is not None and self.notifier is not None:

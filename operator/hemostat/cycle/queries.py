@@ -1,10 +1,13 @@
-"""Signal queries with a process-wide cap on how many are in flight, timed and counted."""
+"""Signal queries with a process-wide cap on how many are in flight, shared fairly between namespaces,
+timed and counted."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ..metrics import Metrics
@@ -14,28 +17,88 @@ from ..signals.base import SignalProvider
 MAX_QUERIES_IN_FLIGHT = 20  # Prometheus' own default query concurrency
 
 
+class FairSlots:
+    """At most `limit` holders at once. Waiters queue per tenant, and a freed slot goes to the next
+    tenant in turn (round robin), so a tenant with a long backlog waits behind its own queries, not
+    another's: one turn each, whatever their numbers."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self.waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        self.turns: deque[str] = deque()  # tenants with waiters, in the order they are served
+
+    @asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        if self.free > 0 and not self.turns:
+            self.free -= 1
+        else:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if tenant not in self.waiting:
+                self.waiting[tenant] = deque()
+                self.turns.append(tenant)
+            self.waiting[tenant].append(granted)
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():
+                    self._hand_on()  # granted as it was cancelled: the slot is not lost
+                raise
+        try:
+            yield
+        finally:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        """A slot is free: to the next tenant in turn that still waits, else back to the pool."""
+        while self.turns:
+            tenant = self.turns.popleft()
+            queue = self.waiting[tenant]
+            granted = queue.popleft()
+            if queue:
+                self.turns.append(tenant)
+            else:
+                del self.waiting[tenant]
+            if not granted.cancelled():
+                granted.set_result(None)
+                return
+        self.free += 1
+
+
 class Queries:
     """What the read phase asks Prometheus through: one cap for every policy of the operator, so a large
-    policy makes slower rounds, not timeouts."""
+    policy makes slower rounds, not timeouts; shared round robin between namespaces (`tenant`), so one
+    namespace's many queries never delay detection in another."""
 
     def __init__(self, provider_for: Callable[[str], SignalProvider], default_url: str, metrics: Metrics) -> None:
         self.provider_for, self.default_url, self.metrics = provider_for, default_url, metrics
-        self._in_flight = asyncio.Semaphore(MAX_QUERIES_IN_FLIGHT)
+        self._slots = FairSlots(MAX_QUERIES_IN_FLIGHT)
 
-    async def read_signal(self, url: str | None, query: str) -> Reading:
-        answer: Reading = await self._timed(url, query, batched=False)
-        return answer
+    def tenant(self, namespace: str) -> TenantQueries:
+        return TenantQueries(self, namespace)
 
-    async def read_series(self, url: str | None, query: str) -> list[Series] | Reading:
-        answer: list[Series] | Reading = await self._timed(url, query, batched=True)
-        return answer
-
-    async def _timed(self, url: str | None, query: str, batched: bool) -> Any:
+    async def timed(self, tenant: str, url: str | None, query: str, batched: bool) -> Any:
         provider = self.provider_for(url or self.default_url)
-        async with self._in_flight:
+        asked = time.monotonic()
+        async with self._slots.slot(tenant):
             started = time.monotonic()
+            self.metrics.query_wait.labels(namespace=tenant).observe(started - asked)
             answer = await (provider.read_all(query) if batched else provider.read(query))
         self.metrics.query_duration.labels(provider="prometheus").observe(time.monotonic() - started)
         if isinstance(answer, Reading) and answer.error_type:
             self.metrics.query_errors.labels(provider="prometheus", error_type=answer.error_type).inc()
+        return answer
+
+
+class TenantQueries:
+    """One namespace's view of the shared queries: what a policy's read phase asks through."""
+
+    def __init__(self, queries: Queries, namespace: str) -> None:
+        self.queries, self.namespace = queries, namespace
+
+    async def read_signal(self, url: str | None, query: str) -> Reading:
+        answer: Reading = await self.queries.timed(self.namespace, url, query, batched=False)
+        return answer
+
+    async def read_series(self, url: str | None, query: str) -> list[Series] | Reading:
+        answer: list[Series] | Reading = await self.queries.timed(self.namespace, url, query, batched=True)
         return answer
