@@ -12,7 +12,7 @@ import yaml
 from chart import token_kubeconfig
 from conftest import Cluster, wait_for
 from kubernetes import client, config
-from scenarios import app, deployment_state, hemostat, rollout, wait_ready
+from scenarios import app, deployment_state, hemostat, policy, rollout, wait_ready
 
 INCIDENTS = {"apiGroups": ["hemostat.dev"], "resources": ["incidents"], "verbs": ["get", "list", "create", "patch"]}
 PATCH_DEPLOYMENTS = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]}
@@ -359,3 +359,107 @@ def test_a_step_without_admission_rules_is_refused(
         assert create_as(testenv, responder, namespace, rollback, "--dry-run=server").returncode == 0
     finally:
         testenv.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False)
+
+
+POLICIES = {"apiGroups": ["hemostat.dev"], "resources": ["mitigationpolicies"], "verbs": ["get", "create", "patch"]}
+PATCH_HPAS = {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["patch"]}
+
+
+def test_a_policy_is_a_standing_request_its_writer_needs_the_rights_for(
+    testenv: Cluster, namespace: str, installed, tmp_path: Path
+) -> None:
+    """A policy's steps run with the operator's rights whenever it breaches: writing one needs what asking
+    for each step would (on any target its selector picks), `get` on the Secrets its webhooks read, and
+    stays under the chart's scale-up caps."""
+    author = account(testenv, namespace, "author", [POLICIES], tmp_path)
+    owner = account(testenv, namespace, "owner", [POLICIES, PATCH_DEPLOYMENTS], tmp_path)
+    scaler = account(testenv, namespace, "scaler", [POLICIES, PATCH_DEPLOYMENTS, PATCH_HPAS], tmp_path)
+    probe = policy("probe")
+    wait_for(
+        "the admission policies enforced",
+        lambda: create_as(testenv, author, namespace, probe, "--dry-run=server").returncode != 0,
+        30,
+    )
+
+    def refusal(kubeconfig: Path, steps: list[dict], **spec: object) -> str:
+        p = policy("shop", steps=steps)
+        p["spec"].update(spec)
+        out = create_as(testenv, kubeconfig, namespace, p, "--dry-run=server")
+        return out.stderr if out.returncode != 0 else ""
+
+    who = f"system:serviceaccount:{namespace}"
+    assert (
+        "hemostat-policy-requests: spec.mitigation.steps[].rollback needs permission to patch deployments/* "
+        f"in namespace {namespace}, which {who}:author does not have"
+    ) in refusal(author, [{"rollback": {}}])
+    assert refusal(owner, [{"rollback": {}}]) == ""  # their own Deployments: theirs to roll back
+    assert (
+        f"spec.mitigation.steps[].scaleUp needs permission to patch horizontalpodautoscalers in namespace {namespace}"
+    ) in refusal(owner, [{"rollback": {}}, {"scaleUp": {"factor": 2, "maxReplicas": 20}}])
+    flag = {"disableFlag": {"configMap": {"name": "flags", "flag": "new-pricing"}}}
+    assert "spec.mitigation.steps[].disableFlag needs permission to patch configmaps/flags" in refusal(owner, [flag])
+    hook = {"webhooks": [{"secretRef": {"name": "pager", "key": "url"}}]}
+    assert (
+        f"spec.notify.webhooks needs permission to get secrets/pager in namespace {namespace} "
+        f"(the operator reads the webhook URL from it), which {who}:owner does not have"
+    ) in refusal(owner, [{"rollback": {}}], notify=hook)
+    assert refusal(scaler, [{"scaleUp": {"factor": 2, "maxReplicas": 20}}]) == ""
+    assert "scaleUp is capped at maxReplicas 50 and factor 4 on this cluster" in refusal(
+        scaler, [{"scaleUp": {"factor": 2, "maxReplicas": 500}}]
+    )
+
+    # what the policy asks for is checked whenever it changes, never for changes that ask nothing new
+    testenv.apply(policy("shop"), namespace)
+    label = ["label", "mitigationpolicy", "shop", "team=checkout", "-n", namespace, "--kubeconfig", str(author)]
+    assert testenv.kubectl(*label, check=False).returncode == 0
+    grow = json.dumps({"spec": {"mitigation": {"steps": [{"scaleUp": {"factor": 2, "maxReplicas": 20}}]}}})
+    patch = ["patch", "mitigationpolicy", "shop", "-n", namespace, "--type=merge", "-p", grow]
+    changed = testenv.kubectl(*patch, "--kubeconfig", str(author), check=False)
+    assert changed.returncode != 0 and "hemostat-policy-requests" in changed.stderr
+
+
+def test_only_the_operator_writes_its_record_on_the_objects_it_acts_on(
+    testenv: Cluster, namespace: str, installed, tmp_path: Path
+) -> None:
+    """The ledger and markers live on the Deployment, which its editors may patch: a forged ledger
+    entry, a forged marker or an emptied ledger would spend or reset the guardrails of every policy."""
+    release, system = installed
+    rules = [PATCH_DEPLOYMENTS, {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]}]
+    editor = account(testenv, namespace, "editor", rules, tmp_path)
+    operator = token_kubeconfig(testenv, f"{release}-hemostat", system, namespace, tmp_path / "op.kubeconfig")
+    testenv.apply(app("shopfront", "registry.local/shopfront:v1"), namespace)
+    wait_ready(testenv, namespace, "shopfront")
+
+    def annotate(kubeconfig: Path, *pairs: str) -> subprocess.CompletedProcess:
+        args = ["annotate", "deployment", "shopfront", "--overwrite", "-n", namespace, "--kubeconfig", str(kubeconfig)]
+        return testenv.kubectl(*args, *pairs, check=False)
+
+    first = '[{"at":"2026-12-06T10:00:00Z","by":"shop/checkout-1","action":"rollback"}]'
+    wait_for("the admission policy enforced", lambda: annotate(editor, "hemostat.dev/actions=[]").returncode != 0, 30)
+    assert annotate(operator, f"hemostat.dev/actions={first}").returncode == 0  # the operator writes its ledger
+    forged = '[{"at":"2099-01-01T00:00:00Z","by":"me","action":"rollback"}]'
+    for pair in (
+        f"hemostat.dev/actions={forged}",  # holds every action as a cooldown
+        "hemostat.dev/actions=garbage",  # resets cooldown and budget
+        "hemostat.dev/actions-",  # the same, by removal
+        'hemostat.dev/mitigation={"incident":"x","step":0,"action":"rollback","from":"a","to":"b","at":"now"}',
+    ):
+        refused = annotate(editor, pair)
+        assert refused.returncode != 0, pair
+        key = pair.split("=")[0].rstrip("-")
+        assert f"hemostat-workload-state: the annotation {key} is the Hemostat operator's record" in refused.stderr
+        assert f"refused for system:serviceaccount:{namespace}:editor" in refused.stderr
+    annotations = testenv.get("deployment", "shopfront", namespace)["metadata"]["annotations"]
+    assert annotations["hemostat.dev/actions"] == first and "hemostat.dev/mitigation" not in annotations
+    # their own switch stays theirs
+    assert annotate(editor, "hemostat.dev/paused=true").returncode == 0
+
+    # a rollout and `kubectl rollout undo` carry a ReplicaSet's older copy of the ledger along: allowed
+    rollout(testenv, namespace, "shopfront", "registry.local/shopfront:v2", error_rate=0.0)
+    wait_ready(testenv, namespace, "shopfront")
+    second = first[:-1] + ',{"at":"2026-12-06T10:05:00Z","by":"shop/checkout-2","action":"scaleUp"}]'
+    assert annotate(operator, f"hemostat.dev/actions={second}").returncode == 0
+    undo = ["rollout", "undo", "deployment/shopfront", "-n", namespace, "--kubeconfig", str(editor)]
+    done = testenv.kubectl(*undo, check=False)
+    assert done.returncode == 0, done.stderr
+    assert deployment_state(testenv, namespace, "shopfront")[1] == "registry.local/shopfront:v1"
