@@ -401,7 +401,7 @@ def test_a_policy_is_a_standing_request_its_writer_needs_the_rights_for(
     hook = {"webhooks": [{"secretRef": {"name": "pager", "key": "url"}}]}
     assert (
         f"spec.notify.webhooks needs permission to get secrets/pager in namespace {namespace} "
-        f"(the operator reads the webhook URL from it), which {who}:owner does not have"
+        f"(the operator reads the webhook URLs from them), which {who}:owner does not have"
     ) in refusal(owner, [{"rollback": {}}], notify=hook)
     assert refusal(scaler, [{"scaleUp": {"factor": 2, "maxReplicas": 20}}]) == ""
     assert "scaleUp is capped at maxReplicas 50 and factor 4 on this cluster" in refusal(

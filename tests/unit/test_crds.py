@@ -1,6 +1,7 @@
 """crds/ is generated from the models, and what is generated is a structural schema."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,9 +60,15 @@ def test_cross_field_rules_are_cel() -> None:
 
 
 def test_the_admission_step_rules_match_the_step_registry() -> None:
-    from hemostat.crdgen import STEP_RULES, render_step_rules
+    from hemostat.crdgen import POLICY_STEP_RULES, STEP_RULES, policy_step_rules, render_step_rules
 
     assert (ROOT / STEP_RULES).read_text() == render_step_rules(), f"{STEP_RULES} is stale: run `make crds`"
+    policy = render_step_rules(policy=True)
+    assert (ROOT / POLICY_STEP_RULES).read_text() == policy, f"{POLICY_STEP_RULES} is stale: run `make crds`"
+    assert "variables.step." not in policy, "a policy's rules bind each rung to `step`"
+    # the API server evaluates no authorizer in a message, not even through a variable that calls it
+    for rule in policy_step_rules():
+        assert not any(x in rule["messageExpression"] for x in ("authorizer", "mayPatch")), rule
 
 
 def test_every_step_of_the_model_has_a_plugin_with_admission_rules() -> None:
@@ -70,3 +77,15 @@ def test_every_step_of_the_model_has_a_plugin_with_admission_rules() -> None:
 
     assert set(STEPS) == set(STEP_KINDS)
     assert all(kind.admission and kind.actions for kind in STEPS.values())
+
+
+def test_the_workload_state_admission_policy_guards_every_annotation_only_the_operator_writes() -> None:
+    from hemostat.actions.base import MARKER
+    from hemostat.actions.flags import PREVIOUS
+    from hemostat.decide.ledger import LEDGER
+    from hemostat.decide.reconcilers import PAUSED as GITOPS_PAUSED
+    from hemostat.decide.rollout_pause import HELD
+
+    text = (ROOT / "charts/hemostat/templates/admission-workload-state.yaml").read_text()
+    keys = text.split("- name: keys", 1)[1].split("- name:", 1)[0]
+    assert set(re.findall(r"'(hemostat\.dev/[a-z-]+)'", keys)) == {MARKER, LEDGER, PREVIOUS, HELD, GITOPS_PAUSED}

@@ -200,6 +200,7 @@ class AdmissionRule:
 
     allowed: str
     refusal: str
+    when: str = "true"  # the rule applies only to such a step (no `authorizer` here: messages use it too)
 
 
 @dataclass(frozen=True)

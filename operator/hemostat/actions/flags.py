@@ -257,11 +257,12 @@ STEP = StepKind(
         ),
         *(
             AdmissionRule(
-                f"!has(variables.step.disableFlag.{field}) || authorizer.group('{group}').resource('{resource}')"
+                f"authorizer.group('{group}').resource('{resource}')"
                 f".namespace(variables.ns).name(variables.step.disableFlag.{field}.name).check('patch').allowed()",
                 f"'spec.mitigation.disableFlag needs permission to patch {resource}/'"
                 f" + variables.step.disableFlag.{field}.name + ' in namespace ' + variables.ns + ', which '"
                 " + variables.who + ' does not have'",
+                when=f"has(variables.step.disableFlag.{field})",
             )
             for field, group, resource in (
                 ("configMap", "", "configmaps"),
