@@ -69,6 +69,37 @@ def test_argo_rollouts_are_watched_and_granted_only_when_enabled(testenv: Cluste
     assert not {g for g, _ in grants(off)} & {"argoproj.io"} and "--argo-rollouts" not in args(off)
 
 
+def test_an_incident_quota_per_watched_namespace_holds_on_the_server(testenv: Cluster, namespace: str, crds) -> None:
+    docs = render(testenv, "incidentQuota.enabled=true", "incidentQuota.max=1", f"watchNamespaces={{{namespace}}}")
+    (quota,) = [d for d in docs if d["kind"] == "ResourceQuota"]
+    assert quota["metadata"]["namespace"] == namespace and quota["spec"]["hard"] == {
+        "count/incidents.hemostat.dev": "1"
+    }
+    testenv.apply(quota, namespace)
+
+    def declare(name: str) -> subprocess.CompletedProcess:
+        spec = {"severity": "SEV3", "summary": "s", "target": {"name": "web"}, "source": "manual"}
+        body = {"apiVersion": "hemostat.dev/v1alpha1", "kind": "Incident", "metadata": {"name": name}, "spec": spec}
+        return testenv.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(body), check=False)
+
+    assert declare("first").returncode == 0
+    wait_for("the quota counts it", lambda: declare("probe").returncode != 0, 30)
+    refused = declare("second")
+    assert "exceeded quota" in refused.stderr and "count/incidents.hemostat.dev" in refused.stderr
+    failed = helm(
+        testenv,
+        "template",
+        "x",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "incidentQuota.enabled=true",
+        check=False,
+    )
+    assert failed.returncode != 0 and "incidentQuota.enabled needs watchNamespaces" in failed.stderr
+
+
 def test_helm_lint(testenv: Cluster) -> None:
     out = helm(testenv, "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION).stdout
     assert "0 chart(s) failed" in out
