@@ -118,6 +118,8 @@ def test_a_bad_canary_is_aborted_and_the_stable_revision_keeps_serving(
     (entry,) = json.loads(annotations["hemostat.dev/actions"])
     assert entry["action"] == "abort" and entry["undone"] == f"shop-{ro['status']['currentPodHash']}"
 
+    # one query a round for one target and one signal: the policy's cost in the shared query slots
+    assert testenv.get("mitigationpolicy", "shop", ns)["status"]["queriesPerRound"] == 1
     # `kubectl get incidents` names the kind
     table = testenv.kubectl("get", "incidents", "-n", ns).stdout.splitlines()
     header, row = table[0].split(), table[1].split()

@@ -97,3 +97,14 @@ def test_a_cancelled_wait_never_loses_a_slot() -> None:
 
     asyncio.run(scene())
     assert (slots.free, slots.waiting, list(slots.turns)) == (2, {}, [])
+
+
+def test_a_policys_round_counts_the_queries_it_sent_for_its_status() -> None:
+    prom = SlowPrometheus()
+    shop = Queries(lambda url: prom, "http://prometheus.invalid", Metrics()).tenant("shop")
+
+    async def round_() -> None:
+        await asyncio.gather(*(shop.read_signal(None, f"q{i}") for i in range(3)), shop.read_series(None, "b"))
+
+    asyncio.run(round_())
+    assert shop.asked == 4

@@ -94,11 +94,14 @@ class TenantQueries:
 
     def __init__(self, queries: Queries, namespace: str) -> None:
         self.queries, self.namespace = queries, namespace
+        self.asked = 0
 
     async def read_signal(self, url: str | None, query: str) -> Reading:
+        self.asked += 1
         answer: Reading = await self.queries.timed(self.namespace, url, query, batched=False)
         return answer
 
     async def read_series(self, url: str | None, query: str) -> list[Series] | Reading:
+        self.asked += 1
         answer: list[Series] | Reading = await self.queries.timed(self.namespace, url, query, batched=True)
         return answer

@@ -46,6 +46,8 @@ TRAFFIC = "attribution.traffic"  # the key of the surge query
 
 
 class Reader(Protocol):
+    asked: int  # queries sent so far: the round's cost in the operator's shared query slots
+
     async def read_signal(self, url: str | None, query: str) -> Reading: ...
 
     async def read_series(self, url: str | None, query: str) -> list[Series] | Reading: ...
@@ -186,6 +188,7 @@ async def read(
         owners=owners,
         expired=expired[:EXPIRED_PER_CYCLE],
         unsent=tuple(i for i in incidents if spec.notify.webhooks and is_unsent(i, now)),
+        queries=reader.asked,
     )
 
 

@@ -101,6 +101,7 @@ class Snapshot:
     owners: Owners = field(default_factory=dict)  # the GitOps reconcilers' objects (decide/reconcilers.py)
     expired: tuple[str, ...] = ()  # Resolved Incidents past retention
     unsent: tuple[Body, ...] = ()  # Resolved Incidents whose Resolved update is not delivered yet
+    queries: int = 0  # signal queries the read phase sent
 
 
 def known_status(body: Body) -> dict[str, Any]:

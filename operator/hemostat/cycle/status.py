@@ -36,6 +36,7 @@ def policy_status(snap: Snapshot, targets: list[TargetStatus], now: datetime) ->
         new.conditions = c.set_condition(new.conditions, "Valid", False, c.INVALID, snap.invalid, now, gen)
         return new
     new.conditions = c.set_condition(new.conditions, "Valid", True, c.VALID, "policy accepted", now, gen)
+    new.queries_per_round = snap.queries
     errors = [
         f"{v.name}/{n}: {r.detail}" for v in snap.targets for n, r in v.readings.items() if r.kind.value == "Error"
     ]

@@ -104,7 +104,7 @@ class Cached:
 
     def _targets_index(self, kind: TargetKind) -> Any:
         index = self.indices.get(INDEX[kind])
-        if index is None:  # parse_spec refuses such a policy first; a manual Incident lands here
+        if index is None:  # callers ask watches() first (parse_spec, ManualRequests): a bug if reached
             raise ValueError(f"this operator does not watch {kind}s (run it with --argo-rollouts)")
         return index
 

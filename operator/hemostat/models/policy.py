@@ -418,4 +418,7 @@ class MitigationPolicyStatus(Model):
     open_incidents: int = 0
     last_evaluated: Timestamp | None = None
     consecutive_errors: int = Field(0, description="Rounds in a row in which a query failed.")
+    queries_per_round: int = Field(
+        0, description="Signal queries the last round sent: its cost in the operator's shared query slots."
+    )
     targets: Annotated[list[TargetStatus], Field(max_length=MAX_TARGETS_IN_STATUS)] = []
