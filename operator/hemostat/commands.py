@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from . import postmortem
+from . import flux_artifact, postmortem, workloads
 from .actions import rollback
 from .clock import now_iso, parse_iso
 from .decide import reconcilers
@@ -114,23 +114,33 @@ SOURCES = {"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories
 def resume(inc: dict[str, Any], name: str, namespace: str, force: bool) -> str:
     """Let the reconciler this incident paused reconcile the target again, with the person's own rights;
     refused while its source has not changed since the pause (the bad change is still in Git)."""
-    target = inc["spec"]["target"]["name"]
-    apps = client.AppsV1Api()
-    where = f"deployment {namespace}/{target}"
-    found = client.ApiClient().sanitize_for_serialization(
-        _call(where, apps.read_namespaced_deployment, target, namespace)
-    )
+    target, workload = inc["spec"]["target"]["name"], workloads.KINDS[inc["spec"]["target"].get("kind", "Deployment")]
+    where = f"{workload.ref(target)} in namespace {namespace}"
+    group, version, plural = workload.api
+    found = _call(where, _api().get_namespaced_custom_object, group, version, namespace, plural, target)
     owner = reconcilers.reconciler_of(found["metadata"])
     if owner is not None and owner.kind in reconcilers.API:
         return _resume_object(owner, name, force)
     pause = reconcilers.paused(found["metadata"])
     if pause is None or pause.incident != name:
-        raise UserError(f"nothing to resume: Deployment {target} carries no GitOps pause of incident {name}")
+        raise UserError(f"nothing to resume: {workload.kind} {target} carries no GitOps pause of incident {name}")
+    said = ""
     if owner is not None and not force:
-        _refuse_while_unchanged(owner, pause)
+        said = _refuse_while_in_git(owner, pause, (inc.get("status") or {}).get("image"))
     ops = reconcilers.resume_ops(found, name)
-    _call(where, apps.patch_namespaced_deployment, target, namespace, ops, _content_type="application/json-patch+json")
-    return f"resumed: {pause.reconciler} reconciles Deployment {target} again (paused at {now_iso(pause.at)})"
+    _call(
+        where,
+        _api().patch_namespaced_custom_object,
+        group,
+        version,
+        namespace,
+        plural,
+        target,
+        ops,
+        _content_type="application/json-patch+json",
+    )
+    resumed = f"resumed: {pause.reconciler} reconciles {workload.kind} {target} again (paused at {now_iso(pause.at)})"
+    return "\n".join(filter(None, [said, resumed]))
 
 
 def _resume_object(owner: reconcilers.Reconciler, name: str, force: bool) -> str:
@@ -162,9 +172,11 @@ def _resume_object(owner: reconcilers.Reconciler, name: str, force: bool) -> str
     return f"resumed: {where} as it was before the pause at {now_iso(pause.at)}"
 
 
-def _refuse_while_unchanged(owner: reconcilers.Reconciler, pause: reconcilers.Pause) -> None:
-    """The source must have fetched a new revision since the pause: before that, Git still holds what was
-    rolled back, and resuming would put it back."""
+def _refuse_while_in_git(owner: reconcilers.Reconciler, pause: reconcilers.Pause, image: str | None) -> str:
+    """Refused while the source still holds what was rolled back: it must have fetched a new revision since
+    the pause, and that revision's files (the artifact Flux serves, under the Kustomization's path) must no
+    longer name the rolled-back image. An artifact this machine cannot download is said, not refused: then
+    only the first holds (returned as a line to print)."""
     api = _api()
     where = f"Kustomization {owner.namespace}/{owner.name}"
     ks = _call(
@@ -197,6 +209,19 @@ def _refuse_while_unchanged(owner: reconcilers.Reconciler, pause: reconcilers.Pa
             f"(fetched {fetched or 'never'}), as when Hemostat paused {pause.reconciler} at {now_iso(pause.at)}: "
             "revert the bad change in Git first (Flux fetches it within the source's interval), or pass --force"
         )
+    if not image:
+        return "note: the incident records no image, so the new revision's files were not checked"
+    try:
+        files = flux_artifact.read(artifact["url"], ks["spec"].get("path") or "./")
+    except flux_artifact.Unreadable as exc:
+        return f"note: the source moved, but its files could not be checked for {image}: {exc}"
+    still = flux_artifact.naming(files, image)
+    if still:
+        raise UserError(
+            f"refused: {kind} {ns}/{ref['name']} at {artifact.get('revision', '?')} still names {image} "
+            f"(in {', '.join(still)}), the image Hemostat rolled back: revert it in Git first, or pass --force"
+        )
+    return f"checked: {artifact.get('revision', 'the new revision')} no longer names {image}"
 
 
 def _trigger_diff(incident: dict[str, Any]) -> str | None:

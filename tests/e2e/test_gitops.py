@@ -109,13 +109,22 @@ def test_the_paused_rollback_sticks_and_flux_resumes_only_after_the_revert_in_gi
         == "disabled"
     ), "a refusal changes nothing"
 
-    sha = git_repos.commit(repo, manifest(*GOOD), "revert web: v2")
+    # a new commit that does not revert it: the source moved, but Git still names the bad image
     source = ("gitrepositories.source.toolkit.fluxcd.io", "shop", ns)
+    other = git_repos.commit(repo, {"README.md": "web: investigating v2\n"}, "docs")
+    wait_for(
+        "Flux fetches the docs commit", lambda: other in testenv.get(*source)["status"]["artifact"]["revision"], 60
+    )
+    still = hemostat(testenv, "incident", "resolve", name, "-n", ns, "--resume-gitops")
+    assert still.returncode != 0 and f"still names {BAD[0]} (in deploy/web.yaml)" in still.stderr, still.stderr
+
+    sha = git_repos.commit(repo, manifest(*GOOD), "revert web: v2")
     wait_for("Flux fetches the revert", lambda: sha in testenv.get(*source)["status"]["artifact"]["revision"], 60)
     done = hemostat(testenv, "incident", "resolve", name, "-n", ns, "--resume-gitops")
     assert done.returncode == 0 and f"resumed: Flux Kustomization {ns}/shop reconciles Deployment web" in done.stdout, (
         done.stderr
     )
+    assert f"no longer names {BAD[0]}" in done.stdout, done.stdout  # the new revision's files were read
     annotations = testenv.get("deployment", "web", ns)["metadata"]["annotations"]
     assert (
         "kustomize.toolkit.fluxcd.io/reconcile" not in annotations and "hemostat.dev/gitops-paused" not in annotations
