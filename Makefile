@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench bench-scale bench-attribution image kind-up kind-down clean
+.PHONY: help install lint fmt crds manifests unit e2e test testenv-deps testenv-build testenv-up testenv-down testenv-status demo bench bench-scale bench-attribution bench-fairness image kind-up kind-down clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ clean: testenv-down ## remove the venv and local state
 
 bench-attribution: $(STAMP) testenv-up ## the attribution corpus (121 labelled scenarios, attribution on and off): confusion matrix, wrong rollbacks, missed bad deploys
 	$(BIN)/python bench/attribution.py --parallel $${ATTRIBUTION_PARALLEL:-8}
+
+bench-fairness: $(STAMP) testenv-up ## a quiet namespace's bad rollout alone and beside a noisy namespace holding every query slot (fair share)
+	$(BIN)/python bench/fairness.py --runs $${FAIRNESS_RUNS:-5}
 
 bench: $(STAMP) testenv-up ## latency of detect/rollback/resolve, the rollout-watch fast lane (tables + bench/results/*.json); SOAK_MINUTES=30 adds a soak
 	$(BIN)/python bench/run.py latency --runs $${BENCH_RUNS:-10}

@@ -83,10 +83,12 @@ class Bench:
         targets = f"{self.env['HEMOSTAT_PROMETHEUS_TARGETS']}/{targets_file}"
         return self.start(name, "-m", "hemostat.sim", "--targets-file", targets, *args)
 
-    def operator(self, name: str, namespaces: list[str], metrics_port: int = 0) -> subprocess.Popen:
+    def operator(
+        self, name: str, namespaces: list[str], metrics_port: int = 0, extra: list[str] | None = None
+    ) -> subprocess.Popen:
         """A standalone operator watching `namespaces`, its health endpoint off; logs to bench/results/<name>.log."""
         args = ["run", "--standalone", "--health-port", "0", "--metrics-port", str(metrics_port), "-n", *namespaces]
-        return self.start(name, "-m", "hemostat", *args)
+        return self.start(name, "-m", "hemostat", *args, *(extra or []))
 
     def stop_all(self) -> None:
         for p in self.procs:
@@ -145,8 +147,10 @@ class Bench:
         verify_for: str | None = None,
         cooldown: str | None = None,
         rollout_watch: dict[str, str] | None = None,
+        url: str | None = None,
+        query: str = RATIO,
     ) -> None:
-        """A rollback policy on the error ratio; unset options keep the API's defaults."""
+        """A rollback policy on the error ratio (or `query`, at `url`); unset options keep the API's defaults."""
         mitigation: dict[str, Any] = {"steps": [{"rollback": {}}]}
         if verify_for:
             mitigation["verifyFor"] = verify_for
@@ -156,7 +160,12 @@ class Bench:
             "target": {"selector": selector},
             "interval": interval,
             "signals": [
-                {"name": "error-rate", "prometheus": {"query": RATIO}, "breachWhen": {"above": THRESHOLD}, "for": for_}
+                {
+                    "name": "error-rate",
+                    "prometheus": {"query": query, **({"url": url} if url else {})},
+                    "breachWhen": {"above": THRESHOLD},
+                    "for": for_,
+                }
             ],
             "mitigation": mitigation,
         }

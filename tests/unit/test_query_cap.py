@@ -96,7 +96,7 @@ def test_a_cancelled_wait_never_loses_a_slot() -> None:
         await asyncio.gather(*holders, *waiters, return_exceptions=True)
 
     asyncio.run(scene())
-    assert (slots.free, slots.waiting, list(slots.turns)) == (2, {}, [])
+    assert (slots.free, slots.waiting, slots.turns, slots.holding) == (2, {}, [], {})
 
 
 def test_a_policys_round_counts_the_queries_it_sent_for_its_status() -> None:

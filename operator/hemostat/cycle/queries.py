@@ -18,19 +18,22 @@ MAX_QUERIES_IN_FLIGHT = 20  # Prometheus' own default query concurrency
 
 
 class FairSlots:
-    """At most `limit` holders at once. Waiters queue per tenant, and a freed slot goes to the next
-    tenant in turn (round robin), so a tenant with a long backlog waits behind its own queries, not
-    another's: one turn each, whatever their numbers."""
+    """At most `limit` holders at once, shared max-min fairly between tenants: waiters queue per tenant,
+    and a freed slot goes to the waiting tenant that holds the fewest (the longest waiting among equals).
+    A tenant with a long backlog waits behind its own queries, never another's: a quiet tenant's few
+    queries take the next slots that free, however many the noisy one has queued."""
 
     def __init__(self, limit: int) -> None:
         self.free = limit
         self.waiting: dict[str, deque[asyncio.Future[None]]] = {}
-        self.turns: deque[str] = deque()  # tenants with waiters, in the order they are served
+        self.turns: list[str] = []  # tenants with waiters, the longest waiting first
+        self.holding: dict[str, int] = {}
 
     @asynccontextmanager
     async def slot(self, tenant: str) -> AsyncIterator[None]:
         if self.free > 0 and not self.turns:
             self.free -= 1
+            self._count(tenant, 1)
         else:
             granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if tenant not in self.waiting:
@@ -40,18 +43,28 @@ class FairSlots:
             try:
                 await granted
             except asyncio.CancelledError:
-                if granted.done() and not granted.cancelled():
-                    self._hand_on()  # granted as it was cancelled: the slot is not lost
+                if granted.done() and not granted.cancelled():  # granted as it was cancelled: pass it on
+                    self._count(tenant, -1)
+                    self._hand_on()
                 raise
         try:
             yield
         finally:
+            self._count(tenant, -1)
             self._hand_on()
 
+    def _count(self, tenant: str, delta: int) -> None:
+        held = self.holding.get(tenant, 0) + delta
+        if held:
+            self.holding[tenant] = held
+        else:
+            self.holding.pop(tenant, None)
+
     def _hand_on(self) -> None:
-        """A slot is free: to the next tenant in turn that still waits, else back to the pool."""
+        """A slot is free: to the waiting tenant holding the fewest, else back to the pool."""
         while self.turns:
-            tenant = self.turns.popleft()
+            tenant = min(self.turns, key=lambda t: self.holding.get(t, 0))  # min() keeps the first of equals
+            self.turns.remove(tenant)
             queue = self.waiting[tenant]
             granted = queue.popleft()
             if queue:
@@ -60,6 +73,7 @@ class FairSlots:
                 del self.waiting[tenant]
             if not granted.cancelled():
                 granted.set_result(None)
+                self._count(tenant, 1)  # counted at the grant: the next hand-on sees it
                 return
         self.free += 1
 
