@@ -80,7 +80,7 @@ class FairSlots:
 
 class Queries:
     """What the read phase asks Prometheus through: one cap for every policy of the operator, so a large
-    policy makes slower rounds, not timeouts; shared round robin between namespaces (`tenant`), so one
+    policy makes slower rounds, not timeouts; shared max-min fairly between namespaces (`tenant`), so one
     namespace's many queries never delay detection in another."""
 
     def __init__(self, provider_for: Callable[[str], SignalProvider], default_url: str, metrics: Metrics) -> None:
