@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import workloads
 from ..clock import now_iso
 from ..decide import conditions as c
 from ..decide import ledger
@@ -25,6 +24,7 @@ from ..decide.rollout_pause import HELD, HELD_POINTER
 from ..models.common import format_duration
 from ..models.policy import RollbackStep
 from ..workloads import DEPLOYMENT, ROLLOUT, Workload
+from ..workloads import of as workload_of
 from .base import (
     MARKER,
     Context,
@@ -132,14 +132,14 @@ def _revision(rs: dict[str, Any], workload: Workload) -> Revision | None:
 
 def revisions(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) -> list[Revision]:
     """Pure: the revisions of one Deployment (Rollout), oldest first, from the ReplicaSets it owns."""
-    uid, workload = deployment["metadata"]["uid"], workloads.of(deployment)
+    uid, workload = deployment["metadata"]["uid"], workload_of(deployment)
     owned = [rs for rs in replicasets if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences") or [])]
     return sorted((r for rs in owned if (r := _revision(rs, workload))), key=lambda r: r.number)
 
 
 def facts_from(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) -> Facts:
     """Pure: the revision history of one Deployment from its owned ReplicaSets."""
-    meta, workload = deployment["metadata"], workloads.of(deployment)
+    meta, workload = deployment["metadata"], workload_of(deployment)
     history = revisions(deployment, replicasets)
     annotations = dict(meta.get("annotations") or {})
     try:
