@@ -435,7 +435,9 @@ def test_only_the_operator_writes_its_record_on_the_objects_it_acts_on(
         return testenv.kubectl(*args, *pairs, check=False)
 
     first = '[{"at":"2026-12-06T10:00:00Z","by":"shop/checkout-1","action":"rollback"}]'
-    wait_for("the admission policy enforced", lambda: annotate(editor, "hemostat.dev/actions=[]").returncode != 0, 30)
+    # a probe that writes nothing: one admitted before the policy is enforced must not make the next a no-op
+    probe = ("hemostat.dev/actions=[]", "--dry-run=server")
+    wait_for("the admission policy enforced", lambda: annotate(editor, *probe).returncode != 0, 30)
     assert annotate(operator, f"hemostat.dev/actions={first}").returncode == 0  # the operator writes its ledger
     forged = '[{"at":"2099-01-01T00:00:00Z","by":"me","action":"rollback"}]'
     for pair in (
