@@ -88,9 +88,11 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> None:
-    from .config import load_kube_config
+    from .config import context_namespace, load_kube_config
 
     load_kube_config(args.kubeconfig, in_cluster_ok=False, context=args.context)
+    if args.namespace is None:  # as kubectl: the context's namespace
+        args.namespace = context_namespace(args.kubeconfig, args.context)
 
 
 def _incident(args: argparse.Namespace) -> int:
@@ -123,14 +125,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--namespace", default="default", help="namespace of the incident (default: default)")
+    p.add_argument(
+        "-n", "--namespace", help="namespace of the incident (default: the kubeconfig context's, else default)"
+    )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hemostat",
+        prog="kubectl hemostat" if Path(sys.argv[0]).name == "kubectl-hemostat" else "hemostat",
         description="Automated incident mitigation for Kubernetes: detect, roll back, verify, record.",
     )
     parser.add_argument("--version", action="version", version=f"hemostat {__version__}")

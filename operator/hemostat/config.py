@@ -37,6 +37,17 @@ class OperatorConfig:
     allowed_webhook_urls: tuple[str, ...] = ()  # empty: any http(s) URL
 
 
+def context_namespace(path: str | None, context: str | None = None) -> str:
+    """The namespace of the kubeconfig context (the current one, or `context`), as kubectl defaults to it;
+    "default" when the context names none."""
+    try:
+        contexts, current = kube_config.list_kube_config_contexts(config_file=path)
+    except (ConfigException, OSError):
+        return "default"
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
 def load_kube_config(path: str | None, in_cluster_ok: bool = True, context: str | None = None) -> None:
     """Configure the kubernetes client: explicit file, in-cluster, then $KUBECONFIG / ~/.kube/config."""
     try:

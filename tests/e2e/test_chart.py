@@ -100,6 +100,32 @@ def test_an_incident_quota_per_watched_namespace_holds_on_the_server(testenv: Cl
     assert failed.returncode != 0 and "incidentQuota.enabled needs watchNamespaces" in failed.stderr
 
 
+def test_the_optional_egress_policy_allows_dns_and_the_named_peers_only(testenv: Cluster, namespace: str) -> None:
+    sets = [
+        "networkPolicy.egress.enabled=true",
+        "networkPolicy.egress.apiServer[0].cidr=10.0.0.1/32",
+        "networkPolicy.egress.apiServer[0].port=6443",
+        "networkPolicy.egress.webhooks[0].cidr=203.0.113.0/24",
+        "networkPolicy.egress.webhooks[0].port=443",
+    ]
+    (policy_,) = [d for d in render(testenv, *sets) if d["kind"] == "NetworkPolicy"]
+    assert policy_["spec"]["policyTypes"] == ["Egress"]
+    (deployment,) = [d for d in render(testenv, *sets) if d["kind"] == "Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy_["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    peers = [
+        (r["to"][0].get("ipBlock", {}).get("cidr"), [p["port"] for p in r["ports"]]) for r in policy_["spec"]["egress"]
+    ]
+    assert peers == [(None, [53, 53]), ("10.0.0.1/32", [6443]), ("203.0.113.0/24", [443])]
+    # the API server accepts it (kwok runs no CNI, so it is not enforced here)
+    policy_["metadata"]["namespace"] = namespace
+    testenv.apply(policy_, namespace)
+    assert not [d for d in render(testenv) if d["kind"] == "NetworkPolicy"], "off by default"
+    args = ["template", "x", str(CHART), "--kube-version", KUBE_VERSION, "--set", "networkPolicy.egress.enabled=true"]
+    failed = helm(testenv, *args, check=False)
+    assert failed.returncode != 0 and "needs networkPolicy.egress.apiServer" in failed.stderr
+
+
 def test_helm_lint(testenv: Cluster) -> None:
     out = helm(testenv, "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION).stdout
     assert "0 chart(s) failed" in out

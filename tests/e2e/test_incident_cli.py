@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Cluster, wait_for
@@ -56,3 +58,25 @@ def test_cli_errors_are_one_line(testenv: Cluster, namespace: str) -> None:
     assert missing.stderr.strip() == f"hemostat: error: incident {namespace}/no-such-incident: not found"
     bad_flag = hemostat(testenv, "report", "--bogus")
     assert bad_flag.returncode == 2 and "Traceback" not in bad_flag.stderr
+
+
+def test_kubectl_hemostat_in_the_contexts_namespace(
+    testenv: Cluster, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    """As a kubectl plugin (`kubectl-hemostat` on PATH, installed with the package), and with the namespace
+    from the kubeconfig's context when -n is not given, as kubectl does."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(Path(testenv.kubeconfig).read_text())
+    testenv.kubectl("config", "set-context", "--current", f"--namespace={namespace}", "--kubeconfig", str(kubeconfig))
+    spec = {"severity": "SEV3", "summary": "slow checkout", "target": {"name": "web"}, "source": "manual"}
+    body = {"apiVersion": "hemostat.dev/v1alpha1", "kind": "Incident", "metadata": {"name": "slow-1"}, "spec": spec}
+    testenv.apply(body, namespace)
+    plugin_dir = str(Path(sys.executable).parent)  # where the package put its scripts
+    env = {**testenv.env, "KUBECONFIG": str(kubeconfig), "PATH": f"{plugin_dir}:{testenv.env['PATH']}"}
+    run = subprocess.run(
+        ["kubectl", "hemostat", "incident", "ack", "slow-1", "--by", "dana"], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0 and f"{namespace}/slow-1" in run.stdout, run.stderr
+    assert testenv.get("incident", "slow-1", namespace)["spec"]["acknowledgedBy"] == "dana"
+    usage = subprocess.run(["kubectl", "hemostat", "--help"], capture_output=True, text=True, env=env)
+    assert usage.stdout.startswith("usage: kubectl hemostat"), usage.stdout[:200]
