@@ -101,13 +101,13 @@ def _waits(metrics_url: str) -> dict[str, dict[str, float]]:
 def fairness(runs: int, noisy_targets: int, noisy_policies: int, slow_s: float) -> dict[str, Any]:
     b = Bench()
     slow = SlowPrometheus(slow_s)
-    b.simulator("simulator", "bench-sim.json", "--tick", "0.1")
-    for ns in (QUIET, NOISY):
-        b.namespace(ns)
     port = _free_port()
-    b.operator("operator", [QUIET, NOISY], metrics_port=port, extra=["--allowed-prometheus-url", slow.url])
     metrics_url = f"http://127.0.0.1:{port}/metrics"
-    try:
+    try:  # whatever fails, the simulator and operator it started are stopped
+        b.simulator("simulator", "bench-sim.json", "--tick", "0.1")
+        for ns in (QUIET, NOISY):
+            b.namespace(ns)
+        b.operator("operator", [QUIET, NOISY], metrics_port=port, extra=["--allowed-prometheus-url", slow.url])
         b.policy(QUIET, "quiet", {"matchLabels": {"tier": "quiet"}}, interval="1s", for_="0s", cooldown="1s")
         alone = _quiet_runs(b, runs, "alone")
         for i in range(noisy_targets):
