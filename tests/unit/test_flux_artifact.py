@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from loopback import Quiet, serving
 
 from hemostat import flux_artifact
 
@@ -30,27 +30,19 @@ def tarball(files: dict[str, str]) -> bytes:
 
 @pytest.fixture
 def serve() -> Iterator[Any]:
-    servers = []
+    with ExitStack() as servers:
 
-    def start(body: bytes, status: int = 200) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def start(body: bytes, status: int = 200) -> str:
+            class Handler(Quiet):
+                def do_GET(self) -> None:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
 
-            def log_message(self, *_: Any) -> None:
-                pass
+            return servers.enter_context(serving(Handler)) + "/gitrepository/shop/shop/abc.tar.gz"
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}/gitrepository/shop/shop/abc.tar.gz"
-
-    yield start
-    for s in servers:
-        s.shutdown()
+        yield start
 
 
 def test_the_files_under_the_kustomizations_path_are_read_and_the_image_found(serve: Any) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import Quiet, serving
 
 from hemostat import notify
 from hemostat.errors import UserError
@@ -21,33 +20,30 @@ from hemostat.outbound import Webhooks, client_auth
 
 
 class Capture:
-    """A loopback HTTP server that records the headers of every POST."""
+    """What a loopback HTTP server received: the headers of every POST."""
 
     def __init__(self) -> None:
-        seen: list[dict[str, str]] = []
-        self.seen = seen
+        self.seen: list[dict[str, str]] = []
+        self.url = ""
 
-        class Handler(BaseHTTPRequestHandler):
+    def handler(self) -> type[Quiet]:
+        seen = self.seen
+
+        class Handler(Quiet):
             def do_POST(self) -> None:
                 seen.append(dict(self.headers))
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self.send_response(204)
                 self.end_headers()
 
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return Handler
 
 
 @pytest.fixture
 def servers() -> Iterator[tuple[Capture, Capture]]:
     ours, theirs = Capture(), Capture()
-    yield ours, theirs
-    for s in (ours, theirs):
-        s.server.shutdown()
+    with serving(ours.handler()) as ours.url, serving(theirs.handler()) as theirs.url:
+        yield ours, theirs
 
 
 def credentials(tmp_path: Path) -> Any:
