@@ -22,15 +22,12 @@ EXIT_USAGE = 2
 
 def _run(args: argparse.Namespace) -> int:
     from .config import OperatorConfig, load_kube_config
-    from .outbound import Webhooks, client_auth
+    from .outbound import Webhooks, check_urls, client_auth
     from .runner import run_operator
-    from .signals.allowed import url_allowed
 
     if args.metrics_port and args.metrics_port == args.health_port:
         raise UserError(f"--metrics-port and --health-port are both {args.metrics_port}: give each its own port")
-    for url in args.allowed_prometheus_url or ():
-        if not url_allowed(url, [url]):
-            raise UserError(f"--allowed-prometheus-url {url!r}: use an http(s) URL without user, query or fragment")
+    check_urls("--allowed-prometheus-url", args.allowed_prometheus_url or ())
     auth = {
         what: client_auth(
             what,

@@ -28,9 +28,9 @@ def read(url: str, path: str, timeout: float = 10.0) -> dict[str, str]:
     try:
         with httpx.stream("GET", url, timeout=timeout, trust_env=False) as response:
             response.raise_for_status()
-            data = b""
+            data = bytearray()
             for chunk in response.iter_bytes():
-                data += chunk
+                data += chunk  # in place: no copy of what came before
                 if len(data) > MAX_BYTES:
                     raise Unreadable(f"the artifact is larger than {MAX_BYTES // (1024 * 1024)} MiB")
     except httpx.HTTPError as exc:

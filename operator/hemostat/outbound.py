@@ -93,6 +93,13 @@ def client_auth(
     return auth
 
 
+def check_urls(flag: str, urls: Sequence[str]) -> None:
+    """Each URL an admin allows (or binds credentials to) is a plain http(s) URL; else a UserError."""
+    for url in urls:
+        if not url_allowed(url, [url]):
+            raise UserError(f"{flag} {url!r}: use an http(s) URL without user, query or fragment")
+
+
 NOT_ALLOWED = "this operator does not call that URL (not under --allowed-webhook-url)"
 
 
@@ -115,10 +122,8 @@ class Webhooks:
                 "the operator's credentials go only to a destination you name, never to whatever URL a tenant's "
                 "Secret holds"
             )
-        for flag, urls in (("--webhook-auth-url", credentials_for), ("--allowed-webhook-url", allowed)):
-            for url in urls:
-                if not url_allowed(url, [url]):
-                    raise UserError(f"{flag} {url!r}: use an http(s) URL without user, query or fragment")
+        check_urls("--webhook-auth-url", credentials_for)
+        check_urls("--allowed-webhook-url", allowed)
 
     def client_for(self, url: str) -> httpx.AsyncClient | str:
         """The client to post to `url` with, or why it is not called."""

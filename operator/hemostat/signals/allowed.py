@@ -20,9 +20,9 @@ def _parts(url: str, query: bool = False) -> tuple[str, str, int, str] | None:
         port = u.port or DEFAULT_PORTS.get(u.scheme.lower(), 0)
     except ValueError:
         return None
-    if u.scheme.lower() not in DEFAULT_PORTS or not u.hostname or "@" in u.netloc or (u.query and not query):
+    if u.scheme.lower() not in DEFAULT_PORTS or not u.hostname or "@" in u.netloc or u.fragment:
         return None
-    if u.fragment:
+    if u.query and not query:
         return None
     path = unquote(u.path).rstrip("/")
     if any(seg in (".", "..") for seg in path.split("/")):
