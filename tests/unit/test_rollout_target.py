@@ -195,3 +195,9 @@ def test_a_rollout_policy_is_invalid_where_the_operator_does_not_watch_rollouts(
     spec, invalid = parse_spec(body, replace(off, argo_rollouts=True))
     assert invalid is None and spec is not None and spec.target.kind == "Rollout"
     assert world.Cached({"deployment_index": {}}, {}).watches("Rollout") is False
+
+
+def test_a_rollout_changed_since_detection_is_left_alone_and_named_as_a_rollout() -> None:
+    out = planned(rollout(2, 1), [replicaset(1, 4), replicaset(2, 1)], detected=1)
+    assert isinstance(out, Skip)
+    assert out.reason.startswith("the Rollout changed since detection (revision 1 -> 2)"), out.reason
