@@ -197,7 +197,7 @@ def plan(
         return Hold(f"the {facts.workload.kind}'s current revision {revision} has no ReplicaSet yet")
     if detected_revision is not None and current.number != detected_revision:
         return Skip(
-            f"the Deployment changed since detection (revision {detected_revision} -> {current.number}); "
+            f"the {facts.workload.kind} changed since detection (revision {detected_revision} -> {current.number}); "
             "not overriding a change someone else made"
         )
     if facts.workload is ROLLOUT and (aborted := _abort(facts, incident, index, at)) is not None:
