@@ -104,15 +104,15 @@ def test_a_step_that_healed_the_service_before_a_crash_is_recorded_and_counted(s
     s = story(crash_after_patch=True)
     s.deploy("web", "app:v1", "app:v2")
     s.cluster.apply(scripted_policy("web", "web", verify_for="40s", cooldown="5m"), s.ns)
-    s.readings[("web", "err")] = BAD
-    with pytest.raises(Crash):
-        s.cycle("web", 0)
+    s.readings[("web", "err")] = BAD  # the scripted clock runs behind the real one until the rollout below,
+    with pytest.raises(Crash):  # which then comes after the Incident resolved, as in life (else it reopens)
+        s.cycle("web", -100)
     assert s.image("web") == "app:v1"
 
     s.restart()
     s.readings[("web", "err")] = GOOD  # the rollback already healed it
-    s.cycle("web", 20)
-    s.cycle("web", 65)
+    s.cycle("web", -80)
+    s.cycle("web", -35)
     record = status_of(s.incident("web"))
     assert [(a["step"], a["result"]) for a in record["actions"]] == [("rollback", "Succeeded")]
     assert record["phase"] == "Resolved"

@@ -81,7 +81,8 @@ def test_every_pair_of_steps_works_in_both_orders(story, first: str, second: str
 def test_a_revision_hemostat_rolled_back_from_is_never_rolled_back_to(story) -> None:
     s = story()
     s.deploy("web", "app:v1", "app:v2")
-    s.cluster.apply(scripted_policy("web", "web", cooldown="10s", verify_for="20s"), s.ns)
+    # a new Incident for the new breach (reopening the first would escalate: its one step is spent)
+    s.cluster.apply(scripted_policy("web", "web", cooldown="10s", verify_for="20s", reopenWithin="0s"), s.ns)
     s.readings[("web", "err")] = BAD
     s.cycle("web", 0)
     s._wait_revision("web", 3)  # v1 again, as revision 3

@@ -606,3 +606,21 @@ def test_manual_move_holds_for_a_missing_target_and_resolves_on_request() -> Non
         "resolved by a person (spec.resolve)", by_person=True
     )
     assert lc.manual_move(st, manual_spec(), guard(), None, NOW) == lc.Wait()
+
+
+@pytest.mark.parametrize(
+    ("by_person", "ago", "rollout_ago", "reopens"),
+    [
+        pytest.param(False, timedelta(minutes=3), timedelta(hours=1), True, id="recovered-3m-ago"),
+        pytest.param(True, timedelta(minutes=3), timedelta(hours=1), False, id="a-persons-call-stands"),
+        pytest.param(False, timedelta(minutes=10), timedelta(hours=1), False, id="window-passed"),
+        pytest.param(False, timedelta(minutes=3), timedelta(minutes=1), False, id="new-revision-since"),
+    ],
+)
+def test_only_the_same_trouble_back_soon_reopens_an_incident(
+    by_person: bool, ago: timedelta, rollout_ago: timedelta, reopens: bool
+) -> None:
+    resolved = lc.record_resolved(IncidentStatus(phase="Monitoring"), "healthy", NOW - ago, by_person=by_person)
+    found = lc.reopenable(resolved, NOW - rollout_ago, timedelta(minutes=10), NOW)
+    assert found == ((NOW - ago) if reopens else None)
+    assert lc.reopenable(IncidentStatus(phase="Escalated"), NOW - rollout_ago, timedelta(minutes=10), NOW) is None

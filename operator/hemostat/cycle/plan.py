@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from .. import workloads
 from ..actions import rollback
 from ..actions.base import (
@@ -49,7 +51,7 @@ from ..models.incident import ActionRecord, IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, TargetStatus
 from . import attribute
 from .objects import Change, change_for, incident_body, incident_name
-from .snapshot import PAUSED, Owners, Snapshot, TargetView
+from .snapshot import PAUSED, OpenIncident, Owners, Snapshot, TargetView, adoptable, open_incident
 
 Body = dict[str, Any]
 RETRY = 30.0  # seconds before an invalid policy, or a cycle that could not run, is tried again
@@ -240,6 +242,18 @@ def decide_target(
             incident_name=name,
             incident=view.incident.body,
             written=view.incident.written,
+            status=status,
+            spec=ispec,
+        )
+    elif health.state is h.State.BREACHING and (again := _reopened(snap, spec, view, health, revision_since, now)):
+        name, ispec, status = again.name, again.spec, again.status
+        plan = TargetPlan(
+            name=view.name,
+            deployment=view.deployment,
+            target=target,
+            incident_name=name,
+            incident=again.body,
+            written=again.written,
             status=status,
             spec=ispec,
         )
@@ -462,6 +476,28 @@ def take(
     return status, replace(change, before=before)
 
 
+def _reopened(
+    snap: Snapshot,
+    spec: MitigationPolicySpec,
+    view: TargetView,
+    health: h.Health,
+    revision_since: datetime | None,
+    now: datetime,
+) -> OpenIncident | None:
+    """The target's last Incident, reopened, when this breach is the same trouble back soon after."""
+    last = view.last_incident
+    if last is None or not adoptable(last, snap.name):
+        return None
+    try:
+        found = open_incident(last)
+    except (ValidationError, ValueError):  # a record someone spoiled is not reopened: a new one is opened
+        return None
+    resolved = lc.reopenable(found.status, revision_since, parse_duration(spec.reopen_within), now)
+    if resolved is None:
+        return None
+    return replace(found, status=lc.record_reopened(found.status, health, resolved, now))
+
+
 def _open(
     snap: Snapshot,
     spec: MitigationPolicySpec,
@@ -483,7 +519,7 @@ def _open(
         target={"kind": workloads.of(view.deployment).kind, "name": view.name},
         policy_ref={"name": snap.name},
         source="policy",
-        previous_incident=view.last_incident,
+        previous_incident=view.last_incident["metadata"]["name"] if view.last_incident else None,
     )
     first = lc.open_status(health, dict(view.queries), revision, image, now)
     return TargetPlan(

@@ -259,6 +259,6 @@ def _view(
         pods=pods,
         previous=previous,
         incident=incident,
-        last_incident=newest["metadata"]["name"] if newest else None,
+        last_incident=newest,
         error=error,
     )

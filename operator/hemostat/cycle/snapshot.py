@@ -69,7 +69,7 @@ class TargetView:
     gate: Reading | None  # the minTraffic reading, when the policy has one
     previous: TargetStatus | None
     incident: OpenIncident | None
-    last_incident: str | None  # the newest Incident of this target, any phase
+    last_incident: Body | None  # the newest Incident of this target, any phase
     error: str | None = None
     traffic: Reading | None = None  # attribution's surge query: request rate over its baseline
     # signal -> pod-template-hash -> reading (attribution's contrast); one ERROR reading when unsplittable

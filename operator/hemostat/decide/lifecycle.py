@@ -3,7 +3,8 @@
 Pure functions over (incident status, health, guardrails, now). `next_move` says
 what should happen this cycle; the `record_*` functions return the new status
 after the cycle has made it happen, so every timeline entry is written after the
-fact, with the real values. A Resolved incident never moves again.
+fact, with the real values. A Resolved incident moves again only when the same cause breaches
+again soon after (`reopenable`): it is reopened instead of a new one opened.
 """
 
 from __future__ import annotations
@@ -390,6 +391,34 @@ def record_resolved(status: IncidentStatus, message: str, now: datetime, by_pers
     reason = c.RESOLVED_BY_PERSON if by_person else c.RECOVERED
     out.conditions = c.set_condition(out.conditions, "Resolved", True, reason, message, now)
     _append(out, now, reason, message)
+    return out
+
+
+def reopenable(
+    status: IncidentStatus, revision_since: datetime | None, within: timedelta, now: datetime
+) -> datetime | None:
+    """When a Resolved incident resolved, if a breach now reopens it: the operator saw it recover (not a
+    person's call) less than `within` ago, and no new revision came since (a new one is a new suspect)."""
+    resolved = next((x for x in status.conditions if x.type == "Resolved" and x.status == "True"), None)
+    if status.phase != "Resolved" or not status.resolved_at or resolved is None or resolved.reason != c.RECOVERED:
+        return None
+    at = c.parse_iso(status.resolved_at)
+    if now - at >= within or revision_since is None or revision_since > at:
+        return None
+    return at
+
+
+def record_reopened(status: IncidentStatus, health: Health, resolved: datetime, now: datetime) -> IncidentStatus:
+    """The same incident, open again: its first detection and its actions kept, the ladder going on."""
+    out = status.model_copy(deep=True)
+    out.phase = "Detected"
+    out.reopened = (out.reopened or 0) + 1
+    out.resolved_at = out.time_to_resolve = out.healthy_since = out.monitoring_since = None
+    after, at = format_duration((now - resolved).total_seconds()), c.now_iso(resolved)
+    times = "1 time" if out.reopened == 1 else f"{out.reopened} times"
+    message = f"{breach_summary(health)} again {after} after it resolved at {at}, no new revision since"
+    out.conditions = c.set_condition(out.conditions, "Resolved", False, c.REOPENED, message, now)
+    _append(out, now, c.REOPENED, f"{message}: reopened ({times})", warning=True)
     return out
 
 

@@ -148,6 +148,7 @@ class IncidentStatus(Model):
     monitoring_since: Timestamp | None = Field(None, description="When the last mitigation step was applied.")
     healthy_since: Timestamp | None = Field(None, description="Start of the current all-signals-healthy streak.")
     resolved_at: Timestamp | None = None
+    reopened: int | None = Field(None, description="How often a breach soon after it resolved reopened it.")
     escalated_at: Timestamp | None = None
     last_mitigation: Annotated[str, Field(max_length=64)] | None = None
     time_to_detect: Annotated[str, Field(max_length=32)] | None = None

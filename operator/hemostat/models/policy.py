@@ -365,6 +365,11 @@ class MitigationPolicySpec(Model):
     signals: Annotated[list[Signal], Field(min_length=1, max_length=16)]
     severity: Annotated[list[SeverityRule], Field(max_length=16)] = []
     default_severity: Severity = "SEV3"
+    reopen_within: UpToADay = Field(
+        "10m",
+        description="A breach this soon after a target's Incident resolved, with no new revision since, "
+        "reopens that Incident instead of opening another (0s: always a new one).",
+    )
     mitigation: Mitigation = Mitigation()
     attribution: Attribution = Attribution()
     guardrails: Guardrails = Guardrails()
