@@ -287,6 +287,10 @@ def installed(testenv: Cluster, crds: None, namespace: str) -> Iterator[tuple[st
         yield found
 
 
+# The stories run on a compressed clock (verifyFor 4s): floors below the chart's defaults (30s, 1m, 10m)
+E2E_FLOORS = ("policyLimits.minVerifyFor=3s", "policyLimits.minCooldown=1s", "policyLimits.minReopenWithin=1m")
+
+
 @contextlib.contextmanager
 def install_chart(testenv: Cluster, namespace: str, *sets: str) -> Iterator[tuple[str, str]]:
     """The chart (with these --set values) in a namespace of its own, watching `namespace`."""
@@ -307,7 +311,7 @@ def install_chart(testenv: Cluster, namespace: str, *sets: str) -> Iterator[tupl
         f"watchNamespaces={{{namespace}}}",
         "--set",
         "crds.install=false",  # the session's CRDs are not this release's; the upgrade test hands them over
-        *(arg for value in sets for arg in ("--set", value)),
+        *(arg for value in (*E2E_FLOORS, *sets) for arg in ("--set", value)),
     )
     try:
         yield release, system

@@ -407,6 +407,18 @@ def test_a_policy_is_a_standing_request_its_writer_needs_the_rights_for(
     assert "scaleUp is capped at maxReplicas 50 and factor 4 on this cluster" in refusal(
         scaler, [{"scaleUp": {"factor": 2, "maxReplicas": 500}}]
     )
+    # floors, so a flapping signal cannot churn Incidents (the fixture's: the chart's defaults are 30s, 1m, 10m)
+    rollback = [{"rollback": {}}]
+    floors = (
+        ({"mitigation": {"steps": rollback, "verifyFor": "2s"}}, "spec.mitigation.verifyFor", "3s"),
+        ({"guardrails": {"cooldown": "0s"}}, "spec.guardrails.cooldown", "1s"),
+        ({"reopenWithin": "30s"}, "spec.reopenWithin", "1m"),
+    )
+    for spec, field, floor in floors:
+        assert (
+            f"hemostat-policy-requests: {field} must be at least {floor} on this cluster (chart values policyLimits): "
+            f"shorter lets a flapping signal open and resolve Incidents every few seconds; refused for {who}:owner"
+        ) in refusal(owner, rollback, **spec), field
 
     # what the policy asks for is checked whenever it changes, never for changes that ask nothing new
     testenv.apply(policy("shop"), namespace)
@@ -416,6 +428,10 @@ def test_a_policy_is_a_standing_request_its_writer_needs_the_rights_for(
     patch = ["patch", "mitigationpolicy", "shop", "-n", namespace, "--type=merge", "-p", grow]
     changed = testenv.kubectl(*patch, "--kubeconfig", str(author), check=False)
     assert changed.returncode != 0 and "hemostat-policy-requests" in changed.stderr
+    # and a floor holds on an update too, for whoever writes it
+    quick = ["patch", "mitigationpolicy", "shop", "-n", namespace, "--type=merge"]
+    lowered = testenv.kubectl(*quick, "-p", '{"spec":{"reopenWithin":"0s"}}', check=False)
+    assert lowered.returncode != 0 and "spec.reopenWithin must be at least 1m" in lowered.stderr
 
 
 def test_only_the_operator_writes_its_record_on_the_objects_it_acts_on(
