@@ -2,9 +2,10 @@
 # Build the local control plane's binaries from pinned Go module versions.
 # Binaries are cached outside the checkout, keyed by version, so a fresh clone
 # (CI) reuses them:  $HEMOSTAT_CACHE/bin/<component>-<version>/
-# Usage: hack/build-testenv.sh [etcd|k8s|kwok|helm|flux|rollouts ...]
+# Usage: hack/build-testenv.sh [etcd|k8s|apiserver-oldest|kwok|helm|flux|rollouts ...]
 #   (default: the control plane, etcd k8s kwok helm; flux and rollouts, the controllers some
-#   e2e tests run beside Hemostat, only when named)
+#   e2e tests run beside Hemostat, and apiserver-oldest, the oldest Kubernetes the chart claims,
+#   only when named)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -13,14 +14,14 @@ CACHE=${HEMOSTAT_CACHE:-$HOME/.cache/hemostat}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 log() { printf '[build %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-# Run the build function $2 into $CACHE/bin/$1 unless a complete build is there.
+# Run the build function $2 (with any further arguments) into $CACHE/bin/$1 unless a complete build is there.
 cached() {
   local dir=$CACHE/bin/$1 fn=$2
   if [ -f "$dir/.complete" ]; then log "$1: cached in $dir"; return 0; fi
   log "$1: building (cold builds take minutes; output in $CACHE/build/$1.log)"
   rm -rf "$dir" "$dir.tmp"; mkdir -p "$dir.tmp" "$CACHE/build"
   local start=$SECONDS
-  if ! ( "$fn" "$dir.tmp" ) >"$CACHE/build/$1.log" 2>&1; then
+  if ! ( "$fn" "$dir.tmp" "${@:3}" ) >"$CACHE/build/$1.log" 2>&1; then
     log "$1: FAILED; last lines of $CACHE/build/$1.log:"; tail -n 30 "$CACHE/build/$1.log" >&2; return 1
   fi
   touch "$dir.tmp/.complete"; mv "$dir.tmp" "$dir"
@@ -29,36 +30,28 @@ cached() {
 
 # Staging modules are required at v0.0.0 by k8s.io/kubernetes; replace each with
 # its published tag (derived from the published go.mod, never hard-coded).
+#   build_k8s OUT [VERSION [COMMAND...]]   (default: $K8S_VERSION, the four the testenv runs)
 build_k8s() {
-  local out=$1 work=$CACHE/build/k8s-$K8S_VERSION
-  local minor staging gomod mods ld
-  minor=$(echo "$K8S_VERSION" | cut -d. -f2); staging="v0.${K8S_VERSION#v1.}"
+  local out=$1 version=${2:-$K8S_VERSION} commands=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  [ $# -gt 2 ] && commands=("${@:3}")
+  local work=$CACHE/build/k8s-$version minor staging gomod mods ld
+  minor=$(echo "$version" | cut -d. -f2); staging="v0.${version#v1.}"
   mkdir -p "$work"; cd "$work"; rm -f go.mod go.sum
   go mod init local.invalid/k8s-build
-  gomod=$(cd "$(mktemp -d)" && GOFLAGS='' go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
+  gomod=$(cd "$(mktemp -d)" && GOFLAGS='' go mod download -json "k8s.io/kubernetes@$version" \
           | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
   go mod edit -go="$(sed -n 's/^go \(.*\)$/\1/p' "$gomod")"
   mods=$(sed -n 's/^[[:space:]]*\(k8s\.io\/[A-Za-z0-9._-]*\) v0\.0\.0$/\1/p' "$gomod" | sort -u)
   for m in $mods; do go mod edit -replace="$m=$m@$staging"; done
-  go mod edit -require="k8s.io/kubernetes@$K8S_VERSION"
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  go mod edit -require="k8s.io/kubernetes@$version"
+  { printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${commands[@]}"; printf ')\n'; } > tools.go
   go mod tidy
   ld="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ld+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for c in "${commands[@]}"; do
     echo "building $c"
     go build -trimpath -tags selinux,notest -ldflags "all=$ld" -o "$out/$c" "k8s.io/kubernetes/cmd/$c"
   done
@@ -143,11 +136,12 @@ build_one() {
   case $1 in
     etcd) cached "etcd-$ETCD_VERSION" build_etcd ;;
     k8s) cached "k8s-$K8S_VERSION" build_k8s ;;
+    apiserver-oldest) cached "kube-apiserver-$K8S_OLDEST_VERSION" build_k8s "$K8S_OLDEST_VERSION" kube-apiserver ;;
     kwok) cached "kwok-$KWOK_VERSION" build_kwok ;;
     helm) cached "helm-$HELM_VERSION" build_helm ;;
     flux) cached "flux-source-$FLUX_SOURCE_VERSION-kustomize-$FLUX_KUSTOMIZE_VERSION" build_flux ;;
     rollouts) cached "argo-rollouts-$ROLLOUTS_VERSION" build_rollouts ;;
-    *) echo "unknown component: $1 (etcd, k8s, kwok, helm, flux, rollouts)" >&2; return 2 ;;
+    *) echo "unknown component: $1 (etcd, k8s, apiserver-oldest, kwok, helm, flux, rollouts)" >&2; return 2 ;;
   esac
 }
 
