@@ -481,3 +481,55 @@ def test_only_the_operator_writes_its_record_on_the_objects_it_acts_on(
     done = testenv.kubectl(*undo, check=False)
     assert done.returncode == 0, done.stderr
     assert deployment_state(testenv, namespace, "shopfront")[1] == "registry.local/shopfront:v1"
+
+
+def test_without_its_admission_policies_the_operator_refuses_requests_and_says_why(
+    testenv: Cluster, namespace: str, installed, operators, tmp_path: Path
+) -> None:
+    """A request the API server admitted while the policy that authorizes requests was not bound was never
+    checked: the operator refuses it (fail closed), then or later, and says which policy is missing."""
+    release, system = installed
+    fullname = f"{release}-hemostat"
+    bystander = account(testenv, namespace, "bystander", [INCIDENTS], tmp_path)
+    responder = account(testenv, namespace, "responder", [INCIDENTS, PATCH_DEPLOYMENTS], tmp_path)
+    wait_for("the admission policies enforced", lambda: enforced(testenv, bystander, namespace), 30)
+    operator = token_kubeconfig(testenv, fullname, system, namespace, tmp_path / "op.kubeconfig")
+    proc = operators.start(namespace, f"--admission-policies={fullname}", env={"KUBECONFIG": str(operator)})
+    testenv.apply(app("shopfront", "registry.local/shopfront:v1"), namespace)
+    wait_ready(testenv, namespace, "shopfront")
+    rollout(testenv, namespace, "shopfront", "registry.local/shopfront:v2", error_rate=0.0)
+    wait_ready(testenv, namespace, "shopfront")
+
+    binding = f"{fullname}-incident-requests"
+    saved = testenv.get("validatingadmissionpolicybinding", binding)
+    testenv.kubectl("delete", "validatingadmissionpolicybinding", binding)
+    ask = incident("ask-1", "shopfront", {"rollback": {}})
+    wait_for(  # the API server stops checking a moment after the binding goes
+        "the request admitted unchecked",
+        lambda: create_as(testenv, bystander, namespace, ask, "--dry-run=server").returncode == 0,
+        30,
+    )
+    assert create_as(testenv, bystander, namespace, ask).returncode == 0
+    refused = (
+        f"requested rollback refused: ValidatingAdmissionPolicyBinding {binding} does not exist, so nobody "
+        "checked that the requester may make this change; nothing was done"
+    )
+    wait_for("the refusal", lambda: refused in timeline(testenv, namespace, "ask-1"), 30)
+    conditions = {x["type"]: x for x in testenv.get("incident", "ask-1", namespace)["status"]["conditions"]}
+    assert conditions["Authorized"]["status"] == "False"
+    assert conditions["Authorized"]["reason"] == "AdmissionPolicyMissing"
+
+    # bound again, the old request stays refused (it was admitted unchecked); a new one is carried out
+    saved["metadata"] = {"name": binding, "labels": saved["metadata"].get("labels", {})}
+    testenv.apply(saved)
+    wait_for("the admission policies enforced again", lambda: enforced(testenv, bystander, namespace), 30)
+    assert create_as(testenv, responder, namespace, incident("ask-2", "shopfront", {"rollback": {}})).returncode == 0
+    wait_for(
+        "the rollback",
+        lambda: deployment_state(testenv, namespace, "shopfront") == ("3", "registry.local/shopfront:v1"),
+        60,
+    )
+    later = timeline(testenv, namespace, "ask-1")
+    assert f"{binding} is in force only since" in later and "after the request was written" in later
+    assert not testenv.get("incident", "ask-1", namespace)["status"].get("actions")
+    assert "Forbidden" not in proc.log(400)  # the chart's RBAC lets it read the policies it checks
