@@ -22,7 +22,7 @@ RUN python3 -m venv /opt/hemostat \
  && rm -rf "$kube/aio" \
  && find "$kube/client/api" -name '*_api.py' \
       ! -name core_v1_api.py ! -name apps_v1_api.py ! -name autoscaling_v2_api.py \
-      ! -name coordination_v1_api.py ! -name custom_objects_api.py -delete \
+      ! -name coordination_v1_api.py ! -name custom_objects_api.py ! -name admissionregistration_v1_api.py -delete \
  && rm -rf "$PYTHONPYCACHEPREFIX" \
  && /opt/hemostat/bin/python -c "import importlib, pkgutil, hemostat, openfeature.evaluation_context; \
       [importlib.import_module(m.name) for m in pkgutil.walk_packages(hemostat.__path__, 'hemostat.') \

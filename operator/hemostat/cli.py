@@ -61,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         webhook_auth=auth["webhook"],
         webhook_auth_urls=tuple(args.webhook_auth_url or ()),
         allowed_webhook_urls=tuple(args.allowed_webhook_url or ()),
+        admission_policies=args.admission_policies,
     )
     Webhooks.check(config.webhook_auth, config.webhook_auth_urls, config.allowed_webhook_urls)
     run_operator(config, log_level=args.log_level, log_format=args.log_format)
@@ -182,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="URL",
                 help="call only webhooks under these URLs (repeatable; default: any http(s) URL)",
             )
+    run.add_argument(
+        "--admission-policies",
+        metavar="PREFIX",
+        help="the chart's admission policies, PREFIX-incident-requests and PREFIX-incident-fields (the chart "
+        "passes its full name): while one is not in force the operator fails closed (refuses people's mitigation "
+        "requests; adopts only Incidents it wrote a status on). Default: none checked (a development run)",
+    )
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")

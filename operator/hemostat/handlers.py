@@ -37,7 +37,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.connect_timeout = 10
     config = memo.config
     memo.runtime = rt.build(config)
-    memo.runtime.start()
+    await memo.runtime.start()
     rt.log.info(
         "hemostat started: prometheus=%s dry_run=%s namespaces=%s",
         config.prometheus_url,

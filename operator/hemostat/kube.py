@@ -131,6 +131,7 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.autoscaling = client.AutoscalingV2Api(self.api)
+        self.admission = client.AdmissionregistrationV1Api(self.api)
         self.timeout = timeout
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self.on_call = on_call  # counts each call by client method (the operator's metrics)
@@ -260,6 +261,13 @@ class Kube:
     async def get_policy(self, namespace: str, name: str) -> Body | None:
         return await self._find(
             self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "mitigationpolicies", name
+        )
+
+    async def get_admission_policy(self, name: str) -> tuple[Body | None, Body | None]:
+        """The ValidatingAdmissionPolicy `name` and its binding of the same name (None: missing)."""
+        return (
+            await self._find(self.admission.read_validating_admission_policy, name),
+            await self._find(self.admission.read_validating_admission_policy_binding, name),
         )
 
     async def get_incident(self, namespace: str, name: str) -> Body | None:

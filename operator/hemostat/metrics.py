@@ -36,6 +36,12 @@ class Metrics:
             ["namespace", "policy"],
             registry=r,
         )
+        self.admission_policies_missing = Gauge(
+            "hemostat_admission_policies_missing",
+            "The chart's admission policies the operator relies on that are not in force (--admission-policies): "
+            "while >0 it refuses people's mitigation requests or adopts fewer Incidents",
+            registry=r,
+        )
         self.is_leader = Gauge(
             "hemostat_is_leader", "1 when this replica acts (holds the Lease, or runs without election)", registry=r
         )

@@ -22,6 +22,7 @@ from . import informer, workloads
 from .config import OperatorConfig
 from .cycle import world
 from .cycle.evaluator import Evaluator
+from .cycle.guard import AdmissionGuard
 from .cycle.snapshot import Settings
 from .kube import Kube, pooled_client
 from .leader import LeaderElector
@@ -81,8 +82,9 @@ class Runtime:
     heartbeat: Heartbeat
     lane: FastLane = field(default_factory=FastLane)
     http: tuple[httpx.AsyncClient | Webhooks, ...] = ()  # closed on stop
-    leader_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     leader_task: asyncio.Task[None] | None = None
+    guard_task: asyncio.Task[None] | None = None
     remembered: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)  # world.py
 
     @property
@@ -104,15 +106,21 @@ class Runtime:
         reason = reason or watch_stale([t for _, t in self.heartbeat.unseen.values()], now)
         return ago, reason or self.informers.stale(now)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        guard = self.evaluator.guard
+        if guard is not None and guard.prefix is not None:
+            await guard.refresh()  # before the first cycle: adoption depends on it
+            self.guard_task = asyncio.create_task(guard.run(self.stopping))
         self.informers.start()
         if self.leader is not None:
-            self.leader_task = asyncio.create_task(self.leader.run(self.leader_stop))
+            self.leader_task = asyncio.create_task(self.leader.run(self.stopping))
 
     async def stop(self) -> None:
         self.informers.stop()
+        self.stopping.set()
+        if self.guard_task is not None:
+            await self.guard_task
         if self.leader is not None and self.leader_task is not None:
-            self.leader_stop.set()
             await self.leader_task
             await asyncio.to_thread(self.leader.release)
         for http in self.http:
@@ -150,8 +158,9 @@ def build(config: OperatorConfig) -> Runtime:
         )
     metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     lane = FastLane()
+    guard = AdmissionGuard(kube, config.admission_policies, metrics)
     return Runtime(
-        evaluator=Evaluator(kube, provider_for, settings, metrics, webhooks),
+        evaluator=Evaluator(kube, provider_for, settings, metrics, webhooks, guard),
         informers=_informers(config.namespaces, config.argo_rollouts, lane.revision_changed, on_call=kube.on_call),
         leader=leader,
         heartbeat=Heartbeat(last_cycle=time.monotonic()),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -523,13 +524,17 @@ def test_without_its_admission_policies_the_operator_refuses_requests_and_says_w
     saved["metadata"] = {"name": binding, "labels": saved["metadata"].get("labels", {})}
     testenv.apply(saved)
     wait_for("the admission policies enforced again", lambda: enforced(testenv, bystander, namespace), 30)
+    bound_at = testenv.get("validatingadmissionpolicybinding", binding)["metadata"]["creationTimestamp"]
+    # a request in the binding's own second may have come before it applied: it would be refused too
+    wait_for("a second after the binding", lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > bound_at, 5)
     assert create_as(testenv, responder, namespace, incident("ask-2", "shopfront", {"rollback": {}})).returncode == 0
     wait_for(
         "the rollback",
         lambda: deployment_state(testenv, namespace, "shopfront") == ("3", "registry.local/shopfront:v1"),
         60,
     )
-    later = timeline(testenv, namespace, "ask-1")
-    assert f"{binding} is in force only since" in later and "after the request was written" in later
+    since = f"{binding} is in force only since"
+    wait_for("the old request refused again", lambda: since in timeline(testenv, namespace, "ask-1"), 30)
+    assert "after the request was written" in timeline(testenv, namespace, "ask-1")
     assert not testenv.get("incident", "ask-1", namespace)["status"].get("actions")
     assert "Forbidden" not in proc.log(400)  # the chart's RBAC lets it read the policies it checks

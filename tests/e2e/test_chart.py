@@ -150,6 +150,17 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         ("", "configmaps"): {"get", "patch"},
         ("core.openfeature.dev", "featureflags"): {"get", "patch"},
     }
+    (check,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "hemostat-admission-check"]
+    assert check["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+            "resourceNames": ["hemostat-incident-requests", "hemostat-incident-fields"],
+            "verbs": ["get"],
+        }
+    ]
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert "--admission-policies=hemostat" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
     (leader,) = [d for d in docs if d["kind"] == "Role"]  # only the Lease, only in the release namespace
     assert leader["metadata"]["namespace"] == "hemostat-system"
     assert leader["rules"] == [
@@ -184,12 +195,14 @@ def test_secrets_are_readable_only_when_notifications_ask_for_it(testenv: Cluste
 
 def test_watch_namespaces_gives_roles_not_a_cluster_role(testenv: Cluster) -> None:
     docs = render(testenv, "watchNamespaces={shop,payments}", "replicaCount=2")
-    assert not any(d["kind"] == "ClusterRoleBinding" for d in docs)
-    # the only ClusterRoles left are the ones for people, aggregated into view / edit / admin
+    # cluster-wide, the operator may only read its own two admission policies (fail closed without them)
+    assert [d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"] == ["hemostat-admission-check"]
+    # the other ClusterRoles are the ones for people, aggregated into view / edit / admin
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"} == {
         "hemostat-view",
         "hemostat-responder",
         "hemostat-admin",
+        "hemostat-admission-check",
     }
     roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
     assert set(roles) == {"shop", "payments", "hemostat-system"}
@@ -507,6 +520,7 @@ def test_operator_works_with_exactly_the_charts_permissions(
             namespace,
             *("--metrics-port", str(port)),
             *("--leader-election", "--lease-namespace", system, "--lease-name", account),
+            f"--admission-policies={account}",  # as the chart runs it: it fails closed without them
             env={"KUBECONFIG": str(kubeconfig)},
         )
         testenv.apply(app("orders", "registry.local/orders:v1"), namespace)

@@ -22,6 +22,7 @@ from ..signals.base import SignalProvider
 from . import plan as planner
 from . import read as reader
 from .apply import Applier
+from .guard import AdmissionGuard
 from .manual import ManualRequests
 from .notifier import Notifier
 from .queries import Queries
@@ -49,14 +50,16 @@ class Evaluator:
         settings: Settings,
         metrics: Metrics | None = None,
         http: Webhooks | httpx.AsyncClient | None = None,
+        guard: AdmissionGuard | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.guard = guard
         self.queries = Queries(provider_for, settings.default_prometheus_url or "", self.metrics)
         self.notifier = Notifier(kube, http) if http is not None else None
         self.applier = Applier(kube, self.metrics, self.notifier)
-        self.manual = ManualRequests(kube, self.applier, settings.global_dry_run)
+        self.manual = ManualRequests(kube, self.applier, settings.global_dry_run, guard)
         self._failures: dict[str, str] = {}
 
     async def evaluate(self, cached: dict[str, Any], now: datetime, world: World | None = None) -> Report:
@@ -66,7 +69,8 @@ class Evaluator:
         world = world or Listed(self.kube)
         started = time.monotonic()
         try:
-            snap = await reader.read(self.kube, world, ns, name, self.settings, self.queries.tenant(ns), now)
+            trusts = self.guard is None or self.guard.trusts_unwritten
+            snap = await reader.read(self.kube, world, ns, name, self.settings, self.queries.tenant(ns), now, trusts)
             if snap is None:
                 return Report(interval=planner.RETRY, exists=False)
             if snap.spec is not None and self.notifier is not None:

@@ -17,13 +17,17 @@ from ..actions.base import Objects
 from ..actions.steps import reads
 from ..actions.steps import sources as step_sources
 from ..clock import parse_iso
+from ..decide.admission import REQUESTS, last_request_write
+from ..decide.lifecycle import MANUAL_STEP
 from ..kube import Conflict, Kube
+from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import MitigationStep, TargetStatus
 from ..workloads import TargetKind
 from . import plan as planner
 from . import read as reader
 from . import snapshot
 from .apply import Applier
+from .guard import AdmissionGuard
 from .world import World
 
 log = logging.getLogger("hemostat.manual")
@@ -31,8 +35,9 @@ ATTEMPTS = 3
 
 
 class ManualRequests:
-    def __init__(self, kube: Kube, applier: Applier, dry_run: bool) -> None:
+    def __init__(self, kube: Kube, applier: Applier, dry_run: bool, guard: AdmissionGuard | None = None) -> None:
         self.kube, self.applier, self.dry_run = kube, applier, dry_run
+        self.guard = guard
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def handle(self, cached: dict[str, Any], now: datetime, world: World) -> None:
@@ -62,6 +67,9 @@ class ManualRequests:
             missing = (
                 f"this operator does not watch {kind}s (run it with --argo-rollouts, chart value argoRollouts.enabled)"
             )
+        unchecked = None
+        if self.guard is not None and pending(ispec, incident.status):  # checked fresh, at every try
+            unchecked = await self.guard.problem(REQUESTS, last_request_write(raw))
         status, change = planner.decide_manual(
             name,
             parse_iso(raw["metadata"]["creationTimestamp"]),
@@ -72,6 +80,7 @@ class ManualRequests:
             f"{ns}/{name}",
             now,
             missing,
+            unchecked,
         )
         tp = planner.TargetPlan(
             name=ispec.target.name,
@@ -85,6 +94,12 @@ class ManualRequests:
             spec=ispec,
         )
         await self.applier.target(tp, now, world)
+
+
+def pending(ispec: IncidentSpec, status: IncidentStatus) -> bool:
+    """A request not carried out (nor closed) yet."""
+    done = any(a.index == MANUAL_STEP for a in status.actions)
+    return ispec.mitigation is not None and not ispec.resolve and status.phase != "Resolved" and not done
 
 
 async def around(

@@ -548,14 +548,18 @@ def decide_manual(
     by: str,
     now: datetime,
     missing: str | None = None,
+    unchecked: str | None = None,
 ) -> tuple[IncidentStatus, Change | None]:
     """An Incident a person declared: record it, run the requested step once, close it when told.
-    `objects` None: the target cannot be read, for the reason `missing` (default: it does not exist)."""
+    `objects` None: the target cannot be read, for the reason `missing` (default: it does not exist).
+    `unchecked`: why no admission policy checked the request (it is refused, never carried out)."""
     if status.phase is None:
         current = rollback.facts_from(objects.deployment, list(objects.replicasets)).current if objects else None
         status = lc.declared_status(
             ispec.summary, current.number if current else None, current.image if current else None, created, now
         )
+    if unchecked is not None and not ispec.resolve:
+        return lc.record_refused(status, ispec, unchecked, now), None
     if objects is not None:
         status = recover_markers(status, objects, name, 0, now)
     annotations = objects.deployment["metadata"].get("annotations") or {} if objects else {}

@@ -125,9 +125,18 @@ async def read_revisions(
 
 
 async def read(
-    kube: Kube, world: World, namespace: str, name: str, settings: Settings, reader: Reader, now: datetime
+    kube: Kube,
+    world: World,
+    namespace: str,
+    name: str,
+    settings: Settings,
+    reader: Reader,
+    now: datetime,
+    trust_unwritten: bool = True,
 ) -> Snapshot | None:
-    """The snapshot of policy namespace/name, or None when the policy no longer exists."""
+    """The snapshot of policy namespace/name, or None when the policy no longer exists. Without
+    `trust_unwritten` (the admission policy that keeps the detection annotation the operator's is not in
+    force), an Incident whose status the operator never wrote is not adopted."""
     body = await kube.get_policy(namespace, name)
     if body is None:
         return None
@@ -163,7 +172,7 @@ async def read(
         world.hpas(namespace) if needs_hpas else nothing(),
         asyncio.gather(*(source(kube, namespace, kind, obj) for kind, obj in wanted)),
     )
-    incidents = [i for i in incidents if adoptable(i, name)]
+    incidents = [i for i in incidents if adoptable(i, name) and (trust_unwritten or status_written(i))]
     previous = {t.name: t for t in status.targets}
     names = [d["metadata"]["name"] for d in deployments]
     stalled = [d for d in deployments if progress.stalled(d)]
@@ -190,6 +199,11 @@ async def read(
         unsent=tuple(i for i in incidents if spec.notify.webhooks and is_unsent(i, now)),
         queries=reader.asked,
     )
+
+
+def status_written(incident: Body) -> bool:
+    """The operator wrote the Incident's status (RBAC: no role but the operator's writes status)."""
+    return bool((incident.get("status") or {}).get("phase"))
 
 
 async def nothing() -> list[Body]:

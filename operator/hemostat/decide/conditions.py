@@ -21,6 +21,7 @@ DRY_RUN = "DryRun"
 MITIGATION_SKIPPED = "MitigationSkipped"
 MITIGATION_FAILED = "MitigationFailed"
 MITIGATION_HELD = "MitigationHeld"
+MITIGATION_REFUSED = "MitigationRefused"  # a request nobody's admission policy checked (fail closed)
 MONITORING = "Monitoring"
 RECOVERED = "Recovered"
 ESCALATED = "Escalated"

@@ -447,6 +447,23 @@ def declared_status(
 MANUAL_STEP = -1  # the index a person's requested mitigation is recorded under
 
 
+def record_refused(status: IncidentStatus, spec: IncidentSpec, unchecked: str, now: datetime) -> IncidentStatus:
+    """A person's request that no admission policy checked: refused, said once per reason, never carried out
+    (`unchecked`: why the policy did not check it). Resolving stays theirs."""
+    if spec.mitigation is None or spec.resolve or status.phase == "Resolved":
+        return status
+    if any(a.index == MANUAL_STEP for a in status.actions):
+        return status
+    said = f"{unchecked}, so nobody checked that the requester may make this change; nothing was done"
+    out = status.model_copy(deep=True)
+    out.conditions = c.set_condition(out.conditions, "Authorized", False, "AdmissionPolicyMissing", said, now)
+    last = next((e for e in reversed(out.timeline) if e.reason == c.MITIGATION_REFUSED), None)
+    message = f"requested {spec.mitigation.kind} refused: {said}"
+    if last is None or last.message != message:
+        _append(out, now, c.MITIGATION_REFUSED, message, warning=True)
+    return out
+
+
 def manual_move(
     status: IncidentStatus, spec: IncidentSpec, guard: Guardrails, missing: str | None, now: datetime
 ) -> Move:
