@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -567,3 +568,44 @@ def test_operator_works_with_exactly_the_charts_permissions(
     # "Forbidden" is how both kopf and the kubernetes client report a 403
     forbidden = [line for line in operators.logs().splitlines() if "Forbidden" in line]
     assert forbidden == [], forbidden
+
+
+def test_a_second_release_watching_a_namespace_another_watches_is_refused(testenv: Cluster, crds) -> None:
+    """Two operators on one namespace would both run its policies, and each release's incident-fields policy
+    would refuse the other's operator: the chart refuses the overlap at install, naming the other release."""
+    suffix = uuid.uuid4().hex[:6]
+    shop, payments = f"shop-{suffix}", f"payments-{suffix}"
+    installed: list[tuple[str, str]] = []
+
+    def install(release: str, *sets: str) -> subprocess.CompletedProcess:
+        system = f"{release}-system"
+        args = ["install", release, str(CHART), "-n", system, "--create-namespace", "--set", "crds.install=false"]
+        proc = helm(testenv, *args, *(a for s in sets for a in ("--set", s)), check=False)
+        if proc.returncode == 0:
+            installed.append((release, system))
+        return proc
+
+    for ns in (shop, payments):
+        testenv.kubectl("create", "namespace", ns)
+    try:
+        assert install(f"a-{suffix}", f"watchNamespaces={{{shop}}}").returncode == 0
+        overlap = install(f"b-{suffix}", f"watchNamespaces={{{payments},{shop}}}")
+        assert overlap.returncode != 0
+        assert (
+            f"Hemostat release a-{suffix} (namespace a-{suffix}-system) already watches {shop}: two operators would "
+            "run the same policies and each release's admission policies would refuse the other's operator; give "
+            "each release its own watchNamespaces"
+        ) in overlap.stderr
+        everything = install(f"c-{suffix}")  # all namespaces overlaps every release
+        assert everything.returncode != 0 and f"already watches {shop}" in everything.stderr
+        assert install(f"d-{suffix}", f"watchNamespaces={{{payments}}}").returncode == 0  # no overlap
+        # an upgrade of a release never conflicts with itself
+        assert (
+            helm(testenv, "upgrade", f"a-{suffix}", str(CHART), "-n", f"a-{suffix}-system", "--reuse-values").returncode
+            == 0
+        )
+    finally:
+        for release, system in installed:
+            helm(testenv, "uninstall", release, "-n", system, check=False)
+            testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
+        testenv.kubectl("delete", "namespace", shop, payments, "--wait=false", check=False)
