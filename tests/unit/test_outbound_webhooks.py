@@ -16,7 +16,7 @@ from loopback import Quiet, serving
 
 from hemostat import notify
 from hemostat.errors import UserError
-from hemostat.outbound import Webhooks, client_auth
+from hemostat.outbound import ClientAuth, Webhooks, client_auth, load_destinations
 
 
 class Capture:
@@ -92,3 +92,40 @@ def test_credentials_without_a_destination_are_refused_at_startup(tmp_path: Path
     )  # nothing to bind
     with pytest.raises(UserError, match=re.escape("--allowed-webhook-url 'hooks.example': use an http")):
         Webhooks.check(credentials(tmp_path), credentials_for=("https://hooks.example",), allowed=("hooks.example",))
+
+
+def test_each_destination_gets_its_own_credentials_and_only_its_own(
+    servers: tuple[Capture, Capture], tmp_path: Path
+) -> None:
+    ours, theirs = servers  # two receivers, say PagerDuty and Slack, each with its own token
+    for name, token in (("pager", "p-token"), ("chat", "c-token")):
+        (tmp_path / name).write_text(token)
+    config = tmp_path / "destinations.yaml"
+    config.write_text(
+        f"- url: {ours.url}/pager\n  bearerTokenFile: {tmp_path / 'pager'}\n"
+        f"- url: {theirs.url}/chat\n  bearerTokenFile: {tmp_path / 'chat'}\n  headers: {{X-Team: sre}}\n"
+    )
+    webhooks = Webhooks(ClientAuth(), destinations=load_destinations(str(config)))
+    assert send(webhooks, ours.url + "/pager/sev1", theirs.url + "/chat/room", ours.url + "/other") is None
+    (pager, bare) = ours.seen
+    (chat,) = theirs.seen
+    assert pager["Authorization"] == "Bearer p-token" and "X-Team" not in pager
+    assert chat["Authorization"] == "Bearer c-token" and chat["X-Team"] == "sre"
+    assert "Authorization" not in bare  # under no destination: no credentials at all
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("- url: https://hooks.example/\n  bearerTokenFile: /nope\n", "entry 1 (https://hooks.example/): "),
+        ("- url: hooks.example\n", "entry 1: url 'hooks.example': use an http(s) URL"),
+        ("- {url: 'https://a.example/', token: x}\n", "entry 1: token: Extra inputs are not permitted"),
+        ("url: https://a.example/\n", "a list of destinations"),
+        ("- url: [\n", "not YAML"),
+    ],
+)
+def test_a_bad_destinations_file_is_one_clear_error_at_startup(tmp_path: Path, text: str, error: str) -> None:
+    config = tmp_path / "destinations.yaml"
+    config.write_text(text)
+    with pytest.raises(UserError, match=re.escape(f"--webhook-destinations {config}: ") + ".*" + re.escape(error)):
+        load_destinations(str(config))
