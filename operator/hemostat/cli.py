@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 
 def _run(args: argparse.Namespace) -> int:
     from .config import OperatorConfig, load_kube_config
-    from .outbound import Webhooks, check_urls, client_auth
+    from .outbound import Webhooks, check_urls, client_auth, load_destinations
     from .runner import run_operator
 
     if args.metrics_port and args.metrics_port == args.health_port:
@@ -61,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         webhook_auth=auth["webhook"],
         webhook_auth_urls=tuple(args.webhook_auth_url or ()),
         allowed_webhook_urls=tuple(args.allowed_webhook_url or ()),
+        webhook_destinations=tuple(load_destinations(args.webhook_destinations) if args.webhook_destinations else ()),
         admission_policies=args.admission_policies,
     )
     Webhooks.check(config.webhook_auth, config.webhook_auth_urls, config.allowed_webhook_urls)
@@ -176,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="URL",
                 help="the destination (URL and the paths under it) the webhook client certificate, token and "
                 "headers are sent to; no other webhook gets them (repeatable; needed with any of them)",
+            )
+            group.add_argument(
+                "--webhook-destinations",
+                metavar="FILE",
+                help="webhook receivers with credentials of their own, sent only to URLs under each one's url: "
+                "a YAML list of {url, caFile, certFile, keyFile, bearerTokenFile, headers} "
+                "(chart: notifications.destinations)",
             )
             group.add_argument(
                 "--allowed-webhook-url",

@@ -35,6 +35,7 @@ class OperatorConfig:
     webhook_auth: ClientAuth = field(default_factory=ClientAuth)
     webhook_auth_urls: tuple[str, ...] = ()  # the only destinations webhook_auth's credentials go to
     allowed_webhook_urls: tuple[str, ...] = ()  # empty: any http(s) URL
+    webhook_destinations: tuple[tuple[str, ClientAuth], ...] = ()  # each receiver's own credentials
     admission_policies: str | None = None  # the chart's admission policies' name prefix (fail closed without)
 
 

@@ -4,18 +4,22 @@ Policy authors choose signals[].prometheus.url and their webhooks' URLs (in thei
 the operator calls only URLs an operator admin allowed (`signals.allowed.url_allowed`, pure). TLS
 and auth (`ClientAuth`) are applied by httpx itself: a CA bundle, a client certificate, a bearer
 token read from a file on every request (so rotated, projected tokens just work) and extra headers.
-Webhook credentials are bound to the destinations an admin names (`Webhooks`): a tenant who points
-a webhook at their own host gets the payload, never the operator's token.
+Webhook credentials are bound to the destinations an admin names (`Webhooks`), each destination
+with its own (`load_destinations`): a tenant who points a webhook at their own host gets the payload,
+never a token, and one receiver never gets another's.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
 
 from .errors import UserError
 from .signals.allowed import url_allowed
@@ -69,19 +73,22 @@ def client_auth(
     key_file: str | None,
     bearer_token_file: str | None,
     headers: Sequence[str],
+    flag: Callable[[str], str] | None = None,
 ) -> ClientAuth:
-    """ClientAuth from command-line values; a missing file or a malformed header is a UserError."""
+    """ClientAuth from command-line values; a missing file or a malformed header is a UserError naming
+    the setting as `flag` spells it (default: --<what>-<setting>)."""
+    flag = flag or (lambda setting: f"--{what}-{setting}")
     files = {"ca-file": ca_file, "cert-file": cert_file, "key-file": key_file, "bearer-token-file": bearer_token_file}
-    for flag, value in files.items():
+    for setting, value in files.items():
         if value is not None and not Path(value).is_file():
-            raise UserError(f"--{what}-{flag} {value}: no such file")
+            raise UserError(f"{flag(setting)} {value}: no such file")
     if key_file and not cert_file:
-        raise UserError(f"--{what}-key-file needs --{what}-cert-file")
+        raise UserError(f"{flag('key-file')} needs {flag('cert-file')}")
     parsed = {}
     for header in headers:
         name, sep, value = header.partition(":")
         if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
-            raise UserError(f"--{what}-header {header!r}: use 'Name: value', e.g. 'X-Scope-OrgID: team-a'")
+            raise UserError(f"{flag('header')} {header!r}: use 'Name: value', e.g. 'X-Scope-OrgID: team-a'")
         parsed[name.strip()] = value.strip()
     auth = ClientAuth(
         *(Path(v) if v else None for v in (ca_file, cert_file, key_file, bearer_token_file)), headers=parsed
@@ -89,8 +96,52 @@ def client_auth(
     try:
         auth.verify()  # unreadable PEM is a mistake to report now, not a crash at startup
     except (ssl.SSLError, OSError) as exc:
-        raise UserError(f"--{what}-ca-file / --{what}-cert-file / --{what}-key-file: cannot load: {exc}") from None
+        said = " / ".join(flag(s) for s in ("ca-file", "cert-file", "key-file"))
+        raise UserError(f"{said}: cannot load: {exc}") from None
     return auth
+
+
+class Destination(BaseModel):
+    """One webhook receiver and the credentials only it gets (an entry of --webhook-destinations)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    url: str
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    bearer_token_file: str | None = None
+    headers: dict[str, str] = {}
+
+
+def load_destinations(path: str) -> list[tuple[str, ClientAuth]]:
+    """The --webhook-destinations file: a YAML list of {url, caFile, certFile, keyFile, bearerTokenFile,
+    headers}; anything wrong with it is one UserError naming the file and the entry."""
+    where = f"--webhook-destinations {path}"
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"{where}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{where}: not YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(loaded, list):
+        raise UserError(f"{where}: expected a list of destinations (- url: ..., bearerTokenFile: ...)")
+    out = []
+    for number, entry in enumerate(loaded, start=1):
+        try:
+            d = Destination.model_validate(entry)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(x) for x in first["loc"]) or "entry"
+            raise UserError(f"{where}: entry {number}: {field}: {first['msg']}") from None
+        check_urls(f"{where}: entry {number}: url", [d.url])
+        headers = [f"{k}: {v}" for k, v in d.headers.items()]
+
+        def flag(setting: str, number: int = number, url: str = d.url) -> str:
+            return f"{where}: entry {number} ({url}): {to_camel(setting.replace('-', '_'))}"
+
+        files = (d.ca_file, d.cert_file, d.key_file, d.bearer_token_file)
+        out.append((d.url, client_auth("webhook", *files, headers, flag)))
+    return out
 
 
 def check_urls(flag: str, urls: Sequence[str]) -> None:
@@ -104,13 +155,23 @@ NOT_ALLOWED = "this operator does not call that URL (not under --allowed-webhook
 
 
 class Webhooks:
-    """Where webhook deliveries go, and with what: the admin's credentials only to URLs under
-    `credentials_for`, any other URL a bare client (the same CA trust; no token, header or client
-    certificate); with `allowed`, only URLs under it are called at all."""
+    """Where webhook deliveries go, and with what: the operator-wide credentials (`auth`) only to URLs
+    under `credentials_for`, each of `destinations`' own only to URLs under its URL (the longest match
+    wins), any other URL a bare client (the same CA trust; no token, header or client certificate);
+    with `allowed`, only URLs under it are called at all."""
 
-    def __init__(self, auth: ClientAuth, credentials_for: Sequence[str] = (), allowed: Sequence[str] = ()) -> None:
-        self.credentials_for, self.allowed = tuple(credentials_for), tuple(allowed)
-        self.bound = auth.client()
+    def __init__(
+        self,
+        auth: ClientAuth,
+        credentials_for: Sequence[str] = (),
+        allowed: Sequence[str] = (),
+        destinations: Sequence[tuple[str, ClientAuth]] = (),
+    ) -> None:
+        self.allowed = tuple(allowed)
+        shared = auth.client()
+        self.bound = [(url, shared) for url in credentials_for] + [(url, a.client()) for url, a in destinations]
+        self.bound.sort(key=lambda pair: len(pair[0]), reverse=True)
+        self.clients = [shared, *(c for _, c in self.bound if c is not shared)]
         self.bare = ClientAuth(ca_file=auth.ca_file).client()
 
     @staticmethod
@@ -129,8 +190,8 @@ class Webhooks:
         """The client to post to `url` with, or why it is not called."""
         if self.allowed and not url_allowed(url, self.allowed, query=True):
             return NOT_ALLOWED
-        return self.bound if url_allowed(url, self.credentials_for, query=True) else self.bare
+        return next((client for prefix, client in self.bound if url_allowed(url, [prefix], query=True)), self.bare)
 
     async def aclose(self) -> None:
-        await self.bound.aclose()
-        await self.bare.aclose()
+        for client in (*self.clients, self.bare):
+            await client.aclose()

@@ -130,7 +130,9 @@ class Runtime:
 def build(config: OperatorConfig) -> Runtime:
     """Everything the handlers use, from the operator's configuration."""
     prometheus_http = config.prometheus_auth.client()
-    webhooks = Webhooks(config.webhook_auth, config.webhook_auth_urls, config.allowed_webhook_urls)
+    webhooks = Webhooks(
+        config.webhook_auth, config.webhook_auth_urls, config.allowed_webhook_urls, config.webhook_destinations
+    )
     metrics = Metrics()
     kube = Kube(on_call=lambda method: metrics.kube_requests.labels(method=method).inc())
     providers: dict[str, PrometheusProvider] = {}

@@ -21,6 +21,8 @@ from container import kube_version
 from processes import free_port, prom_query, prom_value
 from scenarios import app, deployment_state, policy, rollout, target_verdict, wait_phase, wait_ready
 
+from hemostat.outbound import load_destinations
+
 KUBE_VERSION = kube_version()
 
 
@@ -609,3 +611,30 @@ def test_a_second_release_watching_a_namespace_another_watches_is_refused(testen
             helm(testenv, "uninstall", release, "-n", system, check=False)
             testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
         testenv.kubectl("delete", "namespace", shop, payments, "--wait=false", check=False)
+
+
+def test_webhook_destinations_reach_the_pod_as_the_operator_reads_them(testenv: Cluster, tmp_path: Path) -> None:
+    token = tmp_path / "pd-token"
+    token.write_text("pd")
+    docs = render(
+        testenv,
+        "notifications.destinations[0].url=https://events.pagerduty.com/",
+        f"notifications.destinations[0].bearerTokenFile={token}",
+        "notifications.destinations[1].url=https://hooks.slack.com/services/",
+    )
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("webhook-destinations")]
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--webhook-destinations=/etc/hemostat/webhooks/destinations.yaml" in container["args"]
+    assert {"name": "webhook-destinations", "mountPath": "/etc/hemostat/webhooks", "readOnly": True} in (
+        container["volumeMounts"]
+    )
+    assert {"name": "webhook-destinations", "configMap": {"name": config["metadata"]["name"]}} in pod["volumes"]
+    path = tmp_path / "destinations.yaml"
+    path.write_text(config["data"]["destinations.yaml"])
+    loaded = load_destinations(str(path))
+    assert [(url, auth.bearer_token_file) for url, auth in loaded] == [
+        ("https://events.pagerduty.com/", token),
+        ("https://hooks.slack.com/services/", None),
+    ]
