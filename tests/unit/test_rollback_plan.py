@@ -543,3 +543,34 @@ def test_applied_scale_to_zero(replicas: int, expected: bool) -> None:
     got = do_plan(canary(2), history())
     assert isinstance(got, Plan)
     assert applied(canary(replicas), got) is expected
+
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def restarted(rs: dict[str, Any], at: str) -> dict[str, Any]:
+    """The same version, restarted (`kubectl rollout restart`): only the template's restartedAt differs."""
+    out = copy.deepcopy(rs)
+    out["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] = at
+    return out
+
+
+def test_a_restart_is_not_a_version_to_roll_back_onto() -> None:
+    """v2 was deployed, then restarted (revision 3, the same v2): rolling back means v1, not v2 again,
+    and the window counts from v2's rollout, not from the restart."""
+    rss = [
+        replicaset(1, "v1", created="2026-11-20T10:00:00Z"),
+        replicaset(2, "v2", created="2026-11-23T14:00:00Z"),
+        restarted(replicaset(3, "v2", created="2026-11-23T14:15:00Z", replicas=3), "2026-11-23T14:15:00Z"),
+    ]
+    dep = deployment_obj(3, "v2")
+    dep["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] = "2026-11-23T14:15:00Z"
+    got = do_plan(dep, rss)
+    assert isinstance(got, Plan)
+    assert (got.from_, got.to) == (
+        "revision 3 (registry.example/checkout:v2)",
+        "revision 1 (registry.example/checkout:v1)",
+    )
+    assert changes(got)[0]["value"] == pod_template("v1")
+    late = do_plan(dep, rss, window=timedelta(minutes=10))  # v2 went out 20 minutes ago; the restart 5
+    assert isinstance(late, Skip) and "rolled out 20m ago, outside the rollout window of 10m" in late.reason
