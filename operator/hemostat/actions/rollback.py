@@ -45,6 +45,8 @@ from .base import (
 
 REVISION = DEPLOYMENT.revision
 CANARY_OF = "hemostat.dev/canary-of"
+# What `kubectl rollout restart` (and the restart step) writes: a new revision of the same version.
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # Annotations kubectl never copies from a ReplicaSet onto the Deployment on undo.
 SKIP_ANNOTATIONS = frozenset(
     {
@@ -68,9 +70,14 @@ class Revision:
     template: dict[str, Any]
     annotations: dict[str, str]
     template_hash: str = ""
+    created: datetime | None = None
 
     def describe(self) -> str:
         return f"revision {self.number} ({self.image})"
+
+    def same_version(self, other: Revision) -> bool:
+        """The same pod template but for a restart's restartedAt: a restart, not a new version."""
+        return _version(self.template) == _version(other.template)
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,17 @@ class Facts:
     workload: Workload = DEPLOYMENT
     history: tuple[Revision, ...] = ()
     status: Mapping[str, Any] = field(default_factory=dict)  # a Rollout's: where its update stands
+    # when the current version was first rolled out, when the current revision is a restart of it
+    # (the first ReplicaSet's creation: a restart scales it, which moves its other times)
+    version_since: datetime | None = None
+
+
+def _version(template: dict[str, Any]) -> dict[str, Any]:
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    if RESTARTED_AT not in annotations:
+        return template
+    kept = {k: v for k, v in annotations.items() if k != RESTARTED_AT}
+    return {**template, "metadata": {**template["metadata"], "annotations": kept}}
 
 
 def images(template: dict[str, Any]) -> str:
@@ -127,6 +145,7 @@ def _revision(rs: dict[str, Any], workload: Workload) -> Revision | None:
         template=template,
         annotations=dict(meta.get("annotations") or {}),
         template_hash=(meta.get("labels") or {}).get(workload.template_hash, ""),
+        created=_parse_time(meta["creationTimestamp"]),
     )
 
 
@@ -148,12 +167,19 @@ def facts_from(deployment: dict[str, Any], replicasets: list[dict[str, Any]]) ->
         current_number = history[-1].number if history else -1
     current = next((r for r in history if r.number == current_number), None)
     older = [r for r in history if r.number < current_number]
+    # restarts of the current version are not versions to roll back onto
+    restarts = 0
+    while current and restarts < len(older) and older[-1 - restarts].same_version(current):
+        restarts += 1
+    first = older[-restarts] if restarts else None
+    before = older[: len(older) - restarts]
     return Facts(
         name=meta["name"],
         guard=tuple(guard(meta)),
         annotations=annotations,
         current=current,
-        previous=older[-1] if older else None,
+        previous=before[-1] if before else None,
+        version_since=first.created if first else None,
         rollout_paused=bool(deployment["spec"].get("paused")),
         canary_of=(meta.get("labels") or {}).get(CANARY_OF),
         replicas=int(deployment["spec"].get("replicas", 1)),
@@ -219,7 +245,7 @@ def plan(
         )
     if facts.rollout_paused and not held_rollout:
         return Skip("the rollout is paused (spec.paused); kubectl rollout undo refuses paused Deployments too")
-    age = now - (current_since or current.rolled_out_at)
+    age = now - (facts.version_since or current_since or current.rolled_out_at)
     if age > rollout_window:
         return Skip(
             f"{current.describe()} was rolled out {_human(age)} ago, outside the rollout window "
