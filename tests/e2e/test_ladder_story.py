@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import Cluster
+from conftest import Cluster, wait_for
 from cycles import Story, scripted_policy, stories
 
 BAD, GOOD = 0.5, 0.0
@@ -20,7 +20,9 @@ STEPS: dict[str, dict[str, Any]] = {
     "rollback": {"rollback": {}},
     "scaleUp": {"scaleUp": {"factor": 2, "maxReplicas": 4}},
     "disableFlag": {"disableFlag": {"configMap": {"name": "flags", "flag": "new-pricing"}}},
+    "restart": {"restart": {}},
 }
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 @pytest.fixture
@@ -43,7 +45,22 @@ def changed(s: Story, step: str) -> bool:
         return s.image("web") == "app:v1"
     if step == "scaleUp":
         return s.deployment("web")["spec"]["replicas"] == 4
+    if step == "restart":  # a revision the restart made (a later rollback replaces the template, not history)
+        rss = json.loads(s.cluster.kubectl("get", "replicasets", "-n", s.ns, "-o", "json").stdout)["items"]
+        return any(RESTARTED_AT in (rs["spec"]["template"]["metadata"].get("annotations") or {}) for rs in rss)
     return flag_default(s) == "off"
+
+
+def settled(s: Story) -> None:
+    """The rollout (or scale) the last step made is finished: a restart never mixes into one."""
+
+    def done() -> bool:
+        d = s.deployment("web")
+        st, want = d.get("status") or {}, d["spec"]["replicas"]
+        counts = (st.get("updatedReplicas"), st.get("replicas"), st.get("availableReplicas"))
+        return st.get("observedGeneration") == d["metadata"]["generation"] and counts == (want, want, want)
+
+    wait_for("the rollout finished", done, 60)
 
 
 PAIRS = list(itertools.permutations(STEPS, 2))
@@ -66,8 +83,10 @@ def test_every_pair_of_steps_works_in_both_orders(story, first: str, second: str
     s.cluster.apply(scripted_policy("web", "web", steps=steps, cooldown="10s", verify_for="20s"), s.ns)
     s.readings[("web", "err")] = BAD
 
+    settled(s)
     s.cycle("web", 0)
     assert changed(s, first) and not changed(s, second)
+    settled(s)
     s.cycle("web", 30)  # still breaching after verifyFor: the second step
 
     record = status_of(s.incident("web"))

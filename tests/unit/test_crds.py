@@ -55,7 +55,7 @@ def test_names_columns_and_status_subresource() -> None:
 
 def test_cross_field_rules_are_cel() -> None:
     text = json.dumps(crds())
-    assert "exactly one of rollback, disableFlag, scaleUp must be set" in text
+    assert "exactly one of rollback, disableFlag, scaleUp, restart must be set" in text
     assert "signal names must be unique" in text
 
 

@@ -34,11 +34,11 @@ def test_example_policy_parses_with_defaults() -> None:
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
-        (lambda s: s["mitigation"]["steps"].append({"restart": {}}), "restart"),
-        (lambda s: s["mitigation"]["steps"].append({}), "exactly one of rollback, disableFlag, scaleUp"),
+        (lambda s: s["mitigation"]["steps"].append({"reboot": {}}), "reboot"),
+        (lambda s: s["mitigation"]["steps"].append({}), "exactly one of rollback, disableFlag, scaleUp, restart"),
         (
             lambda s: s["mitigation"]["steps"].append({"rollback": {}, "scaleUp": {"maxReplicas": 3}}),
-            "exactly one of rollback, disableFlag, scaleUp",
+            "exactly one of rollback, disableFlag, scaleUp, restart",
         ),
         (lambda s: s["signals"][0]["breachWhen"].update(above=-1), "greater than or equal to 0"),
         (lambda s: s["signals"][0].update({"for": "5 parsecs"}), "should match pattern"),

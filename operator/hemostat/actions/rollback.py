@@ -102,8 +102,9 @@ def _version(template: dict[str, Any]) -> dict[str, Any]:
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     if RESTARTED_AT not in annotations:
         return template
+    meta = {k: v for k, v in template["metadata"].items() if k != "annotations"}
     kept = {k: v for k, v in annotations.items() if k != RESTARTED_AT}
-    return {**template, "metadata": {**template["metadata"], "annotations": kept}}
+    return {**template, "metadata": {**meta, **({"annotations": kept} if kept else {})}}
 
 
 def images(template: dict[str, Any]) -> str:
@@ -221,7 +222,9 @@ def plan(
     if current is None:
         revision = facts.annotations.get(facts.workload.revision, "?")
         return Hold(f"the {facts.workload.kind}'s current revision {revision} has no ReplicaSet yet")
-    if detected_revision is not None and current.number != detected_revision:
+    detected = next((r for r in facts.history if r.number == detected_revision), None)
+    restarted = detected is not None and detected.same_version(current)  # a restart is no new version
+    if detected_revision is not None and current.number != detected_revision and not restarted:
         return Skip(
             f"the {facts.workload.kind} changed since detection (revision {detected_revision} -> {current.number}); "
             "not overriding a change someone else made"

@@ -10,10 +10,10 @@ objects it reads besides the Deployment. The cycle knows steps only through this
 from __future__ import annotations
 
 from ..models.policy import MitigationStep
-from . import flags, rollback, scale
+from . import flags, restart, rollback, scale
 from .base import SourceKey, StepKind
 
-STEPS: dict[str, StepKind] = {s.name: s for s in (rollback.STEP, scale.STEP, flags.STEP)}
+STEPS: dict[str, StepKind] = {s.name: s for s in (rollback.STEP, scale.STEP, flags.STEP, restart.STEP)}
 # action (what a record or marker names) -> the step that records it, and its timeline reason
 STEP_OF_ACTION: dict[str, str] = {action: s.name for s in STEPS.values() for action in s.actions}
 ACTION_REASONS: dict[str, str] = {action: r for s in STEPS.values() for action, r in s.actions.items()}

@@ -16,6 +16,7 @@ ROLLED_BACK = "RolledBack"
 SCALED_TO_ZERO = "ScaledToZero"
 ROLLOUT_ABORTED = "RolloutAborted"  # an Argo Rollout's update aborted (its canary scaled down)
 SCALED_UP = "ScaledUp"
+RESTARTED = "Restarted"
 FLAG_DISABLED = "FlagDisabled"
 DRY_RUN = "DryRun"
 MITIGATION_SKIPPED = "MitigationSkipped"

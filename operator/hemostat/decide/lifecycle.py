@@ -241,20 +241,20 @@ def open_status(
 def attributable(status: IncidentStatus, revision: int | None) -> bool:
     """The verdict is weighed again each cycle until a step is recorded after it, then kept: the ladder
     walks on the evidence it started from. Unless someone else rolls out a new revision during the
-    incident (no rollback of ours made it): a new suspect, weighed on its own the same way."""
+    incident (no rollback or restart of ours made it): a new suspect, weighed on its own the same way."""
     a = status.attribution
     if status.phase == "Resolved":
         return False
     if a is None:
         return status.phase in ("Detected", "Mitigating") and not status.actions
-    if rolled_back(status):
+    if made_a_revision(status):
         return False
     return a.revision != revision or not any(x.at >= a.at for x in status.actions)
 
 
-def rolled_back(status: IncidentStatus) -> bool:
-    """A rollback of this incident succeeded: the revisions after it are its own doing."""
-    return any(x.step == "rollback" and x.result == "Succeeded" for x in status.actions)
+def made_a_revision(status: IncidentStatus) -> bool:
+    """A rollback or restart of this incident succeeded: the revisions after it are its own doing."""
+    return any(x.step in ("rollback", "restart") and x.result == "Succeeded" for x in status.actions)
 
 
 def record_attribution(

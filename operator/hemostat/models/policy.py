@@ -192,10 +192,14 @@ class ScaleUpStep(Model):
     max_replicas: Annotated[int, Field(ge=1, le=10000)]
 
 
+class RestartStep(Model):
+    """Restart the target's Pods as `kubectl rollout restart` does (no settings)."""
+
+
 # The step kinds, as their fields on MitigationStep are named on the wire; each has its plug-in in
 # actions/ (steps.py, a test keeps the two equal). Adding a step: its name here, its settings model
 # and its field below.
-StepName = Literal["rollback", "disableFlag", "scaleUp"]
+StepName = Literal["rollback", "disableFlag", "scaleUp", "restart"]
 STEP_KINDS: tuple[str, ...] = get_args(StepName)
 
 
@@ -215,6 +219,7 @@ class MitigationStep(Model):
     rollback: RollbackStep | None = None
     disable_flag: DisableFlagStep | None = None
     scale_up: ScaleUpStep | None = None
+    restart: RestartStep | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> MitigationStep:
@@ -245,7 +250,7 @@ class VerdictSteps(Model):
     """Which of the ladder's step kinds may run for each verdict; the others are skipped, saying why.
     dataQuality never acts; unknown holds (see `unknown`)."""
 
-    deploy: list[StepName] = Field(["rollback", "disableFlag", "scaleUp"], max_length=len(STEP_KINDS))
+    deploy: list[StepName] = Field(["rollback", "disableFlag", "scaleUp", "restart"], max_length=len(STEP_KINDS))
     traffic: list[StepName] = Field(["scaleUp"], max_length=len(STEP_KINDS))
     dependency: list[StepName] = Field(["disableFlag"], max_length=len(STEP_KINDS))
     global_: list[StepName] = Field([], alias="global", max_length=len(STEP_KINDS))
