@@ -33,8 +33,8 @@ def test_example_policy_is_accepted(testenv: Cluster, crds: None, namespace: str
     ("mutate", "expected"),
     [
         pytest.param(
-            lambda s: s["mitigation"]["steps"].append({"restart": {}}),
-            ["spec.mitigation.steps[1]", "restart"],
+            lambda s: s["mitigation"]["steps"].append({"reboot": {}}),
+            ["spec.mitigation.steps[1]", "reboot"],
             id="unknown-step",
         ),
         pytest.param(
