@@ -98,7 +98,9 @@ def _incident(args: argparse.Namespace) -> int:
     from . import commands
 
     _client(args)
-    if args.action == "ack":
+    if args.action == "show":
+        print(commands.show(args.name, args.namespace, args.output))
+    elif args.action == "ack":
         print(commands.ack(args.name, args.namespace, args.by, args.commander))
     elif args.action == "note":
         print(commands.note(args.name, args.namespace, args.text, args.by))
@@ -111,7 +113,47 @@ def _postmortem(args: argparse.Namespace) -> int:
     from . import commands
 
     _client(args)
-    print(commands.write_postmortem(args.name, args.namespace, args.output), end="" if not args.output else "\n")
+    out = args.output_file
+    print(commands.write_postmortem(args.name, args.namespace, out), end="" if not out else "\n")
+    return 0
+
+
+def _status_update(args: argparse.Namespace) -> int:
+    from . import commands
+
+    _client(args)
+    print(commands.status_update(args.name, args.namespace))
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from . import commands
+
+    try:
+        wait = 0.0 if args.wait in ("0", "0s") else parse_duration(args.wait).total_seconds()
+    except ValueError:
+        raise UserError(f"--wait {args.wait!r}: use e.g. 30s, 2m, or 0 not to wait") from None
+    if args.step == "rollback":
+        mitigation: dict[str, object] = {"rollback": {}}
+    elif args.step == "scale-up":
+        if args.max_replicas < 1 or not 1 < args.factor <= 10:
+            raise UserError("--max-replicas must be at least 1 and --factor above 1, at most 10")
+        mitigation = {"scaleUp": {"maxReplicas": args.max_replicas, "factor": args.factor}}
+    else:
+        source = (
+            {"featureFlag": {"name": args.featureflag, "flag": args.flag}}
+            if args.featureflag
+            else {"configMap": {"name": args.configmap, "key": args.key, "flag": args.flag}}
+        )
+        mitigation = {"disableFlag": {**source, **({"offVariant": args.off_variant} if args.off_variant else {})}}
+    _client(args)
+    return commands.request(args.target, args.kind, args.namespace, mitigation, args.reason, args.severity, wait)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
     return 0
 
 
@@ -250,9 +292,49 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--by", help="who you are (default: your login name)")
     inc.set_defaults(func=_incident)
 
+    show = inc_sub.add_parser("show", help="the Incident as a timeline (time since detection), or as an object")
+    show.add_argument("name")
+    show.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text", help="output format")
+    _common(show)
+
+    update = sub.add_parser("status-update", help="a status update ready to post (the playbooks' template)")
+    update.add_argument("name")
+    _common(update)
+    update.set_defaults(func=_status_update)
+
+    for step, what in (
+        ("rollback", "roll back (a canary: abort) to the revision before"),
+        ("scale-up", "scale up (or raise the minReplicas of its HPA)"),
+        ("disable-flag", "turn an OpenFeature flag off (its kill switch)"),
+    ):
+        ask = sub.add_parser(step, help=f"ask the operator to {what}: a manual Incident, with your own rights")
+        ask.add_argument("target", metavar="NAME", help="the Deployment (or --kind Rollout)")
+        ask.add_argument("--kind", choices=["Deployment", "Rollout"], default="Deployment")
+        ask.add_argument("--reason", help="what people see as the Incident's summary")
+        ask.add_argument("--severity", choices=["SEV1", "SEV2", "SEV3", "SEV4"], default="SEV2")
+        ask.add_argument(
+            "--wait", default="2m", help="follow it this long, printing the timeline (0: do not wait; default 2m)"
+        )
+        if step == "scale-up":
+            ask.add_argument("--max-replicas", type=int, required=True, help="never more than this")
+            ask.add_argument("--factor", type=float, default=2.0, help="replicas x factor (default 2)")
+        if step == "disable-flag":
+            source = ask.add_mutually_exclusive_group(required=True)
+            source.add_argument("--configmap", metavar="NAME", help="the ConfigMap holding the flagd JSON")
+            source.add_argument("--featureflag", metavar="NAME", help="the OpenFeature Operator FeatureFlag")
+            ask.add_argument("--flag", required=True, help="the flag's key")
+            ask.add_argument("--key", default="flags.flagd.json", help="the ConfigMap's data key")
+            ask.add_argument("--off-variant", help="the variant to force (default: the false one, or 'off')")
+        _common(ask)
+        ask.set_defaults(func=_ask, step=step)
+
+    comp = sub.add_parser("completion", help="print a shell completion script (bash, zsh)")
+    comp.add_argument("shell", choices=["bash", "zsh"])
+    comp.set_defaults(func=_completion)
+
     pm = sub.add_parser("postmortem", help="draft a blameless postmortem (Markdown) from an Incident")
     pm.add_argument("name")
-    pm.add_argument("-o", "--output", help="write to this file instead of stdout")
+    pm.add_argument("-f", "--output-file", help="write to this file instead of stdout")
     _common(pm)
     pm.set_defaults(func=_postmortem)
 

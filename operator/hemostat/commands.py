@@ -6,22 +6,25 @@ and every failure a user can cause ends as a UserError with one clear line.
 
 from __future__ import annotations
 
-import getpass
+import json
 import statistics
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from . import flux_artifact, postmortem, workloads
+from . import flux_artifact, postmortem, readout, workloads
 from .actions import rollback
 from .clock import now_iso, parse_iso
 from .decide import reconcilers
 from .errors import UserError
 from .models.common import GROUP, VERSION, format_duration, parse_duration
+from .models.policy import Cadence
 
 
 def _api() -> client.CustomObjectsApi:
@@ -34,11 +37,19 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     except ApiException as exc:
         if exc.status == 404:
             raise UserError(f"{what}: not found") from None
+        said = _message(exc)  # the API server's own words: RBAC's or an admission policy's refusal
         if exc.status == 403:
-            raise UserError(f"{what}: forbidden (check your RBAC)") from None
-        raise UserError(f"{what}: {exc.status} {exc.reason}") from None
+            raise UserError(f"{what}: forbidden: {said}" if said else f"{what}: forbidden (check your RBAC)") from None
+        raise UserError(f"{what}: {exc.status} {exc.reason}" + (f": {said}" if said else "")) from None
     except HTTPError as exc:
         raise UserError(f"{what}: cannot reach the cluster ({exc.__class__.__name__})") from None
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def get_incident(name: str, namespace: str) -> dict[str, Any]:
@@ -68,8 +79,20 @@ def _patch(name: str, namespace: str, patch: Any, json_patch: bool = False) -> d
     )
 
 
-def author(explicit: str | None) -> str:
-    return explicit or getpass.getuser()
+def whoami() -> str:
+    """Who the API server says you are (SelfSubjectReview), never the local login."""
+    review = _call(
+        "who you are (SelfSubjectReview)",
+        client.AuthenticationV1Api().create_self_subject_review,
+        client.V1SelfSubjectReview(),
+    )
+    return str(review.status.user_info.username)
+
+
+def author(name: str | None) -> str:
+    """The identity the API server knows, with the name a person gave (`--by`) beside it."""
+    identity = whoami()
+    return f"{name} ({identity})" if name and name != identity else identity
 
 
 def ack(name: str, namespace: str, by: str | None, commander: str | None) -> str:
@@ -298,3 +321,98 @@ def report(namespace: str | None, since: str) -> str:
         lines.append(f"{sev:9} {len(group):>5} {open_:>5}  {cols[0]:>14}  {cols[1]:>14}  {cols[2]:>14}")
     lines += ["", "MTTD/MTTM/MTTR count from the first breaching reading to detection, mitigation and resolution."]
     return "\n".join(lines)
+
+
+def show(name: str, namespace: str, output: str) -> str:
+    """`incident show`: the timeline a person reads, or the object as kubectl prints it (-o json|yaml)."""
+    incident = get_incident(name, namespace)
+    if output == "json":
+        return json.dumps(incident, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(incident, sort_keys=False).rstrip()
+    return readout.timeline(incident)
+
+
+def status_update(name: str, namespace: str) -> str:
+    """A ready-to-post update; the next one is due by the policy's cadence (the playbooks' by default)."""
+    incident = get_incident(name, namespace)
+    cadence = Cadence()
+    policy = (incident["spec"].get("policyRef") or {}).get("name")
+    if policy:
+        try:
+            found = _api().get_namespaced_custom_object(GROUP, VERSION, namespace, "mitigationpolicies", policy)
+            cadence = Cadence.model_validate(((found.get("spec") or {}).get("notify") or {}).get("cadence") or {})
+        except (ApiException, ValueError):
+            pass  # the policy is gone or unreadable: the playbooks' cadence
+    return readout.status_update(incident, cadence, datetime.now(UTC))
+
+
+def request(
+    target: str,
+    kind: str,
+    namespace: str,
+    mitigation: dict[str, Any],
+    reason: str | None,
+    severity: str,
+    wait: float,
+    say: Any = print,
+) -> int:
+    """Declare a manual Incident asking for one step, then (wait > 0) follow it until the step is
+    recorded: exit 0 when it succeeded, 1 when it was skipped, failed or refused, or still pending."""
+    step = next(iter(mitigation))
+    workload = workloads.KINDS[kind]
+    group, version, plural = workload.api
+    try:  # a name that does not exist is said now, with nothing created
+        _api().get_namespaced_custom_object(group, version, namespace, plural, target)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise UserError(f"{kind.lower()} {namespace}/{target}: not found; nothing was asked") from None
+        if exc.status != 403:  # not allowed to read it: the admission policy decides on the request itself
+            raise UserError(f"{kind.lower()} {namespace}/{target}: {exc.status} {exc.reason}") from None
+    who = whoami()
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Incident",
+        "metadata": {"generateName": f"{target[:40].rstrip('-.')}-{step.lower()}-"},
+        "spec": {
+            "severity": severity,
+            "summary": (reason or f"{step} of {kind} {target} asked by {who}")[:1024],
+            "target": {"kind": kind, "name": target},
+            "source": "manual",
+            "mitigation": mitigation,
+            "notes": [{"at": now_iso(datetime.now(UTC)), "author": who, "text": f"asked for {step}"}],
+        },
+    }
+    created = _call(
+        f"asking for {step} of {kind.lower()} {namespace}/{target}",
+        _api().create_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        "incidents",
+        body,
+    )
+    name = created["metadata"]["name"]
+    say(f"incident {namespace}/{name} declared, asking for {step} of {kind} {target}")
+    if wait <= 0:
+        return 0
+    deadline, seen = time.monotonic() + wait, 0
+    while True:
+        status = get_incident(name, namespace).get("status") or {}
+        entries = status.get("timeline") or []
+        for e in entries[seen:]:
+            say(f"  {e['at']}  {e['reason']}: {e['message']}")
+        seen = len(entries)
+        done = [a for a in status.get("actions") or [] if a.get("index") == -1]
+        if done:
+            result, record = done[0]["result"], done[0]
+            change = f"{record['from']} -> {record['to']}" if record.get("from") and record.get("to") else ""
+            say(f"{step} {result}: {record.get('message') or change}".rstrip(": "))
+            return 0 if result in ("Succeeded", "DryRun") else 1
+        if any(e["reason"] == "MitigationRefused" for e in entries):
+            return 1
+        if time.monotonic() > deadline:
+            follow = f"hemostat incident show {name} -n {namespace}"
+            say(f"still waiting after {format_duration(wait)}: follow it with `{follow}`")
+            return 1
+        time.sleep(1.0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+from chart import token_kubeconfig
 from conftest import Cluster, wait_for
-from scenarios import app, hemostat, incidents, policy, wait_phase, wait_ready
+from scenarios import app, deployment_state, hemostat, incidents, policy, rollout, wait_phase, wait_ready
+from test_admission import account
 
 
 def test_a_person_resolves_an_escalated_incident_and_gets_a_postmortem(
@@ -21,14 +24,15 @@ def test_a_person_resolves_an_escalated_incident_and_gets_a_postmortem(
     name = inc["metadata"]["name"]
 
     ack = hemostat(testenv, "incident", "ack", name, "-n", namespace, "--by", "alice", "--commander", "alice")
-    assert ack.returncode == 0 and "acknowledged by alice" in ack.stdout, ack.stderr
+    # who acked is who the API server says (SelfSubjectReview), beside the name given
+    assert ack.returncode == 0 and "acknowledged by alice (testenv-admin)" in ack.stdout, ack.stderr
     note = hemostat(testenv, "incident", "note", name, "-n", namespace, "--by", "bob", "bad config in v1, fixing")
     assert note.returncode == 0, note.stderr
     done = hemostat(testenv, "incident", "resolve", name, "-n", namespace, "--by", "alice")
     assert done.returncode == 0, done.stderr
 
     inc = wait_phase(testenv, namespace, "Resolved", timeout=30)
-    assert inc["spec"]["acknowledgedBy"] == "alice" and inc["spec"]["commander"] == "alice"
+    assert inc["spec"]["acknowledgedBy"] == "alice (testenv-admin)" and inc["spec"]["commander"] == "alice"
     assert [n["text"] for n in inc["spec"]["notes"]] == ["bad config in v1, fixing", "marked resolved"]
     assert inc["status"]["timeline"][-1]["reason"] == "ResolvedByPerson"
     # resolved means closed: the breach goes on, but this incident is never re-opened; a new one links it
@@ -39,12 +43,12 @@ def test_a_person_resolves_an_escalated_incident_and_gets_a_postmortem(
     assert testenv.get("incident", name, namespace)["status"]["phase"] == "Resolved"
 
     out = tmp_path / "postmortem.md"
-    pm = hemostat(testenv, "postmortem", name, "-n", namespace, "-o", str(out))
+    pm = hemostat(testenv, "postmortem", name, "-n", namespace, "-f", str(out))
     assert pm.returncode == 0, pm.stderr
     text = out.read_text()
     assert text.startswith(f"# Incident {name}: error-rate ")
     assert "**Incident commander:** alice" in text
-    assert "Note by bob: bad config in v1, fixing" in text
+    assert "Note by bob (testenv-admin): bad config in v1, fixing" in text
     assert "| rollback | Skipped |" in text and "Make the rollback step usable" in text
     assert "## Root cause" in text and "| Item | Owner | Due | Type |" in text
 
@@ -77,6 +81,67 @@ def test_kubectl_hemostat_in_the_contexts_namespace(
         ["kubectl", "hemostat", "incident", "ack", "slow-1", "--by", "dana"], capture_output=True, text=True, env=env
     )
     assert run.returncode == 0 and f"{namespace}/slow-1" in run.stdout, run.stderr
-    assert testenv.get("incident", "slow-1", namespace)["spec"]["acknowledgedBy"] == "dana"
+    assert testenv.get("incident", "slow-1", namespace)["spec"]["acknowledgedBy"] == "dana (testenv-admin)"
     usage = subprocess.run(["kubectl", "hemostat", "--help"], capture_output=True, text=True, env=env)
     assert usage.stdout.startswith("usage: kubectl hemostat"), usage.stdout[:200]
+
+
+def test_one_command_asks_for_a_rollback_with_the_persons_own_rights(
+    testenv: Cluster, namespace: str, simulator, installed, operators, tmp_path: Path
+) -> None:
+    """`hemostat rollback NAME`: a manual Incident asked with the person's own identity and rights, followed
+    until the step is recorded; the exit status says how it went; a refusal is the API server's own words."""
+    release, system = installed
+    rights = [
+        {"apiGroups": ["hemostat.dev"], "resources": ["incidents"], "verbs": ["get", "list", "create", "patch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]},
+    ]
+    responder = account(testenv, namespace, "responder", rights, tmp_path)
+    bystander = account(testenv, namespace, "bystander", rights[:1], tmp_path)
+    operator = token_kubeconfig(testenv, f"{release}-hemostat", system, namespace, tmp_path / "op.kubeconfig")
+    operators.start(namespace, f"--admission-policies={release}-hemostat", env={"KUBECONFIG": str(operator)})
+    testenv.apply(app("shopfront", "registry.local/shopfront:v1"), namespace)
+    wait_ready(testenv, namespace, "shopfront")
+    rollout(testenv, namespace, "shopfront", "registry.local/shopfront:v2", error_rate=0.0)
+    wait_ready(testenv, namespace, "shopfront")
+
+    def as_(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess:
+        env = {**testenv.env, "KUBECONFIG": str(kubeconfig)}
+        return subprocess.run([sys.executable, "-m", "hemostat", *args], capture_output=True, text=True, env=env)
+
+    wait_for(
+        "the admission policies enforced",
+        lambda: "does not have" in as_(bystander, "rollback", "shopfront", "-n", namespace, "--wait", "0").stderr,
+        30,
+    )
+    refused = as_(bystander, "rollback", "shopfront", "-n", namespace)
+    assert refused.returncode == 2 and refused.stderr.startswith("hemostat: error: asking for rollback"), refused
+    assert (
+        "hemostat-incident-requests: spec.mitigation.rollback needs permission to patch deployments/shopfront "
+        f"in namespace {namespace}, which system:serviceaccount:{namespace}:bystander does not have"
+    ) in refused.stderr
+    missing = as_(responder, "rollback", "no-such-app", "-n", namespace)
+    assert missing.returncode == 2
+    said = f"hemostat: error: deployment {namespace}/no-such-app: not found; nothing was asked"
+    assert missing.stderr.strip() == said
+    assert incidents(testenv, namespace) == []  # nothing half-done
+
+    done = as_(responder, "rollback", "shopfront", "-n", namespace, "--reason", "checkout 500s since v2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rollback Succeeded: revision 2 (registry.local/shopfront:v2) -> revision 1" in done.stdout
+    assert deployment_state(testenv, namespace, "shopfront") == ("3", "registry.local/shopfront:v1")
+    (asked,) = incidents(testenv, namespace)
+    name = asked["metadata"]["name"]
+    assert asked["spec"]["summary"] == "checkout 500s since v2"
+    assert asked["spec"]["notes"][0]["author"] == f"system:serviceaccount:{namespace}:responder"  # the API's word
+
+    shown = as_(responder, "incident", "show", name, "-n", namespace)
+    assert shown.returncode == 0 and f"Incident {namespace}/{name}: checkout 500s since v2" in shown.stdout
+    assert "RolledBack: " in shown.stdout and "note by system:serviceaccount" in shown.stdout
+    as_json = as_(responder, "incident", "show", name, "-n", namespace, "-o", "json")
+    assert json.loads(as_json.stdout)["metadata"]["name"] == name
+    update = as_(responder, "status-update", name, "-n", namespace)
+    assert update.returncode == 0 and "What we're doing:\n- rollback: Succeeded" in update.stdout
+    # nothing older than revision 1's predecessor: a second ask is recorded as skipped, exit 1
+    again = as_(responder, "rollback", "shopfront", "-n", namespace, "--wait", "60s")
+    assert again.returncode == 1 and "rollback Skipped" in again.stdout, again.stdout + again.stderr
