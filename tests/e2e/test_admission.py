@@ -401,9 +401,15 @@ def test_a_policy_is_a_standing_request_its_writer_needs_the_rights_for(
     assert "spec.mitigation.steps[].disableFlag needs permission to patch configmaps/flags" in refusal(owner, [flag])
     hook = {"webhooks": [{"secretRef": {"name": "pager", "key": "url"}}]}
     assert (
-        f"spec.notify.webhooks needs permission to get secrets/pager in namespace {namespace} "
-        f"(the operator reads the webhook URLs from them), which {who}:owner does not have"
+        f"spec.notify needs permission to get secrets/pager in namespace {namespace} "
+        f"(the operator reads the URLs and keys of its webhooks and pages from them), which {who}:owner does not have"
     ) in refusal(owner, [{"rollback": {}}], notify=hook)
+    # a page's routing key is read for them too: naming a Secret they cannot read would send it out
+    receiver = {"secretRef": {"name": "mine", "key": "url"}, "routingKeyRef": {"name": "db-password", "key": "pw"}}
+    pages = {"pages": {"levels": [{"receiver": receiver}]}}
+    assert "spec.notify needs permission to get secrets/mine, secrets/db-password" in refusal(
+        owner, [{"rollback": {}}], notify=pages
+    )
     assert refusal(scaler, [{"scaleUp": {"factor": 2, "maxReplicas": 20}}]) == ""
     assert "scaleUp is capped at maxReplicas 50 and factor 4 on this cluster" in refusal(
         scaler, [{"scaleUp": {"factor": 2, "maxReplicas": 500}}]

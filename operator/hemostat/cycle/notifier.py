@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
-from .. import notify
+from .. import notify, paging
 from ..decide import conditions as c
+from ..decide import lifecycle as lc
 from ..kube import Conflict, Kube, merge_patch
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import Notify
@@ -40,15 +41,47 @@ class Notifier:
         self.settings: dict[str, Notify] = {}  # policy namespace/name -> its notify settings
 
     def start_if_due(self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, now: datetime) -> None:
-        """Start the delivery the Incident's recorded state says is due, if any."""
+        """Start the delivery (an update, a page) the Incident's recorded state says is due, if any."""
         meta = incident["metadata"]
         settings = self.settings.get(f"{meta['namespace']}/{ispec.policy_ref.name}") if ispec.policy_ref else None
-        if settings is None or not settings.webhooks or status.phase is None or meta["uid"] in self._inflight:
+        if settings is None or status.phase is None:
             return
         why = notify.due(status.notifications, status.phase, ispec.severity, settings.cadence, now)
-        if why:
+        if settings.webhooks and why and meta["uid"] not in self._inflight:
             self._inflight.add(meta["uid"])
             self._spawn(self._deliver(incident, ispec, status, settings, why, now))
+        page = paging.due(status.paging, settings.pages, ispec, status, now)
+        if page is not None and f"{meta['uid']}/page" not in self._inflight:
+            self._inflight.add(f"{meta['uid']}/page")
+            self._spawn(self._page(incident, ispec, status, settings, page, now))
+
+    async def _page(
+        self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, settings: Notify, page: paging.Page,
+        now: datetime,
+    ) -> None:  # fmt: skip
+        meta = incident["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        started = time.monotonic()
+        try:
+            targets = []
+            for level in page.levels:
+                receiver = settings.pages.levels[level].receiver
+                url = await self.kube.secret_value(ns, receiver.secret_ref.name, receiver.secret_ref.key)
+                ref = receiver.routing_key_ref
+                key = await self.kube.secret_value(ns, ref.name, ref.key) if ref else None
+                targets.append(paging.message(receiver.format, url, key, page, level, ns, name, ispec, status))
+            error = await notify.deliver(self.http, targets)
+        except Exception as exc:  # a missing Secret or key is a failed page, retried with backoff
+            error = str(exc)
+        if error:
+            log.warning("%s page for incident %s/%s failed: %s", page.action, ns, name, error)
+        at = now + timedelta(seconds=time.monotonic() - started)
+        try:
+            await self._update(meta, lambda s: after_page(s, page, paging.dedup_key(ns, name), error, at))
+        except Exception as exc:  # unrecorded: the next cycle finds the page still due and sends it again
+            log.warning("could not record the page of %s/%s: %s", ns, name, exc)
+        finally:
+            self._inflight.discard(f"{meta['uid']}/page")
 
     async def _deliver(
         self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, settings: Notify, why: str, now: datetime
@@ -103,13 +136,17 @@ class Notifier:
 
     async def _record(self, meta: Body, phase: str, error: str | None, hooks: int, at: datetime) -> None:
         """The outcome onto the Incident as the server holds it now."""
+        await self._update(meta, lambda s: after_delivery(s, phase, error, hooks, at))
+
+    async def _update(self, meta: Body, change: Callable[[IncidentStatus], IncidentStatus]) -> None:
+        """`change` applied to the Incident's status as the server holds it now (re-read on a Conflict)."""
         ns, name = meta["namespace"], meta["name"]
         for _ in range(ATTEMPTS):
             fresh = await self.kube.get_incident(ns, name)
             if fresh is None:
                 return
             written = known_status(fresh)
-            status = after_delivery(IncidentStatus.model_validate(written), phase, error, hooks, at)
+            status = change(IncidentStatus.model_validate(written))
             patch = merge_patch(written, dump(status))
             try:
                 await self.kube.patch_status("incidents", ns, name, patch, fresh["metadata"]["resourceVersion"])
@@ -129,11 +166,27 @@ def after_delivery(status: IncidentStatus, phase: str, error: str | None, hooks:
     return out
 
 
+def after_page(status: IncidentStatus, page: paging.Page, key: str, error: str | None, at: datetime) -> IncidentStatus:
+    """Pure: the status with one page's outcome: its state, `Paged`, and a trigger in the timeline."""
+    out = status.model_copy(deep=True)
+    out.paging = paging.after_attempt(out.paging, page, key, error, at)
+    levels = ", ".join(str(x) for x in page.levels)
+    said = {"trigger": f"paged escalation level {levels}", "acknowledge": "acknowledge sent to level(s) " + levels}
+    message = error or said.get(page.action, f"resolve sent to level(s) {levels}") + f" (dedup key {key})"
+    out.conditions = c.set_condition(out.conditions, "Paged", error is None, "Paged" if error is None else "PageFailed",
+                                     message, at)  # fmt: skip
+    if error is None and page.action == "trigger":
+        lc.append_entry(out, at, "Paged", message, warning=True)
+    return out
+
+
 def keep_deliveries(status: IncidentStatus, written: dict[str, Any] | None) -> IncidentStatus:
     """`status` with the delivery state of the copy the server holds (deliveries record their own)."""
     if not written:
         return status
     server = IncidentStatus.model_validate(written)
-    notified = [x for x in server.conditions if x.type == "Notified"]
-    conditions = [x for x in status.conditions if x.type != "Notified"] + notified
-    return status.model_copy(update={"notifications": server.notifications, "conditions": conditions})
+    notified = [x for x in server.conditions if x.type in ("Notified", "Paged")]
+    conditions = [x for x in status.conditions if x.type not in ("Notified", "Paged")] + notified
+    return status.model_copy(
+        update={"notifications": server.notifications, "paging": server.paging, "conditions": conditions}
+    )

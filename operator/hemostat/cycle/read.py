@@ -196,7 +196,9 @@ async def read(
         sources=dict(zip(wanted, found, strict=True)),
         owners=owners,
         expired=expired[:EXPIRED_PER_CYCLE],
-        unsent=tuple(i for i in incidents if spec.notify.webhooks and is_unsent(i, now)),
+        unsent=tuple(
+            i for i in incidents if is_unsent(i, now, bool(spec.notify.webhooks), bool(spec.notify.pages.levels))
+        ),
         queries=reader.asked,
     )
 

@@ -200,10 +200,14 @@ def is_open(raw: Body) -> bool:
 UNSENT_FOR = timedelta(days=1)  # how long a Resolved update that keeps failing is retried
 
 
-def is_unsent(raw: Body, now: datetime) -> bool:
-    """A Resolved Incident whose Resolved update was not delivered (yet), resolved within UNSENT_FOR."""
+def is_unsent(raw: Body, now: datetime, updates: bool = True, pages: bool = False) -> bool:
+    """A Resolved Incident whose Resolved update (`updates`) or page resolve (`pages`) was not delivered
+    (yet), resolved within UNSENT_FOR."""
     status = raw.get("status") or {}
-    if status.get("phase") != "Resolved" or (status.get("notifications") or {}).get("lastPhase") == "Resolved":
+    paged = status.get("paging") or {}
+    update_open = updates and (status.get("notifications") or {}).get("lastPhase") != "Resolved"
+    page_open = pages and bool(paged.get("pagedAt")) and not paged.get("resolved")
+    if status.get("phase") != "Resolved" or not (update_open or page_open):
         return False
     try:
         return now - c.parse_iso(status.get("resolvedAt") or "") < UNSENT_FOR

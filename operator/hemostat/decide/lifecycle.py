@@ -145,6 +145,9 @@ def _append(status: IncidentStatus, now: datetime, reason: str, message: str, wa
     status.timeline = timeline
 
 
+append_entry = _append  # for the notifier's own records (a page sent)
+
+
 def record_paused(
     status: IncidentStatus, found: Sequence[tuple[str, str, Pause]], incident: str, now: datetime
 ) -> IncidentStatus:

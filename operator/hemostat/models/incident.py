@@ -96,6 +96,20 @@ class NotificationState(Model):
     retry_at: Timestamp | None = None
 
 
+class PagingState(Model):
+    """Pages sent for this Incident (one dedup key for all), kept here so a restart never pages twice."""
+
+    dedup_key: Annotated[str, Field(max_length=512)]
+    paged_at: Annotated[list[Timestamp], Field(max_length=5)] = Field(
+        [], description="When each escalation level was paged, in order."
+    )
+    acknowledged: bool = Field(False, description="The acknowledge was sent to every level paged.")
+    resolved: bool = Field(False, description="The resolve was sent to every level paged.")
+    failures: int = 0
+    last_error: Annotated[str, Field(max_length=1024)] | None = None
+    retry_at: Timestamp | None = None
+
+
 class Clue(Model):
     """One piece of attribution evidence: what it pointed to, and the numbers behind it."""
 
@@ -155,4 +169,5 @@ class IncidentStatus(Model):
     time_to_mitigate: Annotated[str, Field(max_length=32)] | None = None
     time_to_resolve: Annotated[str, Field(max_length=32)] | None = None
     notifications: NotificationState | None = None
+    paging: PagingState | None = None
     attribution: AttributionStatus | None = None

@@ -326,9 +326,50 @@ class Cadence(Model):
     SEV4: Duration | None = None
 
 
+class PageReceiver(Model):
+    """Where one escalation level's page goes. The Secret key holds the URL: PagerDuty's Events API v2
+    (https://events.pagerduty.com/v2/enqueue), Opsgenie's alerts API (https://api.opsgenie.com/v2/alerts;
+    its GenieKey goes in --webhook-destinations headers), or any receiver of JSON or Slack messages."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("self.format != 'pagerduty' || has(self.routingKeyRef)", "pagerduty needs routingKeyRef")
+            ]
+        }
+    )
+    secret_ref: SecretKeyRef
+    format: Literal["pagerduty", "opsgenie", "json", "slack"] = "pagerduty"
+    routing_key_ref: SecretKeyRef | None = Field(None, description="PagerDuty: the integration's routing key.")
+
+    @model_validator(mode="after")
+    def _routing_key(self) -> PageReceiver:
+        if self.format == "pagerduty" and self.routing_key_ref is None:
+            raise ValueError("pagerduty needs routingKeyRef")
+        return self
+
+
+class EscalationLevel(Model):
+    after: UpToADay | None = Field(
+        None,
+        description="Page this level when the Incident is unacknowledged this long after detection "
+        "(default, from the playbooks: level 0 at once, 1 at 15m, 2 at 30m, each later one 15m on).",
+    )
+    receiver: PageReceiver
+
+
+class Paging(Model):
+    """Pages beside the updates: SEV1/SEV2 Incidents page level 0, and each further level while nobody has
+    acknowledged (`hemostat incident ack`); an ack is sent as an acknowledge, resolution as a resolve."""
+
+    severities: Annotated[list[Severity], Field(max_length=4)] = ["SEV1", "SEV2"]
+    levels: Annotated[list[EscalationLevel], Field(max_length=5)] = []
+
+
 class Notify(Model):
     webhooks: Annotated[list[Webhook], Field(max_length=8)] = []
     cadence: Cadence = Cadence()
+    pages: Paging = Paging()
 
 
 class TrafficGate(Model):
