@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(PY) hack/floors.py > $(VENV)/floors.txt  # the floors are what the tests run on
-	$(BIN)/pip install --quiet -e '.[dev]' -c $(VENV)/floors.txt
+	$(BIN)/pip install --quiet -e '.[dev,charts]' -c $(VENV)/floors.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP) ## create .venv and install hemostat with dev tools

@@ -99,7 +99,7 @@ def _incident(args: argparse.Namespace) -> int:
 
     _client(args)
     if args.action == "show":
-        print(commands.show(args.name, args.namespace, args.output))
+        print(commands.show(args.name, args.namespace, args.output, args.chart, args.prometheus_url))
     elif args.action == "ack":
         print(commands.ack(args.name, args.namespace, args.by, args.commander))
     elif args.action == "note":
@@ -114,7 +114,8 @@ def _postmortem(args: argparse.Namespace) -> int:
 
     _client(args)
     out = args.output_file
-    print(commands.write_postmortem(args.name, args.namespace, out), end="" if not out else "\n")
+    text = commands.write_postmortem(args.name, args.namespace, out, args.prometheus_url)
+    print(text, end="" if not out else "\n")
     return 0
 
 
@@ -163,6 +164,14 @@ def _report(args: argparse.Namespace) -> int:
     _client(args)
     print(commands.report(None if args.all_namespaces else args.namespace, args.since))
     return 0
+
+
+def _prometheus(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("HEMOSTAT_PROMETHEUS_URL") or os.environ.get("PROMETHEUS_URL"),
+        help="where the signals' values come from for charts (env HEMOSTAT_PROMETHEUS_URL or PROMETHEUS_URL)",
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -295,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = inc_sub.add_parser("show", help="the Incident as a timeline (time since detection), or as an object")
     show.add_argument("name")
     show.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text", help="output format")
+    show.add_argument("--chart", metavar="FILE", help="also write each signal's chart, FILE-<signal>.png and .svg")
+    _prometheus(show)
     _common(show)
 
     update = sub.add_parser("status-update", help="a status update ready to post (the playbooks' template)")
@@ -334,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pm = sub.add_parser("postmortem", help="draft a blameless postmortem (Markdown) from an Incident")
     pm.add_argument("name")
-    pm.add_argument("-f", "--output-file", help="write to this file instead of stdout")
+    pm.add_argument("-f", "--output-file", help="write to this file (and each signal's chart beside it)")
+    _prometheus(pm)
     _common(pm)
     pm.set_defaults(func=_postmortem)
 

@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from . import flux_artifact, postmortem, readout, workloads
+from . import charts, flux_artifact, postmortem, readout, workloads
 from .actions import rollback
 from .clock import now_iso, parse_iso
 from .decide import reconcilers
@@ -267,9 +268,50 @@ def _trigger_diff(incident: dict[str, Any]) -> str | None:
     return None  # pruned by revisionHistoryLimit, or re-stamped by a later rollout
 
 
-def write_postmortem(name: str, namespace: str, out: str | None) -> str:
+def series(prometheus_url: str, query: str, start: datetime, end: datetime) -> list[list[tuple[datetime, float]]]:
+    """A range query's series (at most 5), about 500 points each; a UserError when Prometheus cannot answer."""
+    step = max(1, int((end - start).total_seconds() / 500))
+    params = {"query": query, "start": start.timestamp(), "end": end.timestamp(), "step": step}
+    try:
+        answer = httpx.get(f"{prometheus_url.rstrip('/')}/api/v1/query_range", params=params, timeout=10.0)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise UserError(f"Prometheus at {prometheus_url}: {exc.__class__.__name__}") from None
+    if body.get("status") != "success":
+        raise UserError(f"Prometheus at {prometheus_url}: {body.get('error', answer.status_code)}")
+    out = []
+    for found in body["data"]["result"][:5]:
+        points = [(datetime.fromtimestamp(float(t), UTC), float(v)) for t, v in found["values"]]
+        out.append([(t, v) for t, v in points if v == v])  # NaN is no data
+    return [s for s in out if s]
+
+
+def signal_charts(incident: dict[str, Any], prometheus_url: str, out: Path) -> list[tuple[str, Path | None]]:
+    """One chart per signal beside `out` (its stem, then the signal): a Markdown line that shows each, and
+    the PNG written (or the line says why there is none)."""
+    status, now = incident.get("status") or {}, datetime.now(UTC)
+    start, end = charts.window(status, now)
+    marks, lines = charts.markers(status), []
+    for e in status.get("evidence") or []:
+        if not e.get("query"):
+            continue
+        found = series(prometheus_url, e["query"], start, end)
+        if not found:
+            said = (
+                f"No chart for {e['signal']}: Prometheus holds no data for it between {now_iso(start)} and "
+                f"{now_iso(end)} (past its retention, or the series is gone)."
+            )
+            lines.append((said, None))
+            continue
+        png, _ = charts.draw(e["signal"], found, e["threshold"], marks, out.with_name(f"{out.stem}-{e['signal']}"))
+        lines.append((f"![{e['signal']} around the incident]({png.name})", png))
+    return lines
+
+
+def write_postmortem(name: str, namespace: str, out: str | None, prometheus_url: str | None = None) -> str:
     incident = get_incident(name, namespace)
-    text = postmortem.render(incident, datetime.now(UTC), _trigger_diff(incident))
+    drawn = [line for line, _ in signal_charts(incident, prometheus_url, Path(out))] if out and prometheus_url else None
+    text = postmortem.render(incident, datetime.now(UTC), _trigger_diff(incident), drawn)
     if out:
         try:
             Path(out).write_text(text)
@@ -323,14 +365,21 @@ def report(namespace: str | None, since: str) -> str:
     return "\n".join(lines)
 
 
-def show(name: str, namespace: str, output: str) -> str:
-    """`incident show`: the timeline a person reads, or the object as kubectl prints it (-o json|yaml)."""
+def show(name: str, namespace: str, output: str, chart: str | None = None, prometheus_url: str | None = None) -> str:
+    """`incident show`: the timeline a person reads, or the object as kubectl prints it (-o json|yaml);
+    `chart`: also its signals' charts, written there."""
     incident = get_incident(name, namespace)
+    drawn = []
+    if chart:
+        if not prometheus_url:
+            raise UserError("--chart needs --prometheus-url (or $HEMOSTAT_PROMETHEUS_URL)")
+        drawn = signal_charts(incident, prometheus_url, Path(chart))
     if output == "json":
         return json.dumps(incident, indent=2)
     if output == "yaml":
         return yaml.safe_dump(incident, sort_keys=False).rstrip()
-    return readout.timeline(incident)
+    written = [f"chart: {png} (and .svg)" if png else line for line, png in drawn]
+    return "\n".join([readout.timeline(incident), *([""] if written else []), *written])
 
 
 def status_update(name: str, namespace: str) -> str:

@@ -85,7 +85,10 @@ def template_diff(incident_template: dict[str, Any], current_template: dict[str,
     return "\n".join(lines)
 
 
-def render(incident: dict[str, Any], now: datetime, trigger_diff: str | None = None) -> str:
+def render(
+    incident: dict[str, Any], now: datetime, trigger_diff: str | None = None, charts: list[str] | None = None
+) -> str:
+    """The Markdown draft; `charts`: the lines showing each signal's chart (or saying why there is none)."""
     meta = incident["metadata"]
     spec = IncidentSpec.model_validate(incident["spec"])
     status = IncidentStatus.model_validate({k: v for k, v in (incident.get("status") or {}).items() if k != "kopf"})
@@ -124,6 +127,10 @@ def render(incident: dict[str, Any], now: datetime, trigger_diff: str | None = N
         lines.append(f"- {_hhmm(e.at)} — {e.reason}: {e.message}")
     for n in spec.notes:
         lines.append(f"- {_hhmm(n.at)} — Note by {n.author or 'someone'}: {n.text}")
+    if charts is not None:
+        lines += ["", "## Signals", ""]
+        lines += [x for line in charts for x in (line, "")] or ["No signal to chart (no query in the evidence).", ""]
+        lines.pop()
     lines += ["", "## Trigger", ""]
     if status.revision is not None:
         lines.append(f"The incident began at revision {status.revision} of {spec.target.name} ({status.image}).")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image as mpimg
 from chart import token_kubeconfig
 from conftest import Cluster, wait_for
 from scenarios import app, deployment_state, hemostat, incidents, policy, rollout, wait_phase, wait_ready
@@ -43,9 +45,20 @@ def test_a_person_resolves_an_escalated_incident_and_gets_a_postmortem(
     assert testenv.get("incident", name, namespace)["status"]["phase"] == "Resolved"
 
     out = tmp_path / "postmortem.md"
-    pm = hemostat(testenv, "postmortem", name, "-n", namespace, "-f", str(out))
+    pm = hemostat(
+        testenv, "postmortem", name, "-n", namespace, "-f", str(out), "--prometheus-url", testenv.prometheus_url
+    )
     assert pm.returncode == 0, pm.stderr
     text = out.read_text()
+    # a chart per signal beside it, as a person would check it: the PNG decodes at its size, and its markers
+    # (read back from the SVG) are at the timeline's times
+    assert "![error-rate around the incident](postmortem-error-rate.png)" in text
+    png = mpimg.imread(tmp_path / "postmortem-error-rate.png")
+    assert png.shape[:2] == (400, 1000)
+    svg = (tmp_path / "postmortem-error-rate.svg").read_text()
+    status = testenv.get("incident", name, namespace)["status"]
+    wanted = {status["detectedAt"], status["resolvedAt"], *(a["at"] for a in status["actions"])}
+    assert set(re.findall(r'id="marker-([0-9TZ:-]+)"', svg)) == wanted
     assert text.startswith(f"# Incident {name}: error-rate ")
     assert "**Incident commander:** alice" in text
     assert "Note by bob (testenv-admin): bad config in v1, fixing" in text
