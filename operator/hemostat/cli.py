@@ -98,7 +98,9 @@ def _incident(args: argparse.Namespace) -> int:
     from . import commands
 
     _client(args)
-    if args.action == "show":
+    if args.action == "list":
+        print(commands.list_incidents(None if args.all_namespaces else args.namespace, args.output))
+    elif args.action == "show":
         print(commands.show(args.name, args.namespace, args.output, args.chart, args.prometheus_url))
     elif args.action == "ack":
         print(commands.ack(args.name, args.namespace, args.by, args.commander))
@@ -301,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--by", help="who you are (default: your login name)")
     inc.set_defaults(func=_incident)
 
+    listing = inc_sub.add_parser("list", help="the Incidents of the namespace (-A: of all), newest first")
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="all namespaces")
+    listing.add_argument("-o", "--output", choices=["text", "wide", "json", "yaml"], default="text")
+    _common(listing)
     show = inc_sub.add_parser("show", help="the Incident as a timeline (time since detection), or as an object")
     show.add_argument("name")
     show.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text", help="output format")

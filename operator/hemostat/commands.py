@@ -382,6 +382,20 @@ def show(name: str, namespace: str, output: str, chart: str | None = None, prome
     return "\n".join([readout.timeline(incident), *([""] if written else []), *written])
 
 
+def list_incidents(namespace: str | None, output: str) -> str:
+    """`incident list`: the Incidents of a namespace (None: all) as kubectl prints them."""
+    api = _api()
+    if namespace:
+        found = _call("list incidents", api.list_namespaced_custom_object, GROUP, VERSION, namespace, "incidents")
+    else:
+        found = _call("list incidents", api.list_cluster_custom_object, GROUP, VERSION, "incidents")
+    if output == "json":
+        return json.dumps(found, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(found, sort_keys=False).rstrip()
+    return readout.table(found["items"], datetime.now(UTC), wide=output == "wide", namespaces=namespace is None)
+
+
 def status_update(name: str, namespace: str) -> str:
     """A ready-to-post update; the next one is due by the policy's cadence (the playbooks' by default)."""
     incident = get_incident(name, namespace)

@@ -117,3 +117,27 @@ def status_update(incident: dict[str, Any], cadence: Cadence, now: datetime) -> 
             f"- {nxt}",
         ]
     )
+
+
+def table(incidents: list[dict[str, Any]], now: datetime, wide: bool = False, namespaces: bool = False) -> str:
+    """Incidents as `kubectl get` prints them, newest first: -A adds NAMESPACE, -o wide what caused them."""
+    head = [*(["NAMESPACE"] if namespaces else []), "NAME", "SEVERITY", "PHASE", "TARGET", "AGE"]
+    head += ["POLICY", "SOURCE", "SUMMARY"] if wide else []
+    rows = [head]
+    for i in sorted(incidents, key=lambda i: i["metadata"]["creationTimestamp"], reverse=True):
+        meta, spec, status = i["metadata"], i["spec"], i.get("status") or {}
+        target = spec.get("target") or {}
+        age = format_duration((now - parse_iso(meta["creationTimestamp"])).total_seconds())
+        row = [*([meta["namespace"]] if namespaces else []), meta["name"], spec.get("severity", ""),
+               status.get("phase") or "-", f"{target.get('kind', 'Deployment')}/{target.get('name')}", age]  # fmt: skip
+        if wide:
+            row += [
+                (spec.get("policyRef") or {}).get("name", "-"),
+                spec.get("source", "policy"),
+                spec.get("summary", ""),
+            ]
+        rows.append(row)
+    if len(rows) == 1:
+        return "No incidents found."
+    widths = [max(len(r[c]) for r in rows) for c in range(len(head) - 1)]
+    return "\n".join("   ".join([*(x.ljust(w) for x, w in zip(r, widths, strict=False)), r[-1]]) for r in rows)

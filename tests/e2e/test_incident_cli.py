@@ -153,6 +153,11 @@ def test_one_command_asks_for_a_rollback_with_the_persons_own_rights(
     assert "RolledBack: " in shown.stdout and "note by system:serviceaccount" in shown.stdout
     as_json = as_(responder, "incident", "show", name, "-n", namespace, "-o", "json")
     assert json.loads(as_json.stdout)["metadata"]["name"] == name
+    listed = as_(responder, "incident", "list", "-n", namespace, "-o", "wide")
+    assert listed.returncode == 0 and name in listed.stdout and "checkout 500s since v2" in listed.stdout
+    everywhere = as_(responder, "incident", "list", "-A")  # their Role is one namespace: the API server's words
+    assert everywhere.returncode == 2 and "list incidents: forbidden: " in everywhere.stderr
+    assert "cannot list resource" in everywhere.stderr and "Traceback" not in everywhere.stderr
     update = as_(responder, "status-update", name, "-n", namespace)
     assert update.returncode == 0 and "What we're doing:\n- rollback: Succeeded" in update.stdout
     # nothing older than revision 1's predecessor: a second ask is recorded as skipped, exit 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from hemostat.models.policy import Cadence
-from hemostat.readout import status_update, timeline
+from hemostat.readout import status_update, table, timeline
 
 NOW = datetime(2026, 12, 6, 14, 10, 0, tzinfo=UTC)
 
@@ -67,3 +67,19 @@ def test_a_status_update_follows_the_playbooks_template_and_cadence() -> None:
     assert "no cadence for SEV4" in status_update(incident(severity="SEV4"), Cadence(), NOW)
     final = status_update(incident("Resolved"), Cadence(), NOW)
     assert "Status: Resolved" in final and final.endswith("- none: this is the final update")
+
+
+def test_a_list_reads_like_kubectl_get_with_a_namespace_column_for_all_namespaces() -> None:
+    older = incident()
+    older["metadata"] = {**older["metadata"], "name": "checkout-1", "creationTimestamp": "2026-12-06T13:00:00Z"}
+    newer = incident("Resolved")
+    newer["metadata"] = {**newer["metadata"], "name": "checkout-2", "creationTimestamp": "2026-12-06T14:00:00Z"}
+    assert table([older, newer], NOW).splitlines() == [
+        "NAME         SEVERITY   PHASE        TARGET                AGE",
+        "checkout-2   SEV2       Resolved     Deployment/checkout   10m",
+        "checkout-1   SEV2       Monitoring   Deployment/checkout   1h10m",
+    ]
+    wide = table([newer], NOW, wide=True, namespaces=True).splitlines()
+    assert wide[0].split() == ["NAMESPACE", "NAME", "SEVERITY", "PHASE", "TARGET", "AGE", "POLICY", "SOURCE", "SUMMARY"]
+    assert wide[1].startswith("shop        checkout-2") and wide[1].endswith("error-rate 0.31 > 0.05 at revision 7")
+    assert table([], NOW) == "No incidents found."
