@@ -36,10 +36,10 @@ crds: $(STAMP) ## regenerate crds/ and the chart's copy from the pydantic models
 manifests: testenv-build ## render manifests/install.yaml from the Helm chart
 	hack/render-manifests.sh
 
-testenv-deps: ## install Prometheus from Debian if missing
-	@command -v prometheus >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "prometheus is missing: run 'sudo apt-get install --no-install-recommends prometheus'" >&2; exit 1; fi; }
+testenv-deps: ## install Prometheus and Alertmanager from Debian if missing
+	@command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	  else echo "prometheus or alertmanager is missing: run 'sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager'" >&2; exit 1; fi; }
 
 testenv-build: ## build the control-plane binaries from pinned Go modules (cached in ~/.cache/hemostat)
 	hack/build-testenv.sh

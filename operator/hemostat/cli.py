@@ -63,7 +63,15 @@ def _run(args: argparse.Namespace) -> int:
         allowed_webhook_urls=tuple(args.allowed_webhook_url or ()),
         webhook_destinations=tuple(load_destinations(args.webhook_destinations) if args.webhook_destinations else ()),
         admission_policies=args.admission_policies,
+        alertmanager_port=args.alertmanager_port,
+        alertmanager_token_file=args.alertmanager_token_file,
+        alert_labels=(args.alert_namespace_label, args.alert_target_label, args.alert_severity_label),
     )
+    if args.alertmanager_port and not (args.alertmanager_token_file and Path(args.alertmanager_token_file).is_file()):
+        raise UserError(
+            "--alertmanager-port needs --alertmanager-token-file (an existing file): anyone who reaches the port "
+            "could otherwise open Incidents"
+        )
     Webhooks.check(config.webhook_auth, config.webhook_auth_urls, config.allowed_webhook_urls)
     run_operator(config, log_level=args.log_level, log_format=args.log_format)
     return 0
@@ -251,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         "passes its full name): while one is not in force the operator fails closed (refuses people's mitigation "
         "requests; adopts only Incidents it wrote a status on). Default: none checked (a development run)",
     )
+    am = run.add_argument_group("Alertmanager as a source (its webhook receiver)")
+    am.add_argument("--alertmanager-port", type=int, default=0, help="serve POST /alerts on this port (0: off)")
+    am.add_argument("--alertmanager-token-file", metavar="FILE", help="the bearer token Alertmanager must send")
+    am.add_argument("--alert-namespace-label", default="namespace", help="the label naming the target's namespace")
+    am.add_argument("--alert-target-label", default="deployment", help="the label naming the target Deployment")
+    am.add_argument("--alert-severity-label", default="severity", help="critical -> SEV1, error -> SEV2, ...")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")

@@ -37,6 +37,9 @@ class OperatorConfig:
     allowed_webhook_urls: tuple[str, ...] = ()  # empty: any http(s) URL
     webhook_destinations: tuple[tuple[str, ClientAuth], ...] = ()  # each receiver's own credentials
     admission_policies: str | None = None  # the chart's admission policies' name prefix (fail closed without)
+    alertmanager_port: int = 0  # Alertmanager's webhook receiver (0: off)
+    alertmanager_token_file: str | None = None  # the bearer token every request must carry
+    alert_labels: tuple[str, str, str] = ("namespace", "deployment", "severity")  # target namespace, name, severity
 
 
 def context_namespace(path: str | None, context: str | None = None) -> str:

@@ -42,6 +42,18 @@ class Metrics:
             "while >0 it refuses people's mitigation requests or adopts fewer Incidents",
             registry=r,
         )
+        self.alerts_received = Counter(
+            "hemostat_alerts_received_total",
+            "Alerts taken from Alertmanager's webhook, by state",
+            ["state"],
+            registry=r,
+        )
+        self.alerts_refused = Counter(
+            "hemostat_alerts_refused_total",
+            "Alertmanager webhook requests refused: 401 (token), 400 (malformed), 429 (queue full)",
+            ["code"],
+            registry=r,
+        )
         self.is_leader = Gauge(
             "hemostat_is_leader", "1 when this replica acts (holds the Lease, or runs without election)", registry=r
         )

@@ -14,13 +14,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+from aiohttp import web
 
 from . import informer, workloads
 from .config import OperatorConfig
 from .cycle import world
+from .cycle.alert_intake import AlertIntake
 from .cycle.evaluator import Evaluator
 from .cycle.guard import AdmissionGuard
 from .cycle.snapshot import Settings
@@ -85,6 +88,10 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     leader_task: asyncio.Task[None] | None = None
     guard_task: asyncio.Task[None] | None = None
+    alerts: AlertIntake | None = None  # Alertmanager's webhook receiver, when its port is set
+    alert_port: tuple[str, int] = ("127.0.0.1", 0)
+    alert_runner: web.AppRunner | None = None
+    alert_task: asyncio.Task[None] | None = None
     remembered: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)  # world.py
 
     @property
@@ -114,8 +121,14 @@ class Runtime:
         self.informers.start()
         if self.leader is not None:
             self.leader_task = asyncio.create_task(self.leader.run(self.stopping))
+        if self.alerts is not None:
+            self.alert_runner = await self.alerts.serve(*self.alert_port)
+            self.alert_task = asyncio.create_task(self.alerts.work())
 
     async def stop(self) -> None:
+        if self.alert_runner is not None and self.alert_task is not None:
+            await self.alert_runner.cleanup()
+            self.alert_task.cancel()
         self.informers.stop()
         self.stopping.set()
         if self.guard_task is not None:
@@ -161,6 +174,11 @@ def build(config: OperatorConfig) -> Runtime:
     metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     lane = FastLane()
     guard = AdmissionGuard(kube, config.admission_policies, metrics)
+    intake = None
+    if config.alertmanager_port and config.alertmanager_token_file:
+        acting = lambda: leader is None or leader.is_leader  # noqa: E731
+        token = Path(config.alertmanager_token_file)
+        intake = AlertIntake(kube, metrics, token, config.namespaces, config.alert_labels, acting=acting)
     return Runtime(
         evaluator=Evaluator(kube, provider_for, settings, metrics, webhooks, guard),
         informers=_informers(config.namespaces, config.argo_rollouts, lane.revision_changed, on_call=kube.on_call),
@@ -168,6 +186,8 @@ def build(config: OperatorConfig) -> Runtime:
         heartbeat=Heartbeat(last_cycle=time.monotonic()),
         lane=lane,
         http=(prometheus_http, webhooks),
+        alerts=intake,
+        alert_port=(config.bind_address, config.alertmanager_port),
     )
 
 

@@ -46,7 +46,7 @@ class IncidentSpec(Model):
     summary: Text
     target: TargetRef
     policy_ref: PolicyRef | None = None
-    source: Literal["policy", "manual"] = "manual"
+    source: Literal["policy", "manual", "alert"] = "manual"
     mitigation: MitigationStep | None = Field(
         None, description="A mitigation a person asks the operator to carry out (manual incidents)."
     )
@@ -84,6 +84,18 @@ class TimelineEntry(Model):
     type: Literal["Normal", "Warning"] = "Normal"
     reason: Annotated[str, Field(max_length=64)]
     message: Text
+
+
+class AlertRecord(Model):
+    """An Alertmanager alert that opened or joined this Incident, as its last notification said."""
+
+    name: Annotated[str, Field(max_length=253)]
+    fingerprint: Annotated[str, Field(max_length=64)]
+    state: Literal["firing", "resolved"]
+    starts_at: Annotated[str, Field(max_length=64)]
+    ends_at: Annotated[str, Field(max_length=64)] | None = None
+    labels: Annotated[dict[str, str], Field(max_length=32)] = {}
+    summary: Annotated[str, Field(max_length=1024)] = ""
 
 
 class NotificationState(Model):
@@ -170,4 +182,7 @@ class IncidentStatus(Model):
     time_to_resolve: Annotated[str, Field(max_length=32)] | None = None
     notifications: NotificationState | None = None
     paging: PagingState | None = None
+    alerts: Annotated[list[AlertRecord], Field(max_length=16)] = Field(
+        [], description="Alertmanager alerts that opened or joined it (source: alert, or beside a policy's)."
+    )
     attribution: AttributionStatus | None = None

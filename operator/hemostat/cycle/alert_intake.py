@@ -1,0 +1,133 @@
+"""Alertmanager's webhook receiver: alerts in over HTTP (its own port), Incidents out.
+
+Anyone who reaches the port could otherwise open Incidents, so every request needs the bearer token
+from a file (a mounted Secret, read for every request): 401 without it. A malformed payload is a 400
+with the reason, and creates nothing. Alerts wait in a bounded queue, taken by one worker, so a flood
+never stalls the policy cycles: when it is full the request is a 429 (Alertmanager retries) and counted.
+What an alert changed lives in the Incident (status.alerts), so Alertmanager's resends change nothing
+and a restart opens nothing twice; an alert that fired while the operator was down comes with the
+next resend (Alertmanager repeats firing alerts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from .. import alerts
+from ..decide import lifecycle as lc
+from ..kube import Conflict, Kube, merge_patch
+from ..metrics import Metrics
+from ..models.incident import IncidentStatus
+from .objects import dump, incident_name, label_value
+from .snapshot import TARGET_LABEL, is_open, known_status
+
+log = logging.getLogger("hemostat.alerts")
+ATTEMPTS = 3
+
+
+class AlertIntake:
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        token_file: Path,
+        namespaces: tuple[str, ...] = (),
+        labels: tuple[str, str, str] = ("namespace", "deployment", "severity"),
+        queue: int = 1000,
+        acting: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.kube, self.metrics, self.token_file, self.namespaces = kube, metrics, token_file, namespaces
+        self.acting = acting  # a standby replica answers 503: Alertmanager retries, and reaches the leader
+        self.namespace_label, self.target_label, self.severity_label = labels
+        self.queue: asyncio.Queue[alerts.Alert] = asyncio.Queue(maxsize=queue)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        wanted = f"Bearer {self.token_file.read_text().strip()}".encode()
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), wanted):
+            self.metrics.alerts_refused.labels(code="401").inc()
+            return web.Response(status=401, text="missing or wrong bearer token\n")
+        if not self.acting():
+            return web.Response(status=503, text="a standby replica: the leader takes alerts\n")
+        payload, error = alerts.parse(await request.read())
+        if payload is None:
+            self.metrics.alerts_refused.labels(code="400").inc()
+            return web.Response(status=400, text=f"{error}\n")
+        if self.queue.maxsize - self.queue.qsize() < len(payload.alerts):  # all or none: retried whole
+            self.metrics.alerts_refused.labels(code="429").inc()
+            return web.Response(status=429, text=f"{self.queue.qsize()} alerts are waiting; send again later\n")
+        for alert in payload.alerts:
+            self.queue.put_nowait(alert)
+            self.metrics.alerts_received.labels(state=alert.status).inc()
+        return web.Response(status=200, text="ok\n")
+
+    async def work(self) -> None:
+        while True:
+            alert = await self.queue.get()
+            try:
+                await self.apply(alert, datetime.now(UTC))
+            except Exception as exc:  # one alert that cannot be recorded never stops the others
+                log.warning("alert %s (%s): %s", alert.name, alert.fingerprint, exc)
+
+    async def apply(self, alert: alerts.Alert, now: datetime) -> None:
+        """Record the alert on the target's open Incident, or open one when it fires on a Deployment that exists
+        (guarded writes, re-read on a Conflict)."""
+        target = alerts.target_of(alert, self.namespace_label, self.target_label)
+        if target is None or (self.namespaces and target.namespace not in self.namespaces):
+            return
+        for _ in range(ATTEMPTS):
+            found = await self.kube.list_incidents(target.namespace, f"{TARGET_LABEL}={label_value(target.name)}")
+            mine = sorted((i for i in found if is_open(i)), key=lambda i: i["metadata"]["creationTimestamp"])
+            if not mine:
+                if alert.status != "firing" or not await self.kube.find_deployment(target.namespace, target.name):
+                    return
+                await self._create(alert, target, now)
+                continue  # its first status is written below, as after a crash between the two
+            incident = mine[0]
+            written = known_status(incident)
+            current = IncidentStatus.model_validate(written)
+            if current.phase is None and incident["spec"].get("source") == "alert":
+                status: IncidentStatus | None = alerts.opened(alert, now)
+            else:
+                status = alerts.record(current, alert, now)
+            if status is None:
+                return
+            if incident["spec"].get("source") == "alert" and alerts.all_resolved(status):
+                status = lc.record_resolved(status, "every alert that opened it resolved", now)
+            meta = incident["metadata"]
+            try:
+                patch = merge_patch(written, dump(status))
+                await self.kube.patch_status(
+                    "incidents", meta["namespace"], meta["name"], patch, meta["resourceVersion"]
+                )
+                return
+            except Conflict:  # the policy cycle wrote it meanwhile
+                continue
+
+    async def _create(self, alert: alerts.Alert, target: alerts.Target, now: datetime) -> None:
+        name = incident_name(target.name, f"alert/{alert.name}", now)
+        body = {
+            "apiVersion": "hemostat.dev/v1alpha1",
+            "kind": "Incident",
+            "metadata": {"name": name, "labels": {TARGET_LABEL: label_value(target.name)}},
+            "spec": alerts.spec_of(alert, target, alerts.severity_of(alert, self.severity_label)),
+        }
+        try:
+            await self.kube.create_incident(target.namespace, body)
+            log.info("alert %s opened incident %s/%s", alert.name, target.namespace, name)
+        except Conflict:  # opened a moment ago (the same second)
+            pass
+
+    async def serve(self, address: str, port: int) -> web.AppRunner:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post("/alerts", self.receive)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, address, port).start()
+        return runner
