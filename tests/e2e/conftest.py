@@ -27,6 +27,7 @@ import yaml
 from chart import CHART, helm
 from container import IMAGE, ChartPod, ContainerProc, container_command, readable_kubeconfig, render_pod
 from processes import Proc, free_port, healthz, prom_value, python_module
+from receivers import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -318,3 +319,11 @@ def install_chart(testenv: Cluster, namespace: str, *sets: str) -> Iterator[tupl
     finally:
         helm(testenv, "uninstall", release, "-n", system, check=False)
         testenv.kubectl("delete", "namespace", system, "--wait=false", check=False)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback (receivers.py)."""
+    r = Receiver()
+    yield r
+    r.server.shutdown()

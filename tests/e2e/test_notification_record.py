@@ -4,13 +4,12 @@ recorded, retried when it failed, and neither lost nor repeated by a restart."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import Cluster
 from cycles import Story, scripted_policy, stories
+from receivers import Receiver
 
 BAD, GOOD = 0.5, 0.0
 
@@ -18,39 +17,6 @@ BAD, GOOD = 0.5, 0.0
 @pytest.fixture
 def story(testenv: Cluster, crds: None, namespace: str) -> Iterator[Callable[..., Story]]:
     yield from stories(testenv, namespace)
-
-
-class Receiver:
-    """A webhook receiver on loopback that answers `code` and keeps what it was sent."""
-
-    def __init__(self) -> None:
-        self.code = 204
-        self.bodies: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(receiver.code)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    @property
-    def phases(self) -> list[str | None]:
-        return [b.get("phase") for b in self.bodies]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
 
 
 def notified(s: Story, target: str) -> tuple[dict, dict]:
@@ -123,7 +89,8 @@ def test_signals_that_keep_failing_are_said_once_to_people_and_never_acted_on(st
     reasons = [e["reason"] for e in json.loads(events.stdout)["items"]]
     assert reasons == ["SignalsUnavailable"], reasons
     assert receiver.phases == [None], "one message to the policy's webhooks (not an incident phase)"
-    assert receiver.bodies[-1]["reason"] == "SignalsUnavailable" and receiver.bodies[-1]["policy"] == "web"
+    (_, said) = receiver.got[-1]
+    assert said["reason"] == "SignalsUnavailable" and said["policy"] == "web"
 
     s.restart()
     s.cycle("web", 30)  # still failing: said once per outage, also across a restart

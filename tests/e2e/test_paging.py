@@ -4,15 +4,13 @@ ack that stops escalation and is sent on, a resolve, and no page sent twice acro
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import pytest
 from conftest import Cluster
 from cycles import Story, scripted_policy, stories
+from receivers import Receiver
 
 BAD, GOOD = 0.5, 0.0
 
@@ -22,39 +20,11 @@ def story(testenv: Cluster, crds: None, namespace: str) -> Iterator[Callable[...
     yield from stories(testenv, namespace)
 
 
-class Receiver:
-    """PagerDuty and Opsgenie stand-ins on loopback: every request's path and JSON body, in order."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, dict]] = []
-        got = self.got
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                got.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-                self.send_response(202)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-
-
-def test_an_unacknowledged_sev1_escalates_and_an_ack_and_the_resolution_are_sent_on(story, receiver) -> None:
+def test_an_unacknowledged_sev1_escalates_and_an_ack_and_the_resolution_are_sent_on(story, receiver: Receiver) -> None:
     s = story(notify=True)
     s.deploy("web", "app:v1", "app:v2")
-    secret = {"pd": f"{receiver.url}/v2/enqueue", "key": "R0UTING", "og": f"{receiver.url}/v2/alerts"}
-    secret["lead"] = f"{receiver.url}/lead"
+    secret = {"pd": f"{receiver.base}/v2/enqueue", "key": "R0UTING", "og": f"{receiver.base}/v2/alerts"}
+    secret["lead"] = f"{receiver.base}/lead"
     s.cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pager"}, "stringData": secret}, s.ns)
     policy = scripted_policy("web", "web", steps=[], verify_for="20s", defaultSeverity="SEV1")
     pd = {"secretRef": {"name": "pager", "key": "pd"}, "routingKeyRef": {"name": "pager", "key": "key"}}
