@@ -66,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         alertmanager_port=args.alertmanager_port,
         alertmanager_token_file=args.alertmanager_token_file,
         alert_labels=(args.alert_namespace_label, args.alert_target_label, args.alert_severity_label),
+        alert_notify_policy=args.alert_notify_policy,
     )
     if args.alertmanager_port and not (args.alertmanager_token_file and Path(args.alertmanager_token_file).is_file()):
         raise UserError(
@@ -265,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--alert-namespace-label", default="namespace", help="the label naming the target's namespace")
     am.add_argument("--alert-target-label", default="deployment", help="the label naming the target Deployment")
     am.add_argument("--alert-severity-label", default="severity", help="critical -> SEV1, error -> SEV2, ...")
+    am.add_argument(
+        "--alert-notify-policy",
+        metavar="NAME",
+        help="alert-only Incidents are notified and paged with spec.notify of the MitigationPolicy NAME in their "
+        "namespace (it may have no targets); default: they notify nobody",
+    )
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")

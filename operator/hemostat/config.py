@@ -40,6 +40,7 @@ class OperatorConfig:
     alertmanager_port: int = 0  # Alertmanager's webhook receiver (0: off)
     alertmanager_token_file: str | None = None  # the bearer token every request must carry
     alert_labels: tuple[str, str, str] = ("namespace", "deployment", "severity")  # target namespace, name, severity
+    alert_notify_policy: str | None = None  # alert-only Incidents take `notify` from this policy in their namespace
 
 
 def context_namespace(path: str | None, context: str | None = None) -> str:

@@ -276,6 +276,13 @@ class Kube:
     async def delete_incident(self, namespace: str, name: str) -> None:
         await self._find(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", name)
 
+    async def list_all_incidents(self, selector: str) -> list[Body]:
+        """Incidents in every namespace (an operator watching all of them)."""
+        out = await self._call(
+            self.custom.list_cluster_custom_object, GROUP, VERSION, "incidents", label_selector=selector
+        )
+        return out["items"]
+
     async def list_incidents(self, namespace: str, selector: str) -> list[Body]:
         out = await self._call(
             self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "incidents", label_selector=selector

@@ -92,6 +92,7 @@ class Runtime:
     alert_port: tuple[str, int] = ("127.0.0.1", 0)
     alert_runner: web.AppRunner | None = None
     alert_task: asyncio.Task[None] | None = None
+    alert_tending: asyncio.Task[None] | None = None
     remembered: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)  # world.py
 
     @property
@@ -124,11 +125,14 @@ class Runtime:
         if self.alerts is not None:
             self.alert_runner = await self.alerts.serve(*self.alert_port)
             self.alert_task = asyncio.create_task(self.alerts.work())
+            self.alert_tending = asyncio.create_task(self.alerts.tend())
 
     async def stop(self) -> None:
-        if self.alert_runner is not None and self.alert_task is not None:
+        if self.alert_runner is not None:
             await self.alert_runner.cleanup()
-            self.alert_task.cancel()
+        for task in (self.alert_task, self.alert_tending):
+            if task is not None:
+                task.cancel()
         self.informers.stop()
         self.stopping.set()
         if self.guard_task is not None:
@@ -174,13 +178,17 @@ def build(config: OperatorConfig) -> Runtime:
     metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     lane = FastLane()
     guard = AdmissionGuard(kube, config.admission_policies, metrics)
+    evaluator = Evaluator(kube, provider_for, settings, metrics, webhooks, guard)
     intake = None
     if config.alertmanager_port and config.alertmanager_token_file:
         acting = lambda: leader is None or leader.is_leader  # noqa: E731
         token = Path(config.alertmanager_token_file)
-        intake = AlertIntake(kube, metrics, token, config.namespaces, config.alert_labels, acting=acting)
+        intake = AlertIntake(
+            kube, metrics, token, config.namespaces, config.alert_labels, acting=acting,
+            notifier=evaluator.notifier, notify_policy=config.alert_notify_policy, retention=config.incident_retention,
+        )  # fmt: skip
     return Runtime(
-        evaluator=Evaluator(kube, provider_for, settings, metrics, webhooks, guard),
+        evaluator=evaluator,
         informers=_informers(config.namespaces, config.argo_rollouts, lane.revision_changed, on_call=kube.on_call),
         leader=leader,
         heartbeat=Heartbeat(last_cycle=time.monotonic()),

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import Cluster, wait_for
 from processes import Proc, free_port
+from receivers import Receiver
 from scenarios import app, incidents, wait_ready
 
 
@@ -121,10 +122,39 @@ def alertmanager(tmp_path: Path, receiver_port: int, token: Path) -> Iterator[Al
         proc.stop()
 
 
+def notify_policy(receiver: Receiver) -> dict:
+    """A policy that targets nothing and only says how alert-only Incidents are told and paged."""
+    hook = {"secretRef": {"name": "hooks", "key": "url"}}
+    return {
+        "apiVersion": "hemostat.dev/v1alpha1",
+        "kind": "MitigationPolicy",
+        "metadata": {"name": "alerts"},
+        "spec": {
+            "target": {"selector": {"matchLabels": {"hemostat.dev/none": "none"}}},
+            "signals": [{"name": "none", "prometheus": {"query": "vector(0)"}, "breachWhen": {"above": 1}}],
+            "notify": {
+                "webhooks": [hook],
+                "pages": {"levels": [{"receiver": {**hook, "format": "json"}}]},
+            },
+        },
+    }
+
+
 def test_an_alert_opens_its_targets_incident_once_and_its_resolution_resolves_it(
-    testenv: Cluster, namespace: str, simulator, operators, alertmanager: Alertmanager, receiver_port: int, token: Path
+    testenv: Cluster,
+    namespace: str,
+    simulator,
+    operators,
+    alertmanager: Alertmanager,
+    receiver_port: int,
+    token: Path,
+    receiver: Receiver,
 ) -> None:
     flags = ("--alertmanager-port", str(receiver_port), "--alertmanager-token-file", str(token))
+    flags += ("--alert-notify-policy", "alerts")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks"}, "stringData": {"url": receiver.url}}
+    testenv.apply(secret, namespace)
+    testenv.apply(notify_policy(receiver), namespace)
     operators.start(namespace, *flags)
     testenv.apply(app("web", "registry.local/web:v1"), namespace)
     wait_ready(testenv, namespace, "web")
@@ -157,3 +187,13 @@ def test_an_alert_opens_its_targets_incident_once_and_its_resolution_resolves_it
     )
     assert [(a["name"], a["state"]) for a in resolved["alerts"]] == [("HighErrorRate", "resolved")]
     assert resolved["timeline"][-1]["message"] == "every alert that opened it resolved"
+    # told and paged as the notify policy says: an update per phase, a page at once and its resolve
+    key = f"hemostat/{namespace}/{name}"
+
+    def told() -> list[tuple]:
+        return [(b.get("phase"), b.get("page"), b.get("dedupKey")) for _, b in receiver.got]
+
+    wait_for("the resolve page", lambda: any(page == "resolve" for _, page, _ in told()), 60)
+    updates = [phase for phase, page, _ in told() if page is None]
+    assert updates[0] == "Detected" and updates[-1] == "Resolved", told()
+    assert [(page, k) for _, page, k in told() if page] == [("trigger", key), ("resolve", key)]

@@ -641,15 +641,19 @@ def test_webhook_destinations_reach_the_pod_as_the_operator_reads_them(testenv: 
 
 
 def test_alertmanager_receiver_is_served_behind_a_service_with_its_token_mounted(testenv: Cluster) -> None:
-    docs = render(testenv, "alertmanager.enabled=true", "alertmanager.tokenSecret.name=am-token")
+    docs = render(
+        testenv,
+        "alertmanager.enabled=true",
+        "alertmanager.tokenSecret.name=am-token",
+        "alertmanager.notifyPolicy=oncall",
+    )
     (service,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "hemostat-alerts"]
     assert service["spec"]["ports"] == [{"name": "alerts", "port": 9095, "targetPort": "alerts"}]
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert {"--alertmanager-port=9095", "--alertmanager-token-file=/etc/hemostat/alerts/token"} <= set(
-        container["args"]
-    )
+    args = {"--alertmanager-port=9095", "--alertmanager-token-file=/etc/hemostat/alerts/token"}
+    assert args | {"--alert-notify-policy=oncall"} <= set(container["args"])
     assert {"name": "alerts", "containerPort": 9095} in container["ports"]
     assert {"name": "alerts-token", "secret": {"secretName": "am-token"}} in pod["volumes"]
     off = render(testenv)

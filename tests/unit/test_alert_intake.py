@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -105,3 +105,56 @@ def test_the_receiver_answers_401_400_429_and_200(tmp_path: Path) -> None:
         s.labels["code"]: s.value for s in metrics.alerts_refused.collect()[0].samples if s.name.endswith("_total")
     }
     assert refused == {"401": 2.0, "400": 1.0, "429": 1.0}
+
+
+def test_open_alert_incidents_are_tended_with_the_notify_policys_settings(tmp_path: Path) -> None:
+    """Escalation moves with time, not with alerts: each round hands every open alert-only Incident (not a
+    policy's) to the notifier with the notify policy's settings."""
+    incident = {
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": "u"},
+        "spec": {"severity": "SEV1", "summary": "x", "target": {"name": "web"}, "source": "alert"},
+        "status": {"phase": "Detected", "detectedAt": "2026-12-06T14:00:00Z"},
+    }
+    theirs = {**incident, "spec": {**incident["spec"], "source": "policy"}}
+    old = {
+        **incident,
+        "metadata": {"name": "web-0", "namespace": "shop", "uid": "o"},
+        "status": {"phase": "Resolved", "resolvedAt": "2026-10-01T00:00:00Z"},
+    }
+    deleted: list[str] = []
+    pages = {"levels": [{"receiver": {"secretRef": {"name": "p", "key": "url"}, "format": "json"}}]}
+
+    class Kube:
+        async def list_incidents(self, namespace: str, selector: str) -> list[dict]:
+            assert (namespace, selector) == ("shop", "hemostat.dev/target")
+            return [incident, theirs, old]
+
+        async def delete_incident(self, namespace: str, name: str) -> None:
+            deleted.append(name)
+
+        async def get_policy(self, namespace: str, name: str) -> dict:
+            return {"spec": {"notify": {"pages": pages}}}
+
+    class Notifier:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, object]] = []
+
+        def start_if_due(self, raw: dict, spec: object, status: object, now: datetime, settings: object) -> None:
+            self.calls.append((raw["spec"]["source"], settings))
+
+    notifier = Notifier()
+    intake = AlertIntake(
+        Kube(), Metrics(), tmp_path, ("shop",), notifier=notifier, notify_policy="oncall", retention=timedelta(days=30)
+    )  # type: ignore[arg-type]
+
+    async def go() -> None:
+        task = asyncio.create_task(intake.tend(every=0.01))
+        while not notifier.calls:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(go())
+    source, settings = notifier.calls[0]
+    assert source == "alert" and len(settings.pages.levels) == 1  # type: ignore[attr-defined]
+    assert all(s == "alert" for s, _ in notifier.calls)
+    assert deleted and set(deleted) == {"web-0"}  # resolved long past retention; the policy's is not ours

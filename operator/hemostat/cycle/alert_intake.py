@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -24,9 +24,11 @@ from .. import alerts
 from ..decide import lifecycle as lc
 from ..kube import Conflict, Kube, merge_patch
 from ..metrics import Metrics
-from ..models.incident import IncidentStatus
-from .objects import dump, incident_name, label_value
-from .snapshot import TARGET_LABEL, is_open, known_status
+from ..models.incident import IncidentSpec, IncidentStatus
+from ..models.policy import Notify
+from .notifier import Notifier
+from .objects import Body, dump, incident_name, label_value
+from .snapshot import TARGET_LABEL, is_expired, is_open, is_unsent, known_status
 
 log = logging.getLogger("hemostat.alerts")
 ATTEMPTS = 3
@@ -42,9 +44,15 @@ class AlertIntake:
         labels: tuple[str, str, str] = ("namespace", "deployment", "severity"),
         queue: int = 1000,
         acting: Callable[[], bool] = lambda: True,
+        notifier: Notifier | None = None,
+        notify_policy: str | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         self.kube, self.metrics, self.token_file, self.namespaces = kube, metrics, token_file, namespaces
         self.acting = acting  # a standby replica answers 503: Alertmanager retries, and reaches the leader
+        # alert-only Incidents are notified and paged with the `notify` of this policy in their namespace
+        self.notifier, self.notify_policy = notifier, notify_policy
+        self.retention = retention  # Resolved alert-only Incidents are deleted this long after (--incident-retention)
         self.namespace_label, self.target_label, self.severity_label = labels
         self.queue: asyncio.Queue[alerts.Alert] = asyncio.Queue(maxsize=queue)
 
@@ -103,12 +111,54 @@ class AlertIntake:
             meta = incident["metadata"]
             try:
                 patch = merge_patch(written, dump(status))
-                await self.kube.patch_status(
-                    "incidents", meta["namespace"], meta["name"], patch, meta["resourceVersion"]
-                )
-                return
+                version = meta["resourceVersion"]
+                after = await self.kube.patch_status("incidents", meta["namespace"], meta["name"], patch, version)
             except Conflict:  # the policy cycle wrote it meanwhile
                 continue
+            if incident["spec"].get("source") == "alert":
+                await self.notify(after, now)
+            return
+
+    async def notify(self, incident: Body, now: datetime) -> None:
+        """Start the update or page an alert-only Incident is due, with the notify policy's settings."""
+        if self.notifier is None or self.notify_policy is None:
+            return
+        policy = await self.kube.get_policy(incident["metadata"]["namespace"], self.notify_policy)
+        if policy is None:
+            return
+        try:
+            settings = Notify.model_validate((policy.get("spec") or {}).get("notify") or {})
+            spec = IncidentSpec.model_validate(incident["spec"])
+            status = IncidentStatus.model_validate(known_status(incident))
+        except ValueError:  # pydantic's too: a policy or an Incident someone spoiled notifies nobody
+            return
+        self.notifier.start_if_due(incident, spec, status, now, settings)
+
+    async def tend(self, every: float = 30.0) -> None:
+        """Escalation and reminders move with time, not with alerts: look at the open alert-only Incidents
+        (and those whose last update or resolve is unsent) every `every` seconds; delete those past retention."""
+        while True:
+            await asyncio.sleep(every)
+            if not self.acting():
+                continue
+            now = datetime.now(UTC)
+            try:
+                found = await self._alert_incidents()
+                for incident in found:
+                    meta = incident["metadata"]
+                    if is_expired(incident, self.retention, now):
+                        await self.kube.delete_incident(meta["namespace"], meta["name"])
+                    elif is_open(incident) or is_unsent(incident, now, updates=True, pages=True):
+                        await self.notify(incident, now)
+            except Exception as exc:  # the next round tries again
+                log.warning("tending alert incidents: %s", exc)
+
+    async def _alert_incidents(self) -> list[Body]:
+        if self.namespaces:
+            found = [i for ns in self.namespaces for i in await self.kube.list_incidents(ns, TARGET_LABEL)]
+        else:
+            found = await self.kube.list_all_incidents(TARGET_LABEL)
+        return [i for i in found if i["spec"].get("source") == "alert"]
 
     async def _create(self, alert: alerts.Alert, target: alerts.Target, now: datetime) -> None:
         name = incident_name(target.name, f"alert/{alert.name}", now)

@@ -40,10 +40,14 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self.settings: dict[str, Notify] = {}  # policy namespace/name -> its notify settings
 
-    def start_if_due(self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, now: datetime) -> None:
-        """Start the delivery (an update, a page) the Incident's recorded state says is due, if any."""
+    def start_if_due(
+        self, incident: Body, ispec: IncidentSpec, status: IncidentStatus, now: datetime, settings: Notify | None = None
+    ) -> None:
+        """Start the delivery (an update, a page) the Incident's recorded state says is due, if any; `settings`:
+        whose notify to use (default: the policy that opened it)."""
         meta = incident["metadata"]
-        settings = self.settings.get(f"{meta['namespace']}/{ispec.policy_ref.name}") if ispec.policy_ref else None
+        if settings is None and ispec.policy_ref:
+            settings = self.settings.get(f"{meta['namespace']}/{ispec.policy_ref.name}")
         if settings is None or status.phase is None:
             return
         why = notify.due(status.notifications, status.phase, ispec.severity, settings.cadence, now)
