@@ -67,6 +67,10 @@ class Notifier:
         ns, name = meta["namespace"], meta["name"]
         started = time.monotonic()
         try:
+            server = await self._server_status(meta)
+            if server is None or paging.due(server.paging, settings.pages, ispec, status, now) != page:
+                self._inflight.discard(f"{meta['uid']}/page")
+                return  # sent and recorded meanwhile (the caller read the Incident before that), or gone
             targets = []
             for level in page.levels:
                 receiver = settings.pages.levels[level].receiver
@@ -93,6 +97,11 @@ class Notifier:
         meta = incident["metadata"]
         started = time.monotonic()
         try:
+            server = await self._server_status(meta)
+            phase = status.phase or ""
+            if server is None or not notify.due(server.notifications, phase, ispec.severity, settings.cadence, now):
+                self._inflight.discard(meta["uid"])
+                return  # delivered and recorded meanwhile (the caller read the Incident before that), or gone
             targets = []
             for hook in settings.webhooks:
                 url = await self.kube.secret_value(meta["namespace"], hook.secret_ref.name, hook.secret_ref.key)
@@ -110,6 +119,11 @@ class Notifier:
             log.warning("could not record the notification of %s/%s: %s", meta["namespace"], meta["name"], exc)
         finally:
             self._inflight.discard(meta["uid"])
+
+    async def _server_status(self, meta: Body) -> IncidentStatus | None:
+        """The Incident's status as the server holds it now: what a delivery decides on."""
+        fresh = await self.kube.get_incident(meta["namespace"], meta["name"])
+        return IncidentStatus.model_validate(known_status(fresh)) if fresh is not None else None
 
     def policy_alert(self, namespace: str, policy: str, settings: Notify, reason: str, message: str) -> None:
         """A message about the policy itself (not an Incident) to its webhooks, in the background."""
