@@ -72,9 +72,15 @@ KC
 write_prometheus_config() {
   # Scrape targets are files in prometheus/targets/ (file_sd), so the simulator and
   # the operator register themselves without a Prometheus restart.
-  mkdir -p "$D/prometheus/targets" "$D/prometheus/data"
+  # Alert rules are files in prometheus/rules/ (loaded on POST /-/reload) and Alertmanagers are
+  # files in prometheus/alertmanagers/ (file_sd), so a test brings its own of both.
+  mkdir -p "$D/prometheus/targets" "$D/prometheus/data" "$D/prometheus/rules" "$D/prometheus/alertmanagers"
   cat >"$D/prometheus/prometheus.yml" <<YAML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: ["$D/prometheus/rules/*.yml"]
+alerting:
+  alertmanagers:
+  - file_sd_configs: [{files: ["$D/prometheus/alertmanagers/*.json"], refresh_interval: 1s}]
 scrape_configs:
 - job_name: prometheus
   static_configs: [{targets: ["127.0.0.1:$PROM_PORT"]}]
@@ -89,6 +95,8 @@ export KUBECONFIG=$D/kubeconfig
 export PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 export HEMOSTAT_TESTENV=$D
 export HEMOSTAT_PROMETHEUS_TARGETS=$D/prometheus/targets
+export HEMOSTAT_PROMETHEUS_RULES=$D/prometheus/rules
+export HEMOSTAT_PROMETHEUS_ALERTMANAGERS=$D/prometheus/alertmanagers
 export PATH=$BIN_K8S:$BIN_HELM:\$PATH
 ENV
 }
@@ -144,7 +152,7 @@ start_all() {
 
   run prometheus "$PROMETHEUS" --config.file="$D/prometheus/prometheus.yml" \
     --storage.tsdb.path="$D/prometheus/data" --web.listen-address="127.0.0.1:$PROM_PORT" \
-    --storage.tsdb.retention.time=1d
+    --storage.tsdb.retention.time=1d --web.enable-lifecycle
   wait_for prometheus 30 curl -sf --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready"
 
   wait_for kube-controller-manager 60 kubectl_ -n default get serviceaccount default

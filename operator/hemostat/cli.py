@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         alertmanager_token_file=args.alertmanager_token_file,
         alert_labels=(args.alert_namespace_label, args.alert_target_label, args.alert_severity_label),
         alert_notify_policy=args.alert_notify_policy,
+        alert_resend_interval=_resend(args.alert_resend_interval),
     )
     if args.alertmanager_port and not (args.alertmanager_token_file and Path(args.alertmanager_token_file).is_file()):
         raise UserError(
@@ -85,6 +86,16 @@ def _retention(text: str) -> timedelta | None:
         return timedelta(days=int(text[:-1])) if text.endswith("d") else parse_duration(text)
     except ValueError:
         raise UserError(f"--incident-retention {text!r}: use e.g. 30d, 720h, or 0 to keep every Incident") from None
+
+
+def _resend(text: str) -> timedelta:
+    try:
+        span = parse_duration(text)
+    except ValueError:
+        span = timedelta(0)
+    if span <= timedelta(0):
+        raise UserError(f"--alert-resend-interval {text!r}: use a duration such as 5m (the route's repeat_interval)")
+    return span
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -271,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="alert-only Incidents are notified and paged with spec.notify of the MitigationPolicy NAME in their "
         "namespace (it may have no targets); default: they notify nobody",
+    )
+    am.add_argument(
+        "--alert-resend-interval",
+        default="5m",
+        metavar="DURATION",
+        help="how often Alertmanager resends a firing alert here (the route's repeat_interval): alert signals "
+        "read NoData for this long after a start, and for an alert not heard of for twice as long (default 5m)",
     )
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="extend", nargs="+", help="watch these namespaces (repeatable)")

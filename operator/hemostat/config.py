@@ -41,6 +41,7 @@ class OperatorConfig:
     alertmanager_token_file: str | None = None  # the bearer token every request must carry
     alert_labels: tuple[str, str, str] = ("namespace", "deployment", "severity")  # target namespace, name, severity
     alert_notify_policy: str | None = None  # alert-only Incidents take `notify` from this policy in their namespace
+    alert_resend_interval: timedelta = timedelta(minutes=5)  # Alertmanager's repeat_interval towards the operator
 
 
 def context_namespace(path: str | None, context: str | None = None) -> str:

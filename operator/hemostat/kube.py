@@ -263,6 +263,12 @@ class Kube:
             self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "mitigationpolicies", name
         )
 
+    async def list_policies(self, namespace: str) -> list[Body]:
+        out = await self._call(
+            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "mitigationpolicies"
+        )
+        return out["items"]
+
     async def get_admission_policy(self, name: str) -> tuple[Body | None, Body | None]:
         """The ValidatingAdmissionPolicy `name` and its binding of the same name (None: missing)."""
         return (

@@ -14,13 +14,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiohttp import web
 
-from . import informer, workloads
+from . import alerts, informer, workloads
 from .config import OperatorConfig
 from .cycle import world
 from .cycle.alert_intake import AlertIntake
@@ -62,6 +63,10 @@ class FastLane:
     def forget(self, namespace: str, uid: str) -> None:
         self.wakers.get(namespace, {}).pop(uid, None)
 
+    def wake(self, namespace: str) -> None:
+        for waker in self.wakers.get(namespace, {}).values():
+            waker.set()
+
     def revision_changed(self, event: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         workload = workloads.of(obj)
@@ -73,8 +78,7 @@ class FastLane:
         if self.revisions.get(key) == revision:
             return
         self.revisions[key] = revision
-        for waker in self.wakers.get(meta["namespace"], {}).values():
-            waker.set()
+        self.wake(meta["namespace"])
 
 
 @dataclass
@@ -167,6 +171,7 @@ def build(config: OperatorConfig) -> Runtime:
         config.incident_retention,
         config.allowed_prometheus_urls,
         config.argo_rollouts,
+        alerts=bool(config.alertmanager_port and config.alertmanager_token_file),
     )
     leader = None
     if config.leader_election:
@@ -178,14 +183,17 @@ def build(config: OperatorConfig) -> Runtime:
     metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     lane = FastLane()
     guard = AdmissionGuard(kube, config.admission_policies, metrics)
-    evaluator = Evaluator(kube, provider_for, settings, metrics, webhooks, guard)
+    takes_alerts = bool(config.alertmanager_port and config.alertmanager_token_file)
+    board = alerts.Board(config.alert_resend_interval, acting_since(leader)) if takes_alerts else None
+    evaluator = Evaluator(kube, provider_for, settings, metrics, webhooks, guard, board)
     intake = None
-    if config.alertmanager_port and config.alertmanager_token_file:
+    if board is not None and config.alertmanager_token_file:
         acting = lambda: leader is None or leader.is_leader  # noqa: E731
         token = Path(config.alertmanager_token_file)
         intake = AlertIntake(
             kube, metrics, token, config.namespaces, config.alert_labels, acting=acting,
             notifier=evaluator.notifier, notify_policy=config.alert_notify_policy, retention=config.incident_retention,
+            board=board, wake=lane.wake,
         )  # fmt: skip
     return Runtime(
         evaluator=evaluator,
@@ -197,6 +205,20 @@ def build(config: OperatorConfig) -> Runtime:
         alerts=intake,
         alert_port=(config.bind_address, config.alertmanager_port),
     )
+
+
+def acting_since(leader: LeaderElector | None) -> Callable[[], datetime | None]:
+    """When this replica began to act (and so to take alerts): its start, or when it took the Lease."""
+    started = datetime.now(UTC)
+
+    def since() -> datetime | None:
+        if leader is None:
+            return started
+        if not leader.is_leader or leader.acquired_at is None:
+            return None
+        return datetime.now(UTC) - timedelta(seconds=time.monotonic() - leader.acquired_at)
+
+    return since
 
 
 def _informers(

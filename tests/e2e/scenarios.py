@@ -90,11 +90,11 @@ def wait_ready(cluster: Cluster, ns: str, name: str) -> None:
     wait_for(f"{name} rolled out", ready, timeout=60)
 
 
-def target_verdict(cluster: Cluster, ns: str, policy_name: str, target: str) -> str | None:
+def target_verdict(cluster: Cluster, ns: str, policy_name: str, target: str, signal: str = "error-rate") -> str | None:
     status = cluster.get("mitigationpolicy", policy_name, ns).get("status", {})
     for t in status.get("targets", []):
         if t["name"] == target:
-            return t.get("verdicts", {}).get("error-rate")
+            return t.get("verdicts", {}).get(signal)
     return None
 
 

@@ -1,15 +1,19 @@
 """Alertmanager as a source, with the real Alertmanager (Debian's prometheus-alertmanager): an alert it
 routes to the operator's webhook receiver opens the target's Incident; its resends change nothing, not
-even across an operator restart; its resolution resolves the Incident."""
+even across an operator restart; its resolution resolves the Incident. And the whole chain a team already
+has: the local control plane's Prometheus evaluates an alert rule on a bad rollout and sends it to
+Alertmanager, which routes it to the operator, where a policy's alert signal drives the rollback and the
+rule's resolution verifies it."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ import yaml
 from conftest import Cluster, wait_for
 from processes import Proc, free_port
 from receivers import Receiver
-from scenarios import app, incidents, wait_ready
+from scenarios import app, deployment_state, incidents, rollout, target_verdict, wait_phase, wait_ready
 
 
 class Alertmanager:
@@ -197,3 +201,132 @@ def test_an_alert_opens_its_targets_incident_once_and_its_resolution_resolves_it
     updates = [phase for phase, page, _ in told() if page is None]
     assert updates[0] == "Detected" and updates[-1] == "Resolved", told()
     assert [(page, k) for _, page, k in told() if page] == [("trigger", key), ("resolve", key)]
+
+
+def rule(namespace: str) -> dict:
+    """The team's existing rule: more than 5% of a Deployment's requests fail, for 2s."""
+    errors = f'sum by (namespace, deployment) (rate(http_requests_total{{namespace="{namespace}",code="500"}}[5s]))'
+    every = f'sum by (namespace, deployment) (rate(http_requests_total{{namespace="{namespace}"}}[5s]))'
+    return {
+        "groups": [
+            {
+                "name": namespace,
+                "interval": "1s",
+                "rules": [
+                    {
+                        "alert": "HighErrorRate",
+                        "expr": f"{errors} / {every} > 0.05",
+                        "for": "2s",
+                        "labels": {"severity": "critical"},
+                        "annotations": {"summary": "5xx above 5% for 2s"},
+                    }
+                ],
+            }
+        ]
+    }
+
+
+@pytest.fixture
+def prometheus_rules(testenv: Cluster, namespace: str, alertmanager: Alertmanager) -> Iterator[None]:
+    """The testenv's Prometheus evaluates `rule(namespace)` and sends its alerts to this test's Alertmanager."""
+    rules, managers = (testenv.env.get(k) for k in ("HEMOSTAT_PROMETHEUS_RULES", "HEMOSTAT_PROMETHEUS_ALERTMANAGERS"))
+    if not rules or not managers or testenv.prometheus_url is None:
+        pytest.fail("the testenv has no rule and Alertmanager directories: restart it (hack/testenv.sh down; up)")
+    rule_file, manager_file = Path(rules) / f"{namespace}.yml", Path(managers) / f"{namespace}.json"
+    host = alertmanager.url.removeprefix("http://")
+    manager_file.write_text(json.dumps([{"targets": [host]}]))
+    rule_file.write_text(yaml.safe_dump(rule(namespace)))
+
+    def reload() -> None:
+        request = urllib.request.Request(f"{testenv.prometheus_url}/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+    def loaded() -> bool:
+        with urllib.request.urlopen(f"{testenv.prometheus_url}/api/v1/rules", timeout=5) as answer:
+            groups = json.loads(answer.read())["data"]["groups"]
+        return any(g["name"] == namespace for g in groups)
+
+    reload()
+    wait_for("Prometheus loading the rule", loaded, 30)
+    try:
+        yield
+    finally:
+        rule_file.unlink()
+        manager_file.unlink()
+        reload()
+
+
+def alert_policy(name: str) -> dict:
+    return {
+        "apiVersion": "hemostat.dev/v1alpha1",
+        "kind": "MitigationPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "target": {"selector": {"matchLabels": {"app": name}}},
+            "interval": "1s",
+            "signals": [{"name": "errors", "alert": {"name": "HighErrorRate", "matchers": {"severity": "critical"}}}],
+            "mitigation": {"steps": [{"rollback": {}}], "verifyFor": "5s"},
+            "guardrails": {"cooldown": "1s"},
+        },
+    }
+
+
+def test_a_prometheus_rule_through_alertmanager_drives_a_policys_rollback_and_its_resolution_resolves(
+    testenv: Cluster,
+    namespace: str,
+    simulator,
+    operators,
+    alertmanager: Alertmanager,
+    prometheus_rules: None,
+    receiver_port: int,
+    token: Path,
+) -> None:
+    flags = ("--alertmanager-port", str(receiver_port), "--alertmanager-token-file", str(token))
+    operators.start(namespace, *flags, "--alert-resend-interval", "5s")  # Alertmanager's repeat_interval is 3s
+    testenv.apply(app("web", "registry.local/web:v1"), namespace)
+    wait_ready(testenv, namespace, "web")
+    testenv.apply(alert_policy("web"), namespace)
+    # NoData until one resend interval has passed since the start (an alert may be firing unheard), then healthy
+    wait_for("a healthy verdict", lambda: target_verdict(testenv, namespace, "web", "web", "errors") == "Healthy", 60)
+
+    rollout(testenv, namespace, "web", "registry.local/web:v2", error_rate=0.5)
+    inc = wait_phase(testenv, namespace, "Resolved", timeout=150)
+    status = inc["status"]
+    assert deployment_state(testenv, namespace, "web") == ("3", "registry.local/web:v1")
+    (action,) = status["actions"]
+    assert (action["step"], action["result"]) == ("rollback", "Succeeded")
+    assert action["from"] == "revision 2 (registry.local/web:v2)"
+    (evidence,) = status["evidence"]
+    assert evidence == {
+        "signal": "errors",
+        "value": "1",
+        "threshold": "> 0 (alert HighErrorRate firing)",
+        "query": f'count(ALERTS{{alertname="HighErrorRate",alertstate="firing",deployment="web",'
+        f'namespace="{namespace}",severity="critical"}}) or vector(0)',
+    }
+    assert inc["spec"]["source"] == "policy"  # the policy's ladder answered: no alert-only Incident beside it
+    assert len(incidents(testenv, namespace)) == 1
+    timeline = {e["reason"]: e for e in status["timeline"]}
+    assert [e["reason"] for e in status["timeline"]][:3] == ["Detected", "Attributed", "RolledBack"]
+    assert timeline["Detected"]["message"] == (
+        "errors 1 > 0 (alert HighErrorRate firing) at revision 2 (registry.local/web:v2)"
+    )
+    # verified on the rule's resolution: Recovered comes verifyFor (5s) after Prometheus last saw it firing
+    assert testenv.prometheus_url is not None
+    firing = f'ALERTS{{alertname="HighErrorRate",alertstate="firing",namespace="{namespace}"}}'
+    times = [t for series in prom_range(testenv.prometheus_url, firing) for t, _ in series["values"]]
+    first, last = datetime.fromtimestamp(min(times), UTC), datetime.fromtimestamp(max(times), UTC)
+    assert first.replace(microsecond=0) <= iso(timeline["Detected"]["at"])
+    assert iso(timeline["Recovered"]["at"]) >= last + timedelta(seconds=4)  # 5s, less the times' rounding
+
+
+def iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def prom_range(url: str, query: str) -> list[dict]:
+    end = datetime.now(UTC).timestamp()
+    params = urllib.parse.urlencode({"query": query, "start": end - 600, "end": end, "step": "1"})
+    with urllib.request.urlopen(f"{url}/api/v1/query_range?{params}", timeout=10) as answer:
+        return json.loads(answer.read())["data"]["result"]

@@ -70,6 +70,24 @@ def test_example_policy_is_accepted(testenv: Cluster, crds: None, namespace: str
             ["spec.target.selector.matchExpressions[0]", "values must be non-empty for In and NotIn"],
             id="selector-in-without-values",
         ),
+        pytest.param(
+            lambda s: s["signals"][0].update(alert={"name": "HighErrorRate"}),
+            ["spec.signals[0]", "exactly one of prometheus, alert must be set"],
+            id="query-and-alert",
+        ),
+        pytest.param(
+            lambda s: s["signals"][0].pop("prometheus") and s["signals"][0].update(alert={"name": "HighErrorRate"}),
+            ["spec.signals[0]", "an alert signal breaches while the alert fires"],
+            id="alert-with-bounds",
+        ),
+        pytest.param(
+            lambda s: s["signals"][0].pop("breachWhen"), ["spec.signals[0]", "needs breachWhen"], id="query-no-bounds"
+        ),
+        pytest.param(
+            lambda s: s["signals"].append({"name": "x", "alert": {"name": "A", "matchers": {"bad-key": "v"}}}),
+            ["spec.signals[1].alert", "matchers keys must be Prometheus label names"],
+            id="alert-matcher-key",
+        ),
     ],
 )
 def test_malformed_policy_is_rejected(

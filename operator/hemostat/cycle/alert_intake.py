@@ -7,6 +7,10 @@ never stalls the policy cycles: when it is full the request is a 429 (Alertmanag
 What an alert changed lives in the Incident (status.alerts), so Alertmanager's resends change nothing
 and a restart opens nothing twice; an alert that fired while the operator was down comes with the
 next resend (Alertmanager repeats firing alerts).
+
+An alert a policy's alert signal uses goes on the board that signal reads, and wakes the policies of its
+namespace at once; it opens no Incident of its own (the policy's ladder answers it), but is recorded on
+the target's open Incident like any other.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from aiohttp import web
 
 from .. import alerts
 from ..decide import lifecycle as lc
-from ..kube import Conflict, Kube, merge_patch
+from ..kube import Conflict, Kube, matches, merge_patch
 from ..metrics import Metrics
 from ..models.incident import IncidentSpec, IncidentStatus
-from ..models.policy import Notify
+from ..models.policy import MitigationPolicySpec, Notify
 from .notifier import Notifier
 from .objects import Body, dump, incident_name, label_value
 from .snapshot import TARGET_LABEL, is_expired, is_open, is_unsent, known_status
@@ -47,6 +51,8 @@ class AlertIntake:
         notifier: Notifier | None = None,
         notify_policy: str | None = None,
         retention: timedelta | None = None,
+        board: alerts.Board | None = None,
+        wake: Callable[[str], None] = lambda namespace: None,
     ) -> None:
         self.kube, self.metrics, self.token_file, self.namespaces = kube, metrics, token_file, namespaces
         self.acting = acting  # a standby replica answers 503: Alertmanager retries, and reaches the leader
@@ -55,6 +61,8 @@ class AlertIntake:
         self.retention = retention  # Resolved alert-only Incidents are deleted this long after (--incident-retention)
         self.namespace_label, self.target_label, self.severity_label = labels
         self.queue: asyncio.Queue[alerts.Alert] = asyncio.Queue(maxsize=queue)
+        self.board = board or alerts.Board(timedelta(minutes=5), lambda: None)
+        self.wake = wake  # the policy loops of a namespace evaluate at once
 
     async def receive(self, request: web.Request) -> web.Response:
         wanted = f"Bearer {self.token_file.read_text().strip()}".encode()
@@ -70,10 +78,20 @@ class AlertIntake:
         if self.queue.maxsize - self.queue.qsize() < len(payload.alerts):  # all or none: retried whole
             self.metrics.alerts_refused.labels(code="429").inc()
             return web.Response(status=429, text=f"{self.queue.qsize()} alerts are waiting; send again later\n")
+        now = datetime.now(UTC)
+        if not all([self.board.take(alert, now) for alert in payload.alerts]):
+            self.metrics.alerts_refused.labels(code="429").inc()
+            return web.Response(status=429, text=f"{len(self.board.held)} firing alerts are held; send again later\n")
         for alert in payload.alerts:
             self.queue.put_nowait(alert)
             self.metrics.alerts_received.labels(state=alert.status).inc()
+        for namespace in {t.namespace for a in payload.alerts if (t := self._target(a))}:
+            self.wake(namespace)
         return web.Response(status=200, text="ok\n")
+
+    def _target(self, alert: alerts.Alert) -> alerts.Target | None:
+        target = alerts.target_of(alert, self.namespace_label, self.target_label)
+        return None if target is None or (self.namespaces and target.namespace not in self.namespaces) else target
 
     async def work(self) -> None:
         while True:
@@ -86,15 +104,21 @@ class AlertIntake:
     async def apply(self, alert: alerts.Alert, now: datetime) -> None:
         """Record the alert on the target's open Incident, or open one when it fires on a Deployment that exists
         (guarded writes, re-read on a Conflict)."""
-        target = alerts.target_of(alert, self.namespace_label, self.target_label)
-        if target is None or (self.namespaces and target.namespace not in self.namespaces):
+        target = self._target(alert)
+        if target is None:
             return
         for _ in range(ATTEMPTS):
             found = await self.kube.list_incidents(target.namespace, f"{TARGET_LABEL}={label_value(target.name)}")
             mine = sorted((i for i in found if is_open(i)), key=lambda i: i["metadata"]["creationTimestamp"])
             if not mine:
-                if alert.status != "firing" or not await self.kube.find_deployment(target.namespace, target.name):
+                if alert.status != "firing":
                     return
+                deployment = await self.kube.find_deployment(target.namespace, target.name)
+                if deployment is None:
+                    return
+                policies = await self.kube.list_policies(target.namespace)
+                if claimed_by(alert, target, deployment, policies):
+                    return  # the policy's alert signal reads it from the board: its ladder answers
                 await self._create(alert, target, now)
                 continue  # its first status is written below, as after a crash between the two
             incident = mine[0]
@@ -181,3 +205,18 @@ class AlertIntake:
         await runner.setup()
         await web.TCPSite(runner, address, port).start()
         return runner
+
+
+def claimed_by(alert: alerts.Alert, target: alerts.Target, deployment: Body, policies: list[Body]) -> str | None:
+    """Pure: the policy whose alert signal uses this alert for this Deployment, if one does."""
+    labels = deployment["metadata"].get("labels") or {}
+    for policy in policies:
+        try:
+            spec = MitigationPolicySpec.model_validate(policy.get("spec") or {})
+        except ValueError:  # an invalid policy reads no alerts
+            continue
+        if spec.target.kind != "Deployment" or not matches(spec.target.selector, labels):
+            continue
+        if any(s.alert and alerts.matches(s.alert, alert.labels, target.namespace, target.name) for s in spec.signals):
+            return str(policy["metadata"]["name"])
+    return None

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ..alerts import Board
 from ..metrics import Metrics
 from ..outbound import Webhooks
 from ..signals.base import SignalProvider
@@ -51,12 +52,13 @@ class Evaluator:
         metrics: Metrics | None = None,
         http: Webhooks | httpx.AsyncClient | None = None,
         guard: AdmissionGuard | None = None,
+        board: Board | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.guard = guard
-        self.queries = Queries(provider_for, settings.default_prometheus_url or "", self.metrics)
+        self.queries = Queries(provider_for, settings.default_prometheus_url or "", self.metrics, board)
         self.notifier = Notifier(kube, http) if http is not None else None
         self.applier = Applier(kube, self.metrics, self.notifier)
         self.manual = ManualRequests(kube, self.applier, settings.global_dry_run, guard)

@@ -8,9 +8,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
+from ..alerts import Board
 from ..metrics import Metrics
+from ..models.policy import AlertSignal
 from ..reading import Reading, Series
 from ..signals.base import SignalProvider
 
@@ -83,8 +86,15 @@ class Queries:
     policy makes slower rounds, not timeouts; shared max-min fairly between namespaces (`tenant`), so one
     namespace's many queries never delay detection in another."""
 
-    def __init__(self, provider_for: Callable[[str], SignalProvider], default_url: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        provider_for: Callable[[str], SignalProvider],
+        default_url: str,
+        metrics: Metrics,
+        board: Board | None = None,
+    ) -> None:
         self.provider_for, self.default_url, self.metrics = provider_for, default_url, metrics
+        self.board = board  # the alerts Alertmanager sent (alert signals), when the operator takes them
         self._slots = FairSlots(MAX_QUERIES_IN_FLIGHT)
 
     def tenant(self, namespace: str) -> TenantQueries:
@@ -119,3 +129,8 @@ class TenantQueries:
         self.asked += 1
         answer: list[Series] | Reading = await self.queries.timed(self.namespace, url, query, batched=True)
         return answer
+
+    def read_alert(self, signal: AlertSignal, namespace: str, target: str, now: datetime) -> Reading:
+        """No query: what Alertmanager has sent (parse_spec refuses alert signals without a board)."""
+        assert self.queries.board is not None
+        return self.queries.board.reading(signal, namespace, target, now)

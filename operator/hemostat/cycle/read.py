@@ -20,7 +20,14 @@ from ..actions import steps
 from ..decide import progress, reconcilers
 from ..kube import Kube, selector_string
 from ..models.common import LabelSelector
-from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, Signal, TargetStatus
+from ..models.policy import (
+    AlertSignal,
+    MitigationPolicySpec,
+    MitigationPolicyStatus,
+    PrometheusQuery,
+    Signal,
+    TargetStatus,
+)
 from ..reading import Reading, Series
 from ..signals.base import render_query, split, split_by_revision, targets_regex
 from .snapshot import (
@@ -38,6 +45,7 @@ from .snapshot import (
     one_line,
     open_incident,
     parse_spec,
+    promql,
 )
 from .world import World
 
@@ -52,20 +60,28 @@ class Reader(Protocol):
 
     async def read_series(self, url: str | None, query: str) -> list[Series] | Reading: ...
 
+    def read_alert(self, signal: AlertSignal, namespace: str, target: str, now: datetime) -> Reading: ...
+
 
 Readings = dict[str, dict[str, tuple[str, Reading]]]  # target -> key -> (query, reading)
 
 
 async def read_signals(
-    spec: MitigationPolicySpec, namespace: str, policy: str, targets: list[str], reader: Reader
+    spec: MitigationPolicySpec, namespace: str, policy: str, targets: list[str], reader: Reader, now: datetime
 ) -> Readings:
-    """Every reading of the round: a batched query once for all targets, the others per target."""
-    wanted = [(s.name, s.prometheus) for s in spec.signals]
+    """Every reading of the round: a batched query once for all targets, the others per target; alert
+    signals from the alerts Alertmanager sent (no query)."""
+    wanted = [(s.name, pq) for s, pq in promql(spec)]
     if spec.min_traffic is not None:
         wanted.append((GATE, spec.min_traffic.prometheus))
     if spec.attribution.mode != "off" and spec.attribution.traffic is not None:
         wanted.append((TRAFFIC, spec.attribution.traffic.prometheus))
     out: Readings = {t: {} for t in targets}
+    for s in spec.signals:
+        if s.alert is not None:
+            for t in targets:
+                reading = reader.read_alert(s.alert, namespace, t, now)
+                out[t][s.name] = (reading.query, reading)
 
     async def batched(key: str, pq: PrometheusQuery) -> None:
         assert pq.batch is not None
@@ -97,29 +113,29 @@ async def read_revisions(
     """The signals that have a per-revision form, split by target and revision (attribution's contrast)."""
     out: ByRevision = {t: {} for t in targets}
 
-    async def batched(signal: Signal) -> None:
-        assert signal.by_revision is not None and signal.prometheus.batch is not None
-        b = signal.prometheus.batch
+    async def batched(signal: Signal, pq: PrometheusQuery) -> None:
+        assert signal.by_revision is not None and pq.batch is not None
+        b = pq.batch
         variables = {"namespace": namespace, "policy": policy, "signal": signal.name}
         query = render_query(signal.by_revision.query, {**variables, "deployments": targets_regex(targets)})
-        answer = await reader.read_series(signal.prometheus.url, query)
+        answer = await reader.read_series(pq.url, query)
         label = signal.by_revision.revision_label
         found = split_by_revision(answer, targets, namespace, label, (b.deployment_label, b.namespace_label), query)
         for t in targets:
             out[t][signal.name] = found if isinstance(found, Reading) else found[t]
 
-    async def one(signal: Signal, target: str) -> None:
+    async def one(signal: Signal, pq: PrometheusQuery, target: str) -> None:
         assert signal.by_revision is not None
         variables = {"namespace": namespace, "deployment": target, "policy": policy, "signal": signal.name}
         query = render_query(signal.by_revision.query, variables)
-        answer = await reader.read_series(signal.prometheus.url, query)
+        answer = await reader.read_series(pq.url, query)
         found = split_by_revision(answer, [target], namespace, signal.by_revision.revision_label, None, query)
         out[target][signal.name] = found if isinstance(found, Reading) else found[target]
 
-    split_signals = [s for s in spec.signals if s.by_revision is not None] if spec.attribution.mode != "off" else []
+    split_signals = [(s, pq) for s, pq in promql(spec) if s.by_revision is not None and spec.attribution.mode != "off"]
     await asyncio.gather(
-        *(batched(s) for s in split_signals if s.prometheus.batch is not None and targets),
-        *(one(s, t) for s in split_signals if s.prometheus.batch is None for t in targets),
+        *(batched(s, pq) for s, pq in split_signals if pq.batch is not None and targets),
+        *(one(s, pq, t) for s, pq in split_signals if pq.batch is None for t in targets),
     )
     return out
 
@@ -177,7 +193,7 @@ async def read(
     names = [d["metadata"]["name"] for d in deployments]
     stalled = [d for d in deployments if progress.stalled(d)]
     readings, revisions, pods = await asyncio.gather(
-        read_signals(spec, namespace, name, names, reader),
+        read_signals(spec, namespace, name, names, reader, now),
         read_revisions(spec, namespace, name, names, reader),
         asyncio.gather(*(stalled_pods(kube, namespace, d["spec"]["selector"]) for d in stalled)),
     )

@@ -20,7 +20,7 @@ from ..actions.base import SourceKey
 from ..decide import conditions as c
 from ..decide import reconcilers
 from ..models.incident import IncidentSpec, IncidentStatus
-from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, TargetStatus
+from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, Signal, TargetStatus
 from ..reading import Reading
 from ..signals.allowed import url_allowed
 from ..signals.base import BATCH_VARIABLES, TEMPLATE_VARIABLES, TemplateError, render_query
@@ -41,6 +41,7 @@ class Settings:
     # signals[].prometheus.url must be under one of these or the default URL (signals.allowed)
     allowed_prometheus_urls: tuple[str, ...] = ()
     argo_rollouts: bool = False  # the operator watches Rollouts (--argo-rollouts)
+    alerts: bool = False  # the operator takes Alertmanager's alerts (--alertmanager-port): alert signals work
 
     @property
     def prometheus_allow_list(self) -> tuple[str, ...]:
@@ -118,10 +119,10 @@ def one_line(exc: Exception) -> str:
 
 
 def check_templates(spec: MitigationPolicySpec) -> None:
-    queries = [(f"spec.signals[{s.name}].prometheus.query", s.prometheus, s.prometheus.query) for s in spec.signals]
+    queries = [(f"spec.signals[{s.name}].prometheus.query", pq, pq.query) for s, pq in promql(spec)]
     queries += [
-        (f"spec.signals[{s.name}].byRevision.query", s.prometheus, s.by_revision.query)
-        for s in spec.signals
+        (f"spec.signals[{s.name}].byRevision.query", pq, s.by_revision.query)
+        for s, pq in promql(spec)
         if s.by_revision is not None
     ]
     if spec.min_traffic is not None:
@@ -139,6 +140,11 @@ def check_templates(spec: MitigationPolicySpec) -> None:
             raise ValueError(f"{where}: {exc}{form}") from None
 
 
+def promql(spec: MitigationPolicySpec) -> list[tuple[Signal, PrometheusQuery]]:
+    """The signals Prometheus answers, with their query (the others are alerts)."""
+    return [(s, s.prometheus) for s in spec.signals if s.prometheus is not None]
+
+
 def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | None, str | None]:
     try:
         spec = MitigationPolicySpec.model_validate(body.get("spec") or {})
@@ -147,7 +153,7 @@ def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | N
         return None, "; ".join(f"spec.{part}" for part in one_line(exc).split("; "))
     except ValueError as exc:
         return None, str(exc)
-    urls = {f"signals[{i}]": s.prometheus.url for i, s in enumerate(spec.signals)}
+    urls = {f"signals[{i}]": s.prometheus.url for i, s in enumerate(spec.signals) if s.prometheus is not None}
     if spec.min_traffic is not None:
         urls["minTraffic"] = spec.min_traffic.prometheus.url
     if spec.attribution.traffic is not None:
@@ -156,6 +162,11 @@ def parse_spec(body: Body, settings: Settings) -> tuple[MitigationPolicySpec | N
         return None, (
             "spec.target.kind Rollout: this operator does not watch Argo Rollouts "
             "(run it with --argo-rollouts, chart value argoRollouts.enabled=true)"
+        )
+    if not settings.alerts and any(s.alert is not None for s in spec.signals):
+        return None, (
+            "an alert signal needs the operator's Alertmanager receiver "
+            "(--alertmanager-port and --alertmanager-token-file, chart value alertmanager.enabled=true)"
         )
     if not settings.default_prometheus_url and None in urls.values():
         return None, "a query has no prometheus.url and the operator has no --prometheus-url"

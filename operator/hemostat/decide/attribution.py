@@ -62,7 +62,7 @@ class Finding:
 
 def overshoot(value: float, signal: Signal) -> float:
     """How far a value is past the signal's threshold, as a ratio: above 1 breaches, 1 at the bound."""
-    above, below = signal.breach_when.above, signal.breach_when.below
+    above, below = signal.bounds.above, signal.bounds.below
     ratios = []
     if above is not None:
         ratios.append(value / above if above > 0 else (math.inf if value > 0 else 0.0))
@@ -92,7 +92,7 @@ def contrast(signal: Signal, new: Reading | None, old: Reading | None, old_revis
         side, missing = ("new", new) if n is None else ("old", old)
         why = missing.detail if missing is not None else "no series"
         return Clue("contrast", NONE, f"{signal.name}: unavailable, no value for the {side} revision ({why})")
-    bounds = signal.breach_when
+    bounds = signal.bounds
     new_bad, old_bad = breaches(n, bounds.above, bounds.below), breaches(o, bounds.above, bounds.below)
     head = f"{signal.name}: new revision {_shown(n)}, old {old_revision} {_shown(o)}"
     if new_bad and not old_bad:

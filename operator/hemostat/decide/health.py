@@ -63,11 +63,12 @@ class Health:
 
 def threshold_text(signal: Signal) -> str:
     parts = []
-    if signal.breach_when.above is not None:
-        parts.append(f"> {signal.breach_when.above:g}")
-    if signal.breach_when.below is not None:
-        parts.append(f"< {signal.breach_when.below:g}")
-    return " or ".join(parts)
+    if signal.bounds.above is not None:
+        parts.append(f"> {signal.bounds.above:g}")
+    if signal.bounds.below is not None:
+        parts.append(f"< {signal.bounds.below:g}")
+    text = " or ".join(parts)
+    return f"{text} (alert {signal.alert.name} firing)" if signal.alert is not None else text
 
 
 def breaches(value: float, above: float | None, below: float | None) -> bool:
@@ -80,7 +81,7 @@ def judge(signal: Signal, reading: Reading) -> Verdict:
     if reading.kind is ReadingKind.NO_DATA:
         return Verdict.BREACHING if signal.on_no_data == "breach" else Verdict.NO_DATA
     assert reading.value is not None and not math.isnan(reading.value)
-    bounds = signal.breach_when
+    bounds = signal.bounds
     return Verdict.BREACHING if breaches(reading.value, bounds.above, bounds.below) else Verdict.HEALTHY
 
 

@@ -8,6 +8,7 @@ precise `Valid=False` condition instead of a crash).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, get_args
 
 from pydantic import ConfigDict, Field, model_validator
@@ -49,7 +50,9 @@ def _exactly_one(model: Model, fields: tuple[str, ...]) -> None:
         raise ValueError(f"exactly one of {wire} must be set")
 
 
-LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)]
+_LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+_MATCHER_KEYS = "matchers keys must be Prometheus label names"
+LabelName = Annotated[str, Field(pattern=_LABEL_NAME, max_length=128)]
 
 
 class Batch(Model):
@@ -107,19 +110,76 @@ class ByRevision(Model):
     revision_label: LabelName = Field("pod_template_hash", description="Label holding the pod-template-hash.")
 
 
+class AlertSignal(Model):
+    """An alert Alertmanager sends to the operator's receiver (chart alertmanager.enabled), as a signal.
+
+    Its value for a target is how many matching alerts fire now: one named `name` whose labels hold every
+    `matchers` pair and name the target (its namespace and Deployment in the two labels below). A firing
+    alert is a breach; resolved, or past its endsAt, it no longer counts.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(f"!has(self.matchers) || self.matchers.all(k, k.matches(r'{_LABEL_NAME}'))", _MATCHER_KEYS)
+            ]
+        }
+    )
+    name: Annotated[str, Field(min_length=1, max_length=253, description="The alert's alertname.")]
+    matchers: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=dict, max_length=16, description="Labels the alert must have, with these values."
+    )
+    deployment_label: LabelName = Field("deployment", description="Label holding the target's name.")
+    namespace_label: LabelName = Field("namespace", description="Label holding its namespace.")
+
+    @model_validator(mode="after")
+    def _keys(self) -> AlertSignal:
+        bad = sorted(k for k in self.matchers if not re.fullmatch(_LABEL_NAME, k))
+        if bad:
+            raise ValueError(f"{_MATCHER_KEYS}: {', '.join(bad)}")
+        return self
+
+
+FIRING = BreachWhen(above=0)  # an alert signal's bounds: one alert firing or more
+_ALERT_ONLY = "an alert signal breaches while the alert fires: breachWhen and byRevision are for prometheus"
+
+
 class Signal(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.prometheus) != has(self.alert)", "exactly one of prometheus, alert must be set"),
+                _cel("has(self.alert) || has(self.breachWhen)", "a prometheus signal needs breachWhen"),
+                _cel("!has(self.alert) || (!has(self.breachWhen) && !has(self.byRevision))", _ALERT_ONLY),
+            ]
+        }
+    )
     name: DnsLabel
-    prometheus: PrometheusQuery
+    prometheus: PrometheusQuery | None = None
+    alert: AlertSignal | None = None
     by_revision: ByRevision | None = Field(
         None, description="The signal split by revision: lets attribution compare the new revision with the old."
     )
-    breach_when: BreachWhen
+    breach_when: BreachWhen | None = None
     for_: UpToADay = Field(
         "0s", alias="for", description="How long the signal must breach continuously before it counts."
     )
     on_no_data: Literal["ignore", "breach"] = Field(
         "ignore", description="What an empty or NaN result means: ignore (inconclusive) or breach."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Signal:
+        _exactly_one(self, ("prometheus", "alert"))
+        if self.alert is None and self.breach_when is None:
+            raise ValueError("a prometheus signal needs breachWhen")
+        if self.alert is not None and (self.breach_when is not None or self.by_revision is not None):
+            raise ValueError(_ALERT_ONLY)
+        return self
+
+    @property
+    def bounds(self) -> BreachWhen:
+        return self.breach_when or FIRING
 
 
 class SeverityRule(Model):
