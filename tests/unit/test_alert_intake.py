@@ -121,18 +121,22 @@ def test_open_alert_incidents_are_tended_with_the_notify_policys_settings(tmp_pa
         "metadata": {"name": "web-0", "namespace": "shop", "uid": "o"},
         "status": {"phase": "Resolved", "resolvedAt": "2026-10-01T00:00:00Z"},
     }
+    second = {**incident, "metadata": {"name": "api-1", "namespace": "shop", "uid": "a"}}
     deleted: list[str] = []
     pages = {"levels": [{"receiver": {"secretRef": {"name": "p", "key": "url"}, "format": "json"}}]}
+    rounds, reads = [0], [0]
 
     class Kube:
         async def list_incidents(self, namespace: str, selector: str) -> list[dict]:
             assert (namespace, selector) == ("shop", "hemostat.dev/target")
-            return [incident, theirs, old]
+            rounds[0] += 1
+            return [incident, theirs, old, second]
 
         async def delete_incident(self, namespace: str, name: str) -> None:
             deleted.append(name)
 
         async def get_policy(self, namespace: str, name: str) -> dict:
+            reads[0] += 1
             return {"spec": {"notify": {"pages": pages}}}
 
     class Notifier:
@@ -149,12 +153,13 @@ def test_open_alert_incidents_are_tended_with_the_notify_policys_settings(tmp_pa
 
     async def go() -> None:
         task = asyncio.create_task(intake.tend(every=0.01))
-        while not notifier.calls:
-            await asyncio.sleep(0.01)
+        while len(notifier.calls) < 4:
+            await asyncio.sleep(0.001)
         task.cancel()
 
     asyncio.run(go())
     source, settings = notifier.calls[0]
     assert source == "alert" and len(settings.pages.levels) == 1  # type: ignore[attr-defined]
     assert all(s == "alert" for s, _ in notifier.calls)
+    assert reads[0] <= rounds[0]  # the notify policy once per namespace per round, not once per Incident
     assert deleted and set(deleted) == {"web-0"}  # resolved long past retention; the policy's is not ours
