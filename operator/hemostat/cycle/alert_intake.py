@@ -143,24 +143,34 @@ class AlertIntake:
                 await self.notify(after, now)
             return
 
-    async def notify(self, incident: Body, now: datetime) -> None:
+    async def notify(self, incident: Body, now: datetime, settings: Notify | None = None) -> None:
         """Start the update or page an alert-only Incident is due, with the notify policy's settings."""
-        if self.notifier is None or self.notify_policy is None:
+        if self.notifier is None:
             return
-        policy = await self.kube.get_policy(incident["metadata"]["namespace"], self.notify_policy)
-        if policy is None:
+        settings = settings or await self.settings(incident["metadata"]["namespace"])
+        if settings is None:
             return
         try:
-            settings = Notify.model_validate((policy.get("spec") or {}).get("notify") or {})
             spec = IncidentSpec.model_validate(incident["spec"])
             status = IncidentStatus.model_validate(known_status(incident))
-        except ValueError:  # pydantic's too: a policy or an Incident someone spoiled notifies nobody
+        except ValueError:  # pydantic's too: an Incident someone spoiled notifies nobody
             return
         self.notifier.start_if_due(incident, spec, status, now, settings)
 
+    async def settings(self, namespace: str) -> Notify | None:
+        """The `notify` of the notify policy in `namespace` (None: no such policy, or spoiled)."""
+        if self.notify_policy is None:
+            return None
+        policy = await self.kube.get_policy(namespace, self.notify_policy)
+        try:
+            return Notify.model_validate((policy.get("spec") or {}).get("notify") or {}) if policy else None
+        except ValueError:
+            return None
+
     async def tend(self, every: float = 30.0) -> None:
         """Escalation and reminders move with time, not with alerts: look at the open alert-only Incidents
-        (and those whose last update or resolve is unsent) every `every` seconds; delete those past retention."""
+        (and those whose last update or resolve is unsent) every `every` seconds; delete those past retention.
+        The notify policy is read once per namespace per round."""
         while True:
             await asyncio.sleep(every)
             if not self.acting():
@@ -168,12 +178,22 @@ class AlertIntake:
             now = datetime.now(UTC)
             try:
                 found = await self._alert_incidents()
+                told: dict[str, Notify | None] = {}
                 for incident in found:
                     meta = incident["metadata"]
                     if is_expired(incident, self.retention, now):
                         await self.kube.delete_incident(meta["namespace"], meta["name"])
-                    elif is_open(incident) or is_unsent(incident, now, updates=True, pages=True):
-                        await self.notify(incident, now)
+                        continue
+                    if self.notifier is None:
+                        continue
+                    if meta["namespace"] not in told:
+                        told[meta["namespace"]] = await self.settings(meta["namespace"])
+                    settings = told[meta["namespace"]]
+                    if settings is None:
+                        continue
+                    unsent = is_unsent(incident, now, bool(settings.webhooks), bool(settings.pages.levels))
+                    if is_open(incident) or unsent:
+                        await self.notify(incident, now, settings)
             except Exception as exc:  # the next round tries again
                 log.warning("tending alert incidents: %s", exc)
 
