@@ -68,6 +68,12 @@ step "The Deployment's revisions"
 kubectl rollout history deployment/checkout -n shop | sed '/^$/d'
 kubectl get deployment checkout -n shop -o jsonpath='    now running: {.spec.template.spec.containers[0].image}{"\n"}'
 
+step "The postmortem draft, with a chart of each signal from Prometheus"
+incident=$(kubectl get incidents -n shop -o jsonpath='{.items[0].metadata.name}')
+"$PY" -m hemostat postmortem "$incident" -n shop -f "$D/demo/postmortem.md" --prometheus-url "$PROMETHEUS_URL" \
+  || fail "no postmortem; see the line above"
+ls "$D"/demo/postmortem*.png "$D"/demo/postmortem*.svg 2>/dev/null | sed 's/^/    /'
+
 cat <<EXPLORE
 
 The cluster, Prometheus ($PROMETHEUS_URL), the simulator and the operator are still running.

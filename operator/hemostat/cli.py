@@ -126,6 +126,8 @@ def _incident(args: argparse.Namespace) -> int:
         print(commands.ack(args.name, args.namespace, args.by, args.commander))
     elif args.action == "note":
         print(commands.note(args.name, args.namespace, args.text, args.by))
+    elif args.action in ("approve", "reject"):
+        return commands.decide(args.name, args.namespace, args.action == "approve", args.reason, _wait(args.wait))
     else:
         print(commands.resolve(args.name, args.namespace, args.by, args.resume_gitops, args.force))
     return 0
@@ -149,13 +151,17 @@ def _status_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait(text: str) -> float:
+    try:
+        return 0.0 if text in ("0", "0s") else parse_duration(text).total_seconds()
+    except ValueError:
+        raise UserError(f"--wait {text!r}: use e.g. 30s, 2m, or 0 not to wait") from None
+
+
 def _ask(args: argparse.Namespace) -> int:
     from . import commands
 
-    try:
-        wait = 0.0 if args.wait in ("0", "0s") else parse_duration(args.wait).total_seconds()
-    except ValueError:
-        raise UserError(f"--wait {args.wait!r}: use e.g. 30s, 2m, or 0 not to wait") from None
+    wait = _wait(args.wait)
     if args.step == "rollback":
         mitigation: dict[str, object] = {"rollback": {}}
     elif args.step == "scale-up":
@@ -267,9 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--admission-policies",
         metavar="PREFIX",
-        help="the chart's admission policies, PREFIX-incident-requests and PREFIX-incident-fields (the chart "
-        "passes its full name): while one is not in force the operator fails closed (refuses people's mitigation "
-        "requests; adopts only Incidents it wrote a status on). Default: none checked (a development run)",
+        help="the chart's admission policies, PREFIX-incident-requests, -incident-fields and -incident-approvals "
+        "(the chart passes its full name): while one is not in force the operator fails closed (refuses people's "
+        "mitigation requests and approvals; adopts only Incidents it wrote a status on). Default: none checked "
+        "(a development run)",
     )
     am = run.add_argument_group("Alertmanager as a source (its webhook receiver)")
     am.add_argument("--alertmanager-port", type=int, default=0, help="serve POST /alerts on this port (0: off)")
@@ -320,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
 
-    inc = sub.add_parser("incident", help="acknowledge, annotate or resolve an Incident")
+    inc = sub.add_parser("incident", help="show, list, acknowledge, annotate, approve or resolve Incidents")
     inc_sub = inc.add_subparsers(dest="action", metavar="ACTION", required=True)
     ack = inc_sub.add_parser("ack", help="acknowledge (and optionally name the incident commander)")
     ack.add_argument("name")
@@ -340,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (ack, note, res):
         _common(p)
         p.add_argument("--by", help="who you are (default: your login name)")
+    for verb, says in (("approve", "take"), ("reject", "not take")):
+        decide = inc_sub.add_parser(
+            verb, help=f"{verb} the step the incident waits for (guardrails.approval): the operator will {says} it"
+        )
+        decide.add_argument("name")
+        decide.add_argument("--reason", help="why (recorded in the timeline)")
+        decide.add_argument("--wait", default="2m", help="follow it until the operator took it (0: do not wait)")
+        _common(decide)
     inc.set_defaults(func=_incident)
 
     listing = inc_sub.add_parser("list", help="the Incidents of the namespace (-A: of all), newest first")

@@ -132,6 +132,50 @@ def resolve(name: str, namespace: str, by: str | None, resume_gitops: bool = Fal
     )
 
 
+def decide(name: str, namespace: str, approve: bool, reason: str | None, wait: float, say: Any = print) -> int:
+    """Approve or reject the step an Incident waits for (guardrails.approval), as yourself (the admission
+    policy checks you may make that change); then (wait > 0) follow it until the operator took the decision:
+    exit 0 when the approved step succeeded or the rejection was recorded, 1 otherwise."""
+    verb = "approve" if approve else "reject"
+    inc = get_incident(name, namespace)
+    status = inc.get("status") or {}
+    asked = status.get("approval") or {}
+    if status.get("phase") != "AwaitingApproval" or not asked or asked.get("decision"):
+        phase = status.get("phase") or "not evaluated yet"
+        raise UserError(f"incident {namespace}/{name} is not waiting for approval (phase {phase}): nothing to {verb}")
+    who, number = whoami(), asked["request"]
+    decision = {
+        "decision": "Approved" if approve else "Rejected",
+        "request": number,
+        "by": who,
+        "at": now_iso(datetime.now(UTC)),
+        "reason": (reason or "")[:1024],
+    }
+    _patch(name, namespace, {"spec": {"approval": decision}})
+    change = f"{asked['action']}: {asked.get('from', '')} -> {asked.get('to', '')}"
+    say(f"incident {namespace}/{name}: {decision['decision'].lower()} by {who}: {change}")
+    if wait <= 0:
+        return 0
+    deadline, seen = time.monotonic() + wait, len(status.get("timeline") or [])
+    while True:
+        status = get_incident(name, namespace).get("status") or {}
+        entries = status.get("timeline") or []
+        for e in entries[seen:]:
+            say(f"  {e['at']}  {e['reason']}: {e['message']}")
+        seen = len(entries)
+        taken = (status.get("approval") or {}).get("decision")
+        done = [a for a in status.get("actions") or [] if a.get("index") == asked["index"]]
+        if taken == "Rejected" or (done and done[-1]["result"] in ("Succeeded", "Failed", "Skipped")):
+            return 0 if taken == "Rejected" or done[-1]["result"] == "Succeeded" else 1
+        if (status.get("approval") or {}).get("request") != number:  # not taken (e.g. unchecked): asked again
+            return 1
+        if time.monotonic() > deadline:
+            follow = f"hemostat incident show {name} -n {namespace}"
+            say(f"still waiting after {format_duration(wait)}: follow it with `{follow}`")
+            return 1
+        time.sleep(1.0)
+
+
 SOURCES = {"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories", "Bucket": "buckets"}
 
 

@@ -72,6 +72,16 @@ def payload(
         facts["cause"] = cause.model_dump(
             by_alias=True, exclude_none=True, include={"verdict", "confidence", "reason", "hold_until", "evidence"}
         )
+    asked = status.approval if status.phase == "AwaitingApproval" else None
+    if asked is not None:
+        facts["approval"] = {
+            "request": asked.request,
+            "step": asked.step.kind,
+            "change": f"{asked.action}: {asked.from_} -> {asked.to}",
+            "deadline": asked.deadline,
+            "approve": f"hemostat incident approve {name} -n {namespace}",
+            "reject": f"hemostat incident reject {name} -n {namespace}",
+        }
     if fmt != "slack":
         return facts
     icon = {"Resolved": ":white_check_mark:", "Escalated": ":rotating_light:"}.get(status.phase or "", ":warning:")
@@ -81,6 +91,10 @@ def payload(
     if cause is not None:
         line += f"\n> cause: {cause.verdict} ({cause.confidence:.2f}): {slack_escape(cause.reason)}"
         line += f"; nothing is changed until {cause.hold_until}" if cause.hold_until else ""
+    if asked is not None:
+        change = slack_escape(f"{asked.action}: {asked.from_} -> {asked.to}")
+        line += f"\n> waiting for approval until {asked.deadline}: {change}"
+        line += f"\n> `hemostat incident approve {name} -n {namespace}` (or `reject`)"
     return {"text": line}
 
 

@@ -14,6 +14,7 @@ from .models.policy import Cadence
 # the playbooks' status names for the operator's phases
 STATUS = {
     "Detected": "Investigating",
+    "AwaitingApproval": "Investigating (a mitigation waits for approval)",
     "Mitigating": "Mitigating",
     "Monitoring": "Monitoring",
     "Escalated": "Investigating (escalated to people)",
@@ -92,6 +93,11 @@ def status_update(incident: dict[str, Any], cadence: Cadence, now: datetime) -> 
         doing.append("watching the signals to confirm recovery")
     elif phase == "Escalated":
         doing.append("automatic steps are exhausted; people are investigating")
+    elif phase == "AwaitingApproval" and status.get("approval"):
+        asked = status["approval"]
+        change = f"{asked['action']}: {asked.get('from', '')} -> {asked.get('to', '')}"
+        step = next(iter(asked.get("step") or {"a step": None}))
+        doing.append(f"{step} waits for approval until {asked['deadline']} ({change})")
     elif not doing:
         doing.append("investigating")
     every = cadence_of(spec.get("severity", "SEV3"), cadence)

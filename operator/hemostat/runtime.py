@@ -67,6 +67,14 @@ class FastLane:
         for waker in self.wakers.get(namespace, {}).values():
             waker.set()
 
+    def approval_decided(self, event: str, obj: dict[str, Any]) -> None:
+        """A person's decision on the request an Incident waits for: its policy takes it at once."""
+        asked = (obj.get("status") or {}).get("approval") or {}
+        decided = (obj.get("spec") or {}).get("approval") or {}
+        waiting = asked and not asked.get("decision") and decided.get("request") == asked.get("request")
+        if event != "DELETED" and waiting:
+            self.wake(obj["metadata"]["namespace"])
+
     def revision_changed(self, event: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         workload = workloads.of(obj)
@@ -197,7 +205,7 @@ def build(config: OperatorConfig) -> Runtime:
         )  # fmt: skip
     return Runtime(
         evaluator=evaluator,
-        informers=_informers(config.namespaces, config.argo_rollouts, lane.revision_changed, on_call=kube.on_call),
+        informers=_informers(config.namespaces, config.argo_rollouts, lane, on_call=kube.on_call),
         leader=leader,
         heartbeat=Heartbeat(last_cycle=time.monotonic()),
         lane=lane,
@@ -221,9 +229,7 @@ def acting_since(leader: LeaderElector | None) -> Callable[[], datetime | None]:
     return since
 
 
-def _informers(
-    namespaces: tuple[str, ...], rollouts: bool, on_revision: Callable[[str, dict[str, Any]], None], on_call: Any
-) -> informer.Informers:
+def _informers(namespaces: tuple[str, ...], rollouts: bool, lane: FastLane, on_call: Any) -> informer.Informers:
     """The watch caches of the read phase (see informer.py): a steady-state cycle makes no LIST call."""
     keys = {
         "deployment_index": world.target_keys,
@@ -233,6 +239,8 @@ def _informers(
         "incident_index": world.incident_keys,
     }
     indices = {name: informer.Index() for name in keys}
+    # what wakes the policy loops at once: a workload's new revision, a person's decision on an approval
+    changes = {**dict.fromkeys(world.INDEX.values(), lane.revision_changed), "incident_index": lane.approval_decided}
     # its own connections: one per watch (a kind in a namespace), each in its own thread
     pooled = pooled_client(len(keys) * max(1, len(namespaces)))
     found = {k: v for k, v in informer.sources(pooled, namespaces, GROUP, VERSION).items() if k in keys}
@@ -241,7 +249,7 @@ def _informers(
             source,
             keys[name],
             indices[name],
-            on_change=on_revision if name in world.INDEX.values() else None,
+            on_change=changes.get(name),
             on_call=on_call,
         )
         for name, listed in found.items()

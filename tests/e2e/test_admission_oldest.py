@@ -165,6 +165,40 @@ def _probe(cluster: Cluster, ns: str, release: str, system: str, tmp_path: Path)
         owner, forged
     )
     assert refused(operator, forged) == ""
+    # incident-approvals: a decision on the step an Incident waits for, by someone who may make it, as themselves
+    assert create_as(cluster, owner, ns, incident("waits", "shopfront")).returncode == 0
+    waits = {
+        "phase": "AwaitingApproval",
+        "approval": {
+            "request": 1,
+            "index": 0,
+            "step": {"rollback": {}},
+            "action": "rollback",
+            "from": "revision 2",
+            "to": "revision 1",
+            "requestedAt": "2026-12-06T14:00:00Z",
+            "deadline": "2026-12-06T14:15:00Z",
+        },
+    }
+    status = ["patch", "incident", "waits", "-n", ns, "--subresource=status", "--type=merge"]
+    cluster.kubectl(*status, "-p", json.dumps({"status": waits}), "--kubeconfig", str(operator))
+
+    def decide(kubeconfig: Path, request: int, by: str) -> str:
+        approval = {"decision": "Approved", "request": request, "by": by, "at": "2026-12-06T14:01:00Z"}
+        patch = ["patch", "incident", "waits", "-n", ns, "--type=merge", "--dry-run=server"]
+        body = json.dumps({"spec": {"approval": approval}})
+        out = cluster.kubectl(*patch, "-p", body, "--kubeconfig", str(kubeconfig), check=False)
+        return out.stderr if out.returncode != 0 else ""
+
+    assert (
+        f"hemostat-incident-approvals: approving rollback needs permission to patch deployments/shopfront "
+        f"in namespace {ns}, which {who}:bystander does not have"
+    ) in decide(bystander, 1, f"{who}:bystander")
+    assert "hemostat-incident-approvals: spec.approval.by must name who decides" in decide(owner, 1, "alice")
+    assert "hemostat-incident-approvals: waits is not waiting for a decision on request 2" in decide(
+        owner, 2, f"{who}:owner"
+    )
+    assert decide(owner, 1, f"{who}:owner") == ""
     # policy-requests: a policy's writer needs the rights its steps use, and stays above the floors
     policy = {
         "apiVersion": "hemostat.dev/v1alpha1",

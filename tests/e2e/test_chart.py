@@ -158,7 +158,7 @@ def test_rbac_grants_only_what_the_code_uses(testenv: Cluster) -> None:
         {
             "apiGroups": ["admissionregistration.k8s.io"],
             "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
-            "resourceNames": ["hemostat-incident-requests", "hemostat-incident-fields"],
+            "resourceNames": ["hemostat-incident-requests", "hemostat-incident-fields", "hemostat-incident-approvals"],
             "verbs": ["get"],
         }
     ]

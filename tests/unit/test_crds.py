@@ -60,9 +60,18 @@ def test_cross_field_rules_are_cel() -> None:
 
 
 def test_the_admission_step_rules_match_the_step_registry() -> None:
-    from hemostat.crdgen import POLICY_STEP_RULES, STEP_RULES, policy_step_rules, render_step_rules
+    from hemostat.crdgen import (
+        APPROVAL_STEP_RULES,
+        POLICY_STEP_RULES,
+        STEP_RULES,
+        policy_step_rules,
+        render_step_rules,
+    )
 
     assert (ROOT / STEP_RULES).read_text() == render_step_rules(), f"{STEP_RULES} is stale: run `make crds`"
+    approvals = render_step_rules(approvals=True)
+    assert (ROOT / APPROVAL_STEP_RULES).read_text() == approvals, f"{APPROVAL_STEP_RULES} is stale: run `make crds`"
+    assert "spec.mitigation." not in approvals, "an approver asked for nothing: the refusal names the approval"
     policy = render_step_rules(policy=True)
     assert (ROOT / POLICY_STEP_RULES).read_text() == policy, f"{POLICY_STEP_RULES} is stale: run `make crds`"
     assert "variables.step." not in policy, "a policy's rules bind each rung to `step`"

@@ -396,4 +396,5 @@ def test_phase_counts_cover_every_open_phase_and_only_open_ones() -> None:
         return TargetPlan(name="t", deployment=None, target=TargetStatus(name="t"), status=status)
 
     plan = CyclePlan(None, tuple(target(p) for p in ("Escalated", "Monitoring", "Escalated", "Resolved", None)), NOW)  # type: ignore[arg-type]
-    assert phase_counts(plan) == {"Detected": 0, "Mitigating": 0, "Monitoring": 1, "Escalated": 2}
+    expected = {"Detected": 0, "AwaitingApproval": 0, "Mitigating": 0, "Monitoring": 1, "Escalated": 2}
+    assert phase_counts(plan) == expected

@@ -154,3 +154,34 @@ def test_the_cause_and_a_hold_deadline_reach_the_people_told() -> None:
     text = payload("slack", "web-1", "shop", spec, status, "phase Detected")["text"]
     assert "\n> cause: unknown (0.50): the breach began 2m before revision 3 became current" in text
     assert "; nothing is changed until 2026-11-23T14:02:00Z" in text
+
+
+def test_an_update_awaiting_approval_says_what_would_be_done_and_how_to_approve() -> None:
+    spec = IncidentSpec.model_validate(
+        {"severity": "SEV2", "summary": "error-rate 0.3 > 0.05", "target": {"name": "web"}}
+    )
+    asked = {
+        "request": 1,
+        "index": 0,
+        "step": {"rollback": {}},
+        "action": "rollback",
+        "from": "revision 2 (web:v2)",
+        "to": "revision 1 (web:v1)",
+        "requestedAt": "2026-11-23T14:00:00Z",
+        "deadline": "2026-11-23T14:15:00Z",
+    }
+    status = IncidentStatus.model_validate({"phase": "AwaitingApproval", "approval": asked})
+    body = payload("json", "web-1", "shop", spec, status, "phase AwaitingApproval")
+    assert body["approval"] == {
+        "request": 1,
+        "step": "rollback",
+        "change": "rollback: revision 2 (web:v2) -> revision 1 (web:v1)",
+        "deadline": "2026-11-23T14:15:00Z",
+        "approve": "hemostat incident approve web-1 -n shop",
+        "reject": "hemostat incident reject web-1 -n shop",
+    }
+    text = payload("slack", "web-1", "shop", spec, status, "phase AwaitingApproval")["text"]
+    assert "\n> waiting for approval until 2026-11-23T14:15:00Z: rollback: revision 2 (web:v2) -&gt; revision 1" in text
+    assert "\n> `hemostat incident approve web-1 -n shop` (or `reject`)" in text
+    decided = IncidentStatus.model_validate({"phase": "Monitoring", "approval": {**asked, "decision": "Approved"}})
+    assert "approval" not in payload("json", "web-1", "shop", spec, decided, "phase Monitoring")

@@ -83,3 +83,19 @@ def test_a_list_reads_like_kubectl_get_with_a_namespace_column_for_all_namespace
     assert wide[0].split() == ["NAMESPACE", "NAME", "SEVERITY", "PHASE", "TARGET", "AGE", "POLICY", "SOURCE", "SUMMARY"]
     assert wide[1].startswith("shop        checkout-2") and wide[1].endswith("error-rate 0.31 > 0.05 at revision 7")
     assert table([], NOW) == "No incidents found."
+
+
+def test_a_status_update_says_what_waits_for_approval() -> None:
+    waiting = incident("AwaitingApproval")
+    waiting["status"]["actions"] = []
+    waiting["status"]["approval"] = {
+        "request": 1,
+        "step": {"rollback": {}},
+        "action": "rollback",
+        "from": "revision 7",
+        "to": "revision 6",
+        "deadline": "2026-12-06T14:15:00Z",
+    }
+    text = status_update(waiting, Cadence(), NOW)
+    assert "Status: Investigating (a mitigation waits for approval)" in text
+    assert "- rollback waits for approval until 2026-12-06T14:15:00Z (rollback: revision 7 -> revision 6)" in text

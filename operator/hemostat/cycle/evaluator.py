@@ -72,7 +72,10 @@ class Evaluator:
         started = time.monotonic()
         try:
             trusts = self.guard is None or self.guard.trusts_unwritten
-            snap = await reader.read(self.kube, world, ns, name, self.settings, self.queries.tenant(ns), now, trusts)
+            vet = self.guard.approval_problem if self.guard is not None else None
+            snap = await reader.read(
+                self.kube, world, ns, name, self.settings, self.queries.tenant(ns), now, trusts, vet
+            )
             if snap is None:
                 return Report(interval=planner.RETRY, exists=False)
             if snap.spec is not None and self.notifier is not None:

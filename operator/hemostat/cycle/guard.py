@@ -1,8 +1,9 @@
 """Fail closed without the chart's admission policies: read them by name, at start, every minute, and
 before carrying out a person's request (decide/admission.py says whether each is in force).
 
-`--admission-policies PREFIX` names them (`PREFIX-incident-requests`, `PREFIX-incident-fields`, as the
-chart installs them); without it the operator trusts every write it reads, as a development run does.
+`--admission-policies PREFIX` names them (`PREFIX-incident-requests`, `PREFIX-incident-fields`,
+`PREFIX-incident-approvals`, as the chart installs them); without it the operator trusts every write it
+reads, as a development run does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import logging
 from datetime import datetime
 
-from ..decide.admission import FIELDS, REQUESTS, not_in_force
+from ..decide.admission import APPROVALS, CHECKED, FIELDS, REQUESTS, last_request_write, not_in_force
 from ..kube import Kube
 from ..metrics import Metrics
 from .snapshot import one_line
@@ -26,7 +27,7 @@ class AdmissionGuard:
         self.problems: dict[str, str] = {}  # policy -> why it is not in force, at the last check
 
     async def problem(self, which: str, since: datetime | None = None) -> str | None:
-        """Why the policy `which` (REQUESTS, FIELDS) did not check a write made at `since` (or now)."""
+        """Why the policy `which` (REQUESTS, FIELDS, APPROVALS) did not check a write made at `since` (or now)."""
         if self.prefix is None:
             return None
         name = f"{self.prefix}-{which}"
@@ -36,9 +37,18 @@ class AdmissionGuard:
             return f"ValidatingAdmissionPolicy {name} cannot be read ({one_line(exc)})"
         return not_in_force(name, policy, binding, since)
 
+    async def approval_problem(self, namespace: str, name: str) -> str | None:
+        """Why a person's approval decision on the Incident namespace/name was not checked (read fresh)."""
+        if self.prefix is None:
+            return None
+        raw = await self.kube.get_incident(namespace, name)
+        if raw is None:
+            return f"Incident {namespace}/{name} is gone"
+        return await self.problem(APPROVALS, last_request_write(raw))
+
     async def refresh(self) -> None:
-        """Check both; say a change once (log, metric)."""
-        found = {which: await self.problem(which) for which in (REQUESTS, FIELDS)}
+        """Check each; say a change once (log, metric)."""
+        found = {which: await self.problem(which) for which in CHECKED}
         problems = {w: p for w, p in found.items() if p is not None}
         for which, problem in problems.items():
             if self.problems.get(which) != problem:
@@ -67,4 +77,5 @@ _CONSEQUENCE = {
     "admissionPolicies.enabled=true)",
     FIELDS: "Incidents the operator never wrote a status on are not adopted (their detection annotation "
     "may be anyone's) until it is restored",
+    APPROVALS: "people's approvals are not taken (the operator asks again) until it is restored",
 }

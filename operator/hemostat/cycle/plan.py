@@ -42,7 +42,7 @@ from ..actions.base import (
     marker_problem,
 )
 from ..actions.steps import ACTION_REASONS, STEP_OF_ACTION, kind_of
-from ..decide import attribution, ledger, progress, reconcilers, rollout_pause
+from ..decide import approval, attribution, ledger, progress, reconcilers, rollout_pause
 from ..decide import conditions as c
 from ..decide import health as h
 from ..decide import lifecycle as lc
@@ -289,7 +289,8 @@ def decide_target(
         held_rollout=hold is not None and hold.incident == name,
     )
     by = f"{snap.namespace}/{name}"
-    status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, by, snap.owners)
+    approve = Approver(f"hemostat incident approve {name} -n {snap.namespace}", view.approval_problem)
+    status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, by, snap.owners, approve)
     status, rollout = (status, None) if change is not None else hold_rollout(status, objects, name, now)
     open_now = status.phase != "Resolved"
     return replace(
@@ -363,6 +364,12 @@ def from_marker(done: Done, index: int) -> ActionRecord:
     )
 
 
+@dataclass(frozen=True)
+class Approver:
+    command: str  # how a person approves (said in the timeline and the update)
+    problem: str | None = None  # why their decision was not checked by the admission policy (None: it was)
+
+
 def advance(
     status: IncidentStatus,
     ispec: IncidentSpec,
@@ -373,8 +380,10 @@ def advance(
     ctx: Context,
     by: str,
     owners: Owners | None = None,
+    approver: Approver | None = None,
 ) -> tuple[IncidentStatus, Change | None]:
-    """Walk the ladder: skipped steps fall through; anything else ends this cycle's moves."""
+    """Walk the ladder: skipped steps fall through; anything else ends this cycle's moves. A change that needs
+    a person's approval (guardrails.approval) waits for it."""
     for _ in range(len(spec.mitigation.steps) + 1):
         move = lc.next_move(status, ispec.resolve, spec, health, guardrail, ctx.now)
         if not isinstance(move, lc.Act):
@@ -387,6 +396,13 @@ def advance(
         planned, before = unreconciled(planned, objects, spec.mitigation.gitops, step_ctx, owners)
         if isinstance(planned, Hold):  # may pass by the next cycle: wait, never skip the step for it
             return lc.record_note(status, f"next step {move.step.kind} held: {planned.reason}", ctx.now), None
+        needs = approval.required(spec.guardrails.approval, ispec.severity)
+        if isinstance(planned, Plan) and not move.dry_run and needs and approver is not None:
+            asked = approval.Planned(move.index, move.step, planned.action, planned.from_, planned.to)
+            settings, decision = spec.guardrails.approval, ispec.approval
+            status, go = approval.gate(status, decision, settings, asked, approver.problem, approver.command, ctx.now)
+            if not go:
+                return status, None
         status, change = take(status, move, planned, objects, ctx.now, by, before)
         if change is not None or status.phase == "Monitoring":
             return status, change

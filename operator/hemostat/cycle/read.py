@@ -10,6 +10,7 @@ signal reading.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -149,10 +150,12 @@ async def read(
     reader: Reader,
     now: datetime,
     trust_unwritten: bool = True,
+    vet: Vet | None = None,
 ) -> Snapshot | None:
     """The snapshot of policy namespace/name, or None when the policy no longer exists. Without
     `trust_unwritten` (the admission policy that keeps the detection annotation the operator's is not in
-    force), an Incident whose status the operator never wrote is not adopted."""
+    force), an Incident whose status the operator never wrote is not adopted. `vet` says why a person's
+    approval decision was not checked by the admission policy (None: it was)."""
     body = await kube.get_policy(namespace, name)
     if body is None:
         return None
@@ -202,6 +205,7 @@ async def read(
         _view(d, incidents, previous.get(n), readings[n], revisions[n], pods_of.get(n))
         for d, n in zip(deployments, names, strict=True)
     ]
+    views = list(await asyncio.gather(*(vetted(v, vet) for v in views)))
     owners = await read_owners(kube, spec, [v.deployment for v in views if v.incident is not None])
     expired = tuple(i["metadata"]["name"] for i in incidents if is_expired(i, settings.incident_retention, now))
     return replace(
@@ -217,6 +221,20 @@ async def read(
         ),
         queries=reader.asked,
     )
+
+
+Vet = Callable[[str, str], Awaitable[str | None]]  # (namespace, Incident) -> why its approval was not checked
+
+
+async def vetted(view: TargetView, vet: Vet | None) -> TargetView:
+    """The view, with why a decision awaiting the operator was not checked, only when there is one."""
+    found = view.incident
+    if vet is None or found is None or found.spec.approval is None or found.status.approval is None:
+        return view
+    if found.status.approval.decision is not None or found.spec.approval.request != found.status.approval.request:
+        return view
+    meta = found.body["metadata"]
+    return replace(view, approval_problem=await vet(meta["namespace"], meta["name"]))
 
 
 def status_written(incident: Body) -> bool:

@@ -77,6 +77,8 @@ class TargetView:
     by_revision: Mapping[str, Mapping[str, Reading] | Reading] = field(default_factory=dict)
     # the Pods of a Deployment whose rollout has stalled (decide/progress.py); a str: why not read
     pods: tuple[Body, ...] | str | None = None
+    # why a person's approval decision on its Incident was not checked by the admission policy (None: it was)
+    approval_problem: str | None = None
 
 
 Owners = Mapping[reconcilers.Reconciler, "Body | str | None"]  # read for targets with an open Incident

@@ -15,6 +15,8 @@ from ..clock import now_iso
 
 REQUESTS = "incident-requests"  # a person's request needs their own right to make the change
 FIELDS = "incident-fields"  # only the operator opens a policy's Incidents and writes their records
+APPROVALS = "incident-approvals"  # an approval needs the approver's own right to make the change
+CHECKED = (REQUESTS, FIELDS, APPROVALS)
 
 
 def not_in_force(

@@ -393,6 +393,8 @@ def record_resolved(status: IncidentStatus, message: str, now: datetime, by_pers
         out.time_to_resolve = format_duration((now - began).total_seconds())
     reason = c.RESOLVED_BY_PERSON if by_person else c.RECOVERED
     out.conditions = c.set_condition(out.conditions, "Resolved", True, reason, message, now)
+    if out.approval is not None and out.approval.decision is None:  # a request nobody needs to answer now
+        out.conditions = c.set_condition(out.conditions, "AwaitingApproval", False, reason, message, now)
     _append(out, now, reason, message)
     return out
 
@@ -425,11 +427,13 @@ def record_reopened(status: IncidentStatus, health: Health, resolved: datetime, 
     return out
 
 
-def record_escalated(status: IncidentStatus, message: str, now: datetime) -> IncidentStatus:
+def record_escalated(
+    status: IncidentStatus, message: str, now: datetime, reason: str = "LadderExhausted"
+) -> IncidentStatus:
     out = status.model_copy(deep=True)
     out.phase = "Escalated"
     out.escalated_at = c.now_iso(now)
-    out.conditions = c.set_condition(out.conditions, "Escalated", True, "LadderExhausted", message, now)
+    out.conditions = c.set_condition(out.conditions, "Escalated", True, reason, message, now)
     _append(out, now, c.ESCALATED, message, warning=True)
     return out
 

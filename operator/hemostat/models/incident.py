@@ -17,8 +17,8 @@ from .policy import MitigationStep, StepName, Verdict
 KIND = "Incident"
 PLURAL = "incidents"
 
-Phase = Literal["Detected", "Mitigating", "Monitoring", "Resolved", "Escalated"]
-OPEN_PHASES: tuple[Phase, ...] = ("Detected", "Mitigating", "Monitoring", "Escalated")
+Phase = Literal["Detected", "AwaitingApproval", "Mitigating", "Monitoring", "Resolved", "Escalated"]
+OPEN_PHASES: tuple[Phase, ...] = ("Detected", "AwaitingApproval", "Mitigating", "Monitoring", "Escalated")
 ActionResult = Literal["Pending", "Succeeded", "Failed", "Skipped", "DryRun"]
 
 MAX_TIMELINE = 100
@@ -41,6 +41,17 @@ class Note(Model):
     text: Text
 
 
+class ApprovalDecision(Model):
+    """A person's decision on the step the Incident waits for (`hemostat incident approve|reject`). The chart's
+    admission policy admits it only from someone who may make that change, naming themselves in `by`."""
+
+    decision: Literal["Approved", "Rejected"]
+    request: int = Field(ge=1, description="The request decided on (status.approval.request).")
+    by: Annotated[str, Field(min_length=1, max_length=253)]
+    at: Timestamp
+    reason: Text = ""
+
+
 class IncidentSpec(Model):
     severity: Severity
     summary: Text
@@ -55,6 +66,7 @@ class IncidentSpec(Model):
     resolve: bool = Field(False, description="Set by a person to close the incident.")
     previous_incident: ObjectName | None = None
     notes: Annotated[list[Note], Field(max_length=100)] = []
+    approval: ApprovalDecision | None = None
 
 
 class Evidence(Model):
@@ -155,6 +167,21 @@ class GitopsPause(Model):
     resume: Text = Field(description="How a person resumes it, once the bad change is reverted in Git.")
 
 
+class PendingApproval(Model):
+    """The step the Incident waits to have approved (guardrails.approval), as planned when it was asked."""
+
+    request: int = Field(ge=1, description="Counts the requests of this Incident; a decision names one.")
+    index: int = Field(description="The step's position in the policy's ladder.")
+    step: MitigationStep = Field(description="The step, as the admission policy checks the approver's rights.")
+    action: Annotated[str, Field(max_length=64)]
+    from_: Text = Field("", alias="from")
+    to: Text = ""
+    requested_at: Timestamp
+    deadline: Timestamp
+    decision: Literal["Approved", "Rejected"] | None = None
+    decided_by: Annotated[str, Field(max_length=253)] | None = None
+
+
 class IncidentStatus(Model):
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -186,3 +213,4 @@ class IncidentStatus(Model):
         [], description="Alertmanager alerts that opened or joined it (source: alert, or beside a policy's)."
     )
     attribution: AttributionStatus | None = None
+    approval: PendingApproval | None = None

@@ -364,11 +364,23 @@ class Mitigation(Model):
     )
 
 
+class Approval(Model):
+    """A person approves each step before it is taken: the Incident waits in phase AwaitingApproval with the
+    planned change in its status (`hemostat incident approve|reject`)."""
+
+    mode: Literal["none", "required"] = Field("none", description="required: every step waits for a person.")
+    severities: Annotated[list[Severity], Field(max_length=4)] = Field(
+        [], description="Only Incidents of these severities wait; empty: all of them."
+    )
+    timeout: UpToADay = Field("15m", description="No decision by then: the Incident escalates, nothing changed.")
+
+
 class Guardrails(Model):
     cooldown: UpToADay = Field("10m", description="Minimum time between two actions on one target.")
     max_actions_per_hour: Annotated[int, Field(ge=0, le=100)] = 3
     dry_run: bool = Field(False, description="Record what would be done; change nothing.")
     paused: bool = Field(False, description="Evaluate and record, but take no action.")
+    approval: Approval = Approval()
 
 
 class Webhook(Model):
