@@ -90,6 +90,25 @@ def test_a_peer_changed_since_the_targets_own_rollout_is_no_control() -> None:
     assert judged(recent, since=HOUR_AGO).says == a.NONE
 
 
+def test_peers_changed_with_the_target_breaching_alike_leave_the_cause_unknown_never_the_deploys() -> None:
+    # the whole fleet rolled out together three minutes ago (no untouched peer), then a dependency fails
+    together = NOW - timedelta(minutes=3)
+    peers = a.Fleet([a.Peer(t, together, {"err": 6.0}) for t in ("web", "cart", "api", "auth")])
+    clue = judged(peers, since=together)
+    assert clue.says == "unknown"
+    assert clue.detail == (
+        "err: no untouched peer, and 3 of 3 peers changed within 10m of this one breach too: "
+        "a shared cause, or a change they share"
+    )
+    timing = a.timing([breach(0.3)], 1, together, timedelta(minutes=30), NOW)
+    assert timing.says == "deploy" and a.attribute([clue, timing]).verdict == "unknown"
+    # far worse than its co-changed peers, it is to blame on its own, as against untouched ones
+    assert judged(peers, value=1.0, since=together).says == "deploy"
+    # co-changed peers within bounds tell nothing: as before
+    quiet = a.Fleet([a.Peer("web", together, {"err": 6.0}), a.Peer("cart", together, {})])
+    assert judged(quiet, since=together).says == a.NONE
+
+
 def test_a_breach_resting_only_on_missing_data_is_data_quality() -> None:
     assert a.data_quality([breach(None)]).says == "dataQuality"
     assert a.data_quality([breach(None), breach(0.3, "lat")]).says == a.NONE
