@@ -8,7 +8,8 @@ fixed order, so every verdict can be told in one line and checked by a test:
   revision far worse than the old is to blame even during a shared outage (compound).
 - fleet: the same signal on the policy's other targets that had no new revision since the target's
   own (or for `QUIET`): difference-in-differences against the untouched. Peers breaching too: the cause is shared,
-  `global` when most of them breach; a target far worse than its breaching peers is to blame alone.
+  `global` when most of them breach; a target far worse than its breaching peers is to blame alone. Without an
+  untouched peer, peers that changed about when it did and breach alike leave the cause `unknown`.
 - traffic: the request rate against its recent baseline: a jump of `jump` times is a surge.
 - dataQuality: a breach that rests only on missing data never acts.
 - timing: a breach that began before the revision became current is not that revision's.
@@ -153,6 +154,17 @@ class Fleet:
             out[signal] = [v for _, name, v in entries[max(0, end - 201) : end] if name != target][-200:]
         return count, out
 
+    def changed_with(self, target: str, since: datetime | None, now: datetime) -> tuple[int, dict[str, list[float]]]:
+        """The other peers, those that are no controls (a new revision since the target's own or within
+        QUIET): how many, and per signal how far past the bound the breaching ones are (the 200 earliest)."""
+        cutoff = max(_key(since), (now - QUIET).timestamp())
+        count = len(self._since) - bisect.bisect_left(self._since, cutoff) - (1 if _key(since) >= cutoff else 0)
+        out = {}
+        for signal, entries in self._breaching.items():
+            start = bisect.bisect_left(entries, (cutoff,))
+            out[signal] = [v for _, name, v in entries[start : start + 201] if name != target][:200]
+        return count, out
+
 
 def fleet(
     target: str,
@@ -165,7 +177,7 @@ def fleet(
     """The breaching signals of one target against the same signals on its untouched peers."""
     others, breaching_peers = peers.controls(target, since, now)
     if others <= 0:
-        return Clue("fleet", NONE, "unavailable: no other target of the policy without a change since this one's")
+        return _changed_with(target, outcomes, signals, peers, since, now)
     worst: tuple[float, str] | None = None  # (share, detail) of the most shared signal
     for o in outcomes:
         theirs = breaching_peers.get(o.name, [])
@@ -182,6 +194,30 @@ def fleet(
         return Clue("fleet", ALONE, f"all {others} untouched peers are within bounds on the breaching signals")
     scope = "global" if worst[0] >= GLOBAL_SHARE and others >= GLOBAL_MIN_PEERS else "dependency"
     return Clue("fleet", scope, worst[1])
+
+
+def _changed_with(
+    target: str,
+    outcomes: Sequence[SignalOutcome],
+    signals: Mapping[str, Signal],
+    peers: Fleet,
+    since: datetime | None,
+    now: datetime,
+) -> Clue:
+    """Without an untouched peer, the peers that changed about when the target did: breaching alike, the cause
+    is theirs as much as the target's (a shared cause, or a change they share), so nobody can tell."""
+    changed, breaching_peers = peers.changed_with(target, since, now)
+    for o in outcomes:
+        theirs = breaching_peers.get(o.name, [])
+        if o.value is None or not theirs:
+            continue
+        mine, typical = overshoot(o.value, signals[o.name]), statistics.median(theirs)
+        seen = f"{o.name}: no untouched peer, and {len(theirs)} of {changed} peers changed within "
+        seen += f"{format_duration(QUIET.total_seconds())} of this one breach too"
+        if mine >= EXCESS * typical:
+            return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
+        return Clue("fleet", "unknown", f"{seen}: a shared cause, or a change they share")
+    return Clue("fleet", NONE, "unavailable: no other target of the policy without a change since this one's")
 
 
 def traffic(config: Attribution, reading: Reading | None) -> Clue:
@@ -248,6 +284,8 @@ def attribute(clues: Sequence[Clue]) -> Finding:
         return found("traffic", 0.85 if says("contrast", SHARED) else 0.7, c)
     if c := says("contrast", SHARED):
         return found("dependency", 0.7, c)
+    if c := says("fleet", "unknown"):  # peers that changed with it breach alike: theirs as much as its own
+        return found("unknown", 0.5, c)
     if c := says("timing", SHARED):
         return found("unknown", 0.5, c)
     if c := says("timing", "deploy"):
