@@ -49,16 +49,23 @@ def shop_policy(name: str = "shop", labels: dict[str, str] | None = None) -> dic
     }
 
 
-def fleet(testenv: Cluster, ns: str) -> None:
+def fleet(testenv: Cluster, ns: str, web_apart: bool = False) -> None:
+    """The four Deployments under the policy shop; with `web_apart`, web under a policy of its own, front."""
     for name in FLEET:
-        testenv.apply(app(name, f"registry.local/{name}:v1", labels={"tier": "shop"}), ns)
+        tier = "front" if web_apart and name == "web" else "shop"
+        testenv.apply(app(name, f"registry.local/{name}:v1", labels={"tier": tier}), ns)
     for name in FLEET:
         wait_ready(testenv, ns, name)
     testenv.apply(shop_policy(), ns)
+    if web_apart:
+        testenv.apply(shop_policy("front", {"tier": "front"}), ns)
 
     def all_healthy() -> bool:
-        mp = testenv.get("mp", "shop", ns)
-        verdicts = [t.get("verdicts", {}).get("error-rate") for t in mp.get("status", {}).get("targets", [])]
+        verdicts = [
+            t.get("verdicts", {}).get("error-rate")
+            for policy in ("shop", "front")[: 2 if web_apart else 1]
+            for t in testenv.get("mp", policy, ns).get("status", {}).get("targets", [])
+        ]
         return verdicts == ["Healthy"] * len(FLEET)
 
     wait_for("four healthy targets", all_healthy, timeout=90)
@@ -109,6 +116,25 @@ def test_a_shared_outage_after_a_healthy_rollout_is_not_rolled_back(
     faults()
     in_phase(testenv, namespace, "web", "Resolved")
     assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2")
+
+
+def test_a_shared_outage_across_policies_is_not_blamed_on_one_policys_healthy_rollout(
+    testenv: Cluster, namespace: str, simulator, operators, faults
+) -> None:
+    """web has a policy of its own: its peers are the other policy's targets, in the same namespace."""
+    operators.start(namespace)
+    fleet(testenv, namespace, web_apart=True)
+    healthy_release_of_web(testenv, namespace)
+    faults({"kind": "dependency", "namespace": namespace, "deployments": list(FLEET), "errorRate": 0.3})
+
+    inc = in_phase(testenv, namespace, "web", "Escalated", "Monitoring", "Resolved")
+    assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "the good release stays"
+    attribution = inc["status"]["attribution"]
+    assert inc["spec"]["policyRef"]["name"] == "front"
+    assert attribution["verdict"] == "global", attribution
+    assert "3 of 3 untouched peers breach too" in attribution["reason"]
+    assert inc["status"].get("actions", []) == []
+    faults()
 
 
 def test_a_bad_rollout_during_a_shared_outage_is_still_rolled_back(

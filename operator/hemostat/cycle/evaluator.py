@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from . import read as reader
 from .apply import Applier
 from .guard import AdmissionGuard
 from .manual import ManualRequests
+from .neighbours import Neighbourhood
 from .notifier import Notifier
 from .queries import Queries
 from .snapshot import Settings, one_line
@@ -63,6 +64,7 @@ class Evaluator:
         self.applier = Applier(kube, self.metrics, self.notifier)
         self.manual = ManualRequests(kube, self.applier, settings.global_dry_run, guard)
         self._failures: dict[str, str] = {}
+        self.neighbours = Neighbourhood()  # the policies' targets, as each other's peers
 
     async def evaluate(self, cached: dict[str, Any], now: datetime, world: World | None = None) -> Report:
         """One cycle of the policy `cached` names; `cached` (kopf's copy) is used for its name only.
@@ -80,7 +82,10 @@ class Evaluator:
                 return Report(interval=planner.RETRY, exists=False)
             if snap.spec is not None and self.notifier is not None:
                 self.notifier.settings[f"{ns}/{name}"] = snap.spec.notify
+            signals = [s.name for s in snap.spec.signals] if snap.spec is not None else []
+            snap = replace(snap, neighbours=self.neighbours.around(ns, name, signals, now))
             plan = planner.decide(snap, now)
+            self.neighbours.publish(ns, name, signals, plan.peers, now)
             acted, written, raced = await self.applier.apply(plan, world)
         except Exception as exc:  # a cycle that cannot run says why on the policy, once
             message = f"evaluation failed: {one_line(exc)}"

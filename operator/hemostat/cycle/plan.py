@@ -79,6 +79,7 @@ class CyclePlan:
     snapshot: Snapshot
     targets: tuple[TargetPlan, ...]
     now: datetime
+    peers: tuple[attribution.Peer, ...] = ()  # its targets, as the namespace's other policies see them
 
     @property
     def next_in(self) -> float:
@@ -99,11 +100,13 @@ def decide(snap: Snapshot, now: datetime) -> CyclePlan:
         return CyclePlan(snap, (), now)
     around = Around.of(snap.replicasets, snap.hpas)
     seen = {view.name: seen for view in snap.targets if (seen := _seen(snap.spec, view, around, snap, now))}
-    attributing = snap.spec.attribution.mode != "off"  # only attribution reads the fleet: no sort without it
-    peers = {n: (x.health, x.revision_since) for n, x in seen.items()} if attributing else {}
-    fleet = attribution.Fleet.of(peers, snap.spec.signals)
+    peers = attribution.peers_of({n: (x.health, x.revision_since) for n, x in seen.items()}, snap.spec.signals)
+    mine = set(seen)
+    neighbours = [x for x in snap.neighbours if x.name not in mine]  # a Deployment two policies watch counts once
+    # only attribution reads the fleet: no sort without it
+    fleet = attribution.Fleet([*peers, *neighbours] if snap.spec.attribution.mode != "off" else [])
     plans = (_isolated(snap, snap.spec, view, now, around, seen.get(view.name), fleet) for view in snap.targets)
-    return CyclePlan(snap, tuple(plans), now)
+    return CyclePlan(snap, tuple(plans), now, tuple(peers))
 
 
 @dataclass(frozen=True)

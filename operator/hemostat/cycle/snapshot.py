@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from ..actions.base import SourceKey
 from ..decide import conditions as c
 from ..decide import reconcilers
+from ..decide.attribution import Peer
 from ..models.incident import IncidentSpec, IncidentStatus
 from ..models.policy import MitigationPolicySpec, MitigationPolicyStatus, PrometheusQuery, Signal, TargetStatus
 from ..reading import Reading
@@ -105,6 +106,7 @@ class Snapshot:
     expired: tuple[str, ...] = ()  # Resolved Incidents past retention
     unsent: tuple[Body, ...] = ()  # Resolved Incidents whose Resolved update is not delivered yet
     queries: int = 0  # signal queries the read phase sent
+    neighbours: tuple[Peer, ...] = ()  # the namespace's other policies' targets (cycle/neighbours.py)
 
 
 def known_status(body: Body) -> dict[str, Any]:

@@ -6,10 +6,11 @@ fixed order, so every verdict can be told in one line and checked by a test:
 - contrast: the new revision against the old one over the same seconds (while both serve). A
   cause shared by both revisions (a dependency, a surge, a global outage) cancels out; a new
   revision far worse than the old is to blame even during a shared outage (compound).
-- fleet: the same signal on the policy's other targets that had no new revision since the target's
-  own (or for `QUIET`): difference-in-differences against the untouched. Peers breaching too: the cause is shared,
-  `global` when most of them breach; a target far worse than its breaching peers is to blame alone. Without an
-  untouched peer, peers that changed about when it did and breach alike leave the cause `unknown`.
+- fleet: the same signal on the policy's other targets, and on the namespace's other policies' targets
+  (cycle/neighbours.py), that had no new revision since the target's own (or for `QUIET`):
+  difference-in-differences against the untouched. Peers breaching too: the cause is shared, `global` when
+  most of them breach; a target far worse than its breaching peers is to blame alone. Without an untouched
+  peer, peers that changed about when it did and breach alike leave the cause `unknown`.
 - traffic: the request rate against its recent baseline: a jump of `jump` times is a surge.
 - dataQuality: a breach that rests only on missing data never acts.
 - timing: a breach that began before the revision became current is not that revision's.
@@ -112,6 +113,16 @@ class Peer:
     overshoot: Mapping[str, float]  # breaching signal -> how far past the bound
 
 
+def peers_of(seen: Mapping[str, tuple[Health, datetime | None]], signals: Sequence[Signal]) -> list[Peer]:
+    """One policy's targets as peers: when their revision became current, how far each breaching signal is past."""
+    by_name = {s.name: s for s in signals}
+
+    def past(health: Health) -> dict[str, float]:
+        return {o.name: overshoot(o.value, by_name[o.name]) for o in breaching(health) if o.value is not None}
+
+    return [Peer(name, since, past(health)) for name, (health, since) in seen.items()]
+
+
 def _key(since: datetime | None) -> float:
     return since.timestamp() if since is not None else -math.inf
 
@@ -128,20 +139,6 @@ class Fleet:
         for x in ordered:
             for signal, value in x.overshoot.items():
                 self._breaching.setdefault(signal, []).append((_key(x.since), x.name, value))
-
-    @classmethod
-    def of(cls, seen: Mapping[str, tuple[Health, datetime | None]], signals: Sequence[Signal]) -> Fleet:
-        by_name = {s.name: s for s in signals}
-        return cls(
-            [
-                Peer(
-                    name,
-                    since,
-                    {o.name: overshoot(o.value, by_name[o.name]) for o in breaching(health) if o.value is not None},
-                )
-                for name, (health, since) in seen.items()
-            ]
-        )
 
     def controls(self, target: str, since: datetime | None, now: datetime) -> tuple[int, dict[str, list[float]]]:
         """How many peers had no new revision since the target's own (or for QUIET), and per signal how
