@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from ..decide.attribution import Peer
 
 FRESH = timedelta(seconds=60)  # a policy's targets older than this are left out (a deleted or stuck policy)
-MAX_NEIGHBOURS = 1000  # a fair sample is enough for the shares and medians the fleet clue takes
+MAX_NEIGHBOURS = 200  # an even sample is enough for the shares and medians the fleet clue takes
 
 
 class Neighbourhood:
@@ -33,15 +33,20 @@ class Neighbourhood:
 
     def around(self, namespace: str, policy: str, signals: Iterable[str], now: datetime) -> tuple[Peer, ...]:
         """The targets of the namespace's other policies that share a signal name with `signals` (those signals
-        only), each Deployment once, a sample of at most MAX_NEIGHBOURS."""
-        mine, seen, out = frozenset(signals), set(), []
-        for name, (at, theirs, peers) in sorted(self.published.get(namespace, {}).items()):
-            shared = mine & theirs
-            if name == policy or not shared or now - at > FRESH:
-                continue
-            for peer in peers:
+        only), each Deployment once, an even sample of at most MAX_NEIGHBOURS."""
+        mine = frozenset(signals)
+        found = [
+            (peers, mine & theirs, theirs <= mine)
+            for name, (at, theirs, peers) in sorted(self.published.get(namespace, {}).items())
+            if name != policy and mine & theirs and now - at <= FRESH
+        ]
+        step = max(1, -(-sum(len(peers) for peers, _, _ in found) // MAX_NEIGHBOURS))  # ceil: every step-th
+        seen: set[str] = set()
+        out = []
+        for peers, shared, whole in found:
+            for peer in peers[::step]:
                 if peer.name not in seen:
                     seen.add(peer.name)
-                    out.append(Peer(peer.name, peer.since, {k: v for k, v in peer.overshoot.items() if k in shared}))
-        step = -(-len(out) // MAX_NEIGHBOURS)  # ceil: every step-th, an even sample
-        return tuple(out[::step]) if step > 1 else tuple(out)
+                    theirs = {k: v for k, v in peer.overshoot.items() if k in shared}
+                    out.append(peer if whole else Peer(peer.name, peer.since, theirs))
+        return tuple(out)
