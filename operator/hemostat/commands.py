@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,22 +157,37 @@ def decide(name: str, namespace: str, approve: bool, reason: str | None, wait: f
     say(f"incident {namespace}/{name}: {decision['decision'].lower()} by {who}: {change}")
     if wait <= 0:
         return 0
-    deadline, seen = time.monotonic() + wait, len(status.get("timeline") or [])
-    while True:
-        status = get_incident(name, namespace).get("status") or {}
-        entries = status.get("timeline") or []
-        for e in entries[seen:]:
-            say(f"  {e['at']}  {e['reason']}: {e['message']}")
-        seen = len(entries)
+
+    def outcome(status: dict[str, Any]) -> int | None:
         taken = (status.get("approval") or {}).get("decision")
         done = [a for a in status.get("actions") or [] if a.get("index") == asked["index"]]
         if taken == "Rejected" or (done and done[-1]["result"] in ("Succeeded", "Failed", "Skipped")):
             return 0 if taken == "Rejected" or done[-1]["result"] == "Succeeded" else 1
         if (status.get("approval") or {}).get("request") != number:  # not taken (e.g. unchecked): asked again
             return 1
+        return None
+
+    return follow(name, namespace, wait, len(status.get("timeline") or []), outcome, say)
+
+
+def follow(
+    name: str, namespace: str, wait: float, seen: int, outcome: Callable[[dict[str, Any]], int | None], say: Any
+) -> int:
+    """Print the Incident's timeline as it grows (from entry `seen`) until `outcome` of its status says an
+    exit code, or `wait` seconds pass (1)."""
+    deadline = time.monotonic() + wait
+    while True:
+        status = get_incident(name, namespace).get("status") or {}
+        entries = status.get("timeline") or []
+        for e in entries[seen:]:
+            say(f"  {e['at']}  {e['reason']}: {e['message']}")
+        seen = len(entries)
+        code = outcome(status)
+        if code is not None:
+            return code
         if time.monotonic() > deadline:
-            follow = f"hemostat incident show {name} -n {namespace}"
-            say(f"still waiting after {format_duration(wait)}: follow it with `{follow}`")
+            show = f"hemostat incident show {name} -n {namespace}"
+            say(f"still waiting after {format_duration(wait)}: follow it with `{show}`")
             return 1
         time.sleep(1.0)
 
@@ -503,23 +519,14 @@ def request(
     say(f"incident {namespace}/{name} declared, asking for {step} of {kind} {target}")
     if wait <= 0:
         return 0
-    deadline, seen = time.monotonic() + wait, 0
-    while True:
-        status = get_incident(name, namespace).get("status") or {}
-        entries = status.get("timeline") or []
-        for e in entries[seen:]:
-            say(f"  {e['at']}  {e['reason']}: {e['message']}")
-        seen = len(entries)
+
+    def outcome(status: dict[str, Any]) -> int | None:
         done = [a for a in status.get("actions") or [] if a.get("index") == -1]
         if done:
             result, record = done[0]["result"], done[0]
             change = f"{record['from']} -> {record['to']}" if record.get("from") and record.get("to") else ""
             say(f"{step} {result}: {record.get('message') or change}".rstrip(": "))
             return 0 if result in ("Succeeded", "DryRun") else 1
-        if any(e["reason"] == "MitigationRefused" for e in entries):
-            return 1
-        if time.monotonic() > deadline:
-            follow = f"hemostat incident show {name} -n {namespace}"
-            say(f"still waiting after {format_duration(wait)}: follow it with `{follow}`")
-            return 1
-        time.sleep(1.0)
+        return 1 if any(e["reason"] == "MitigationRefused" for e in status.get("timeline") or []) else None
+
+    return follow(name, namespace, wait, 0, outcome, say)
