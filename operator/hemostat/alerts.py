@@ -139,9 +139,20 @@ class Board:
         self.held[alert.fingerprint] = Held(alert.labels, now, _parsed(ended) if ended else None)
         return True
 
+    def readings(self, signal: AlertSignal, namespace: str, targets: list[str], now: datetime) -> dict[str, Reading]:
+        """Each target's reading, from one pass over the alerts held (a policy may have thousands of targets)."""
+        found: dict[str, list[Held]] = {t: [] for t in targets}
+        for h in self.held.values():
+            target = h.labels.get(signal.deployment_label)
+            if target in found and matches(signal, h.labels, namespace, target):
+                found[target].append(h)
+        return {t: self._reading(signal, namespace, t, found[t], now) for t in targets}
+
     def reading(self, signal: AlertSignal, namespace: str, target: str, now: datetime) -> Reading:
+        return self.readings(signal, namespace, [target], now)[target]
+
+    def _reading(self, signal: AlertSignal, namespace: str, target: str, found: list[Held], now: datetime) -> Reading:
         query = promql(signal, namespace, target)
-        found = [h for h in self.held.values() if matches(signal, h.labels, namespace, target)]
         live = [h for h in found if h.ends_at is None or h.ends_at > now]
         firing = [h for h in live if now - h.seen <= 2 * self.resend]
         if firing:

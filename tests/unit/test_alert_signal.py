@@ -169,3 +169,14 @@ def test_an_alert_is_claimed_by_the_policy_whose_signal_uses_it_for_that_deploym
 def test_matchers_are_prometheus_label_names() -> None:
     with pytest.raises(ValidationError, match="matchers keys must be Prometheus label names: bad-key"):
         AlertSignal.model_validate({"name": "A", "matchers": {"bad-key": "x", "ok": "y"}})
+
+
+def test_every_targets_reading_comes_from_one_pass_over_the_alerts() -> None:
+    b = board()
+    b.take(alert(), START)
+    b.take(alert(fingerprint="f2", deployment="api"), START)
+    b.take(alert(fingerprint="f3", deployment="api", pod="api-2"), START)
+    now = START + RESEND
+    found = b.readings(SIGNAL, "shop", ["web", "api", "cart"], now)
+    assert {t: r.value for t, r in found.items()} == {"web": 1.0, "api": 2.0, "cart": 0.0}
+    assert 'alertstate="firing",deployment="cart",namespace="shop"' in found["cart"].query

@@ -130,7 +130,7 @@ class TenantQueries:
         answer: list[Series] | Reading = await self.queries.timed(self.namespace, url, query, batched=True)
         return answer
 
-    def read_alert(self, signal: AlertSignal, namespace: str, target: str, now: datetime) -> Reading:
+    def read_alerts(self, signal: AlertSignal, namespace: str, targets: list[str], now: datetime) -> dict[str, Reading]:
         """No query: what Alertmanager has sent (parse_spec refuses alert signals without a board)."""
         assert self.queries.board is not None
-        return self.queries.board.reading(signal, namespace, target, now)
+        return self.queries.board.readings(signal, namespace, targets, now)

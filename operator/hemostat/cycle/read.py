@@ -61,7 +61,9 @@ class Reader(Protocol):
 
     async def read_series(self, url: str | None, query: str) -> list[Series] | Reading: ...
 
-    def read_alert(self, signal: AlertSignal, namespace: str, target: str, now: datetime) -> Reading: ...
+    def read_alerts(
+        self, signal: AlertSignal, namespace: str, targets: list[str], now: datetime
+    ) -> dict[str, Reading]: ...
 
 
 Readings = dict[str, dict[str, tuple[str, Reading]]]  # target -> key -> (query, reading)
@@ -80,8 +82,7 @@ async def read_signals(
     out: Readings = {t: {} for t in targets}
     for s in spec.signals:
         if s.alert is not None:
-            for t in targets:
-                reading = reader.read_alert(s.alert, namespace, t, now)
+            for t, reading in reader.read_alerts(s.alert, namespace, targets, now).items():
                 out[t][s.name] = (reading.query, reading)
 
     async def batched(key: str, pq: PrometheusQuery) -> None:
