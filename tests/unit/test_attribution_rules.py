@@ -98,8 +98,8 @@ def test_peers_changed_with_the_target_breaching_alike_leave_the_cause_unknown_n
     clue = judged(peers, since=together)
     assert clue.says == "unknown"
     assert clue.detail == (
-        "err: no untouched peer, and 3 of 3 peers changed within 10m of this one breach too: "
-        "a shared cause, or a change they share"
+        "err: no untouched peer, and 3 of 3 peers changed within 10m of this one breach too, 2m55s after its "
+        "revision began: a shared cause, or a change they share"
     )
     timing = a.timing([breach(0.3)], 1, together, timedelta(minutes=30), NOW)
     assert timing.says == "deploy" and a.attribute([clue, timing]).verdict == "unknown"
@@ -108,6 +108,10 @@ def test_peers_changed_with_the_target_breaching_alike_leave_the_cause_unknown_n
     # co-changed peers within bounds tell nothing: as before
     quiet = a.Fleet([a.Peer("web", together, {"err": 6.0}), a.Peer("cart", together, {})])
     assert judged(quiet, since=together).says == a.NONE
+    # revisions rolled out together and breaching as they begin to serve: their deploys, as before (timing says so)
+    just = NOW - timedelta(seconds=20)
+    fresh = a.Fleet([a.Peer(t, just, {"err": 6.0}) for t in ("web", "cart")])
+    assert judged(fresh, since=just).says == a.NONE
 
 
 def test_a_breach_resting_only_on_missing_data_is_data_quality() -> None:

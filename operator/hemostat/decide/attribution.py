@@ -37,6 +37,9 @@ from .health import Health, SignalOutcome, Verdict, breaches
 
 # a peer is a control when its revision has not changed since the target's own, or for this long
 QUIET = timedelta(minutes=10)
+# without untouched peers: a revision that served within bounds this long before it and the peers that changed
+# with it breached alike is less suspect than a shared cause (bad revisions breach as their Pods serve)
+SERVED = timedelta(seconds=30)
 EXCESS = 2.0  # this many times further past the threshold than the control: to blame on its own
 GLOBAL_SHARE = 0.8  # of the untouched peers breaching: most of the fleet
 GLOBAL_MIN_PEERS = 3  # fewer peers than this cannot tell a global outage from a dependency
@@ -201,8 +204,13 @@ def _changed_with(
     since: datetime | None,
     now: datetime,
 ) -> Clue:
-    """Without an untouched peer, the peers that changed about when the target did: breaching alike, the cause
-    is theirs as much as the target's (a shared cause, or a change they share), so nobody can tell."""
+    """Without an untouched peer, the peers that changed about when the target did: breaching alike long after
+    the target's revision began to serve (`SERVED`), the cause is theirs as much as the target's (a shared cause,
+    or a change they share), so nobody can tell. A breach as its revision began to serve says nothing new."""
+    unavailable = Clue("fleet", NONE, "unavailable: no other target of the policy without a change since this one's")
+    starts = [o.breaching_since for o in outcomes if o.breaching_since is not None]
+    if since is None or not starts or min(starts) - since < SERVED:
+        return unavailable
     changed, breaching_peers = peers.changed_with(target, since, now)
     for o in outcomes:
         theirs = breaching_peers.get(o.name, [])
@@ -213,8 +221,11 @@ def _changed_with(
         seen += f"{format_duration(QUIET.total_seconds())} of this one breach too"
         if mine >= EXCESS * typical:
             return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
-        return Clue("fleet", "unknown", f"{seen}: a shared cause, or a change they share")
-    return Clue("fleet", NONE, "unavailable: no other target of the policy without a change since this one's")
+        served = format_duration((min(starts) - since).total_seconds())
+        return Clue(
+            "fleet", "unknown", f"{seen}, {served} after its revision began: a shared cause, or a change they share"
+        )
+    return unavailable
 
 
 def traffic(config: Attribution, reading: Reading | None) -> Clue:
