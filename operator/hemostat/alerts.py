@@ -148,9 +148,6 @@ class Board:
                 found[target].append(h)
         return {t: self._reading(signal, namespace, t, found[t], now) for t in targets}
 
-    def reading(self, signal: AlertSignal, namespace: str, target: str, now: datetime) -> Reading:
-        return self.readings(signal, namespace, [target], now)[target]
-
     def _reading(self, signal: AlertSignal, namespace: str, target: str, found: list[Held], now: datetime) -> Reading:
         query = promql(signal, namespace, target)
         live = [h for h in found if h.ends_at is None or h.ends_at > now]

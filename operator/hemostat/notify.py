@@ -77,7 +77,7 @@ def payload(
         facts["approval"] = {
             "request": asked.request,
             "step": asked.step.kind,
-            "change": f"{asked.action}: {asked.from_} -> {asked.to}",
+            "change": asked.change,
             "deadline": asked.deadline,
             "approve": f"hemostat incident approve {name} -n {namespace}",
             "reject": f"hemostat incident reject {name} -n {namespace}",
@@ -92,7 +92,7 @@ def payload(
         line += f"\n> cause: {cause.verdict} ({cause.confidence:.2f}): {slack_escape(cause.reason)}"
         line += f"; nothing is changed until {cause.hold_until}" if cause.hold_until else ""
     if asked is not None:
-        change = slack_escape(f"{asked.action}: {asked.from_} -> {asked.to}")
+        change = slack_escape(asked.change)
         line += f"\n> waiting for approval until {asked.deadline}: {change}"
         line += f"\n> `hemostat incident approve {name} -n {namespace}` (or `reject`)"
     return {"text": line}

@@ -173,13 +173,14 @@ def build(config: OperatorConfig) -> Runtime:
 
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
+    takes_alerts = bool(config.alertmanager_port and config.alertmanager_token_file)
     settings = Settings(
         config.prometheus_url,
         config.dry_run,
         config.incident_retention,
         config.allowed_prometheus_urls,
         config.argo_rollouts,
-        alerts=bool(config.alertmanager_port and config.alertmanager_token_file),
+        alerts=takes_alerts,
     )
     leader = None
     if config.leader_election:
@@ -191,7 +192,6 @@ def build(config: OperatorConfig) -> Runtime:
     metrics.is_leader.set_function(lambda: 1.0 if leader is None or leader.is_leader else 0.0)
     lane = FastLane()
     guard = AdmissionGuard(kube, config.admission_policies, metrics)
-    takes_alerts = bool(config.alertmanager_port and config.alertmanager_token_file)
     board = alerts.Board(config.alert_resend_interval, acting_since(leader)) if takes_alerts else None
     evaluator = Evaluator(kube, provider_for, settings, metrics, webhooks, guard, board)
     intake = None

@@ -14,7 +14,7 @@ from hemostat.cycle.alert_intake import claimed_by
 from hemostat.cycle.snapshot import Settings, parse_spec
 from hemostat.decide import health
 from hemostat.models.policy import AlertSignal, Signal
-from hemostat.reading import ReadingKind
+from hemostat.reading import Reading, ReadingKind
 
 START = datetime(2026, 12, 6, 14, 0, 0, tzinfo=UTC)
 RESEND = timedelta(minutes=5)
@@ -43,6 +43,10 @@ def board(since: datetime | None = START) -> alerts.Board:
     return alerts.Board(RESEND, lambda: since)
 
 
+def read(b: alerts.Board, namespace: str, target: str, now: datetime) -> Reading:
+    return b.readings(SIGNAL, namespace, [target], now)[target]
+
+
 def test_a_firing_alert_counts_for_its_target_only_and_resolved_counts_for_nothing() -> None:
     b = board()
     assert b.take(alert(), START)
@@ -50,46 +54,46 @@ def test_a_firing_alert_counts_for_its_target_only_and_resolved_counts_for_nothi
     assert b.take(alert(fingerprint="f3", deployment="api"), START)
     assert b.take(alert(fingerprint="f4", severity="warning"), START)  # the matchers leave it out
     now = START + timedelta(seconds=10)
-    web = b.reading(SIGNAL, "shop", "web", now)
+    web = read(b, "shop", "web", now)
     assert (web.kind, web.value, web.detail) == (ReadingKind.VALUE, 2.0, "alert HighErrorRate firing")
     assert web.query == (
         'count(ALERTS{alertname="HighErrorRate",alertstate="firing",deployment="web",namespace="shop",'
         'severity="critical"}) or vector(0)'
     )
-    assert b.reading(SIGNAL, "shop", "api", now).value == 1.0
-    assert b.reading(SIGNAL, "other", "web", now).kind is ReadingKind.NO_DATA  # nothing known there, still cold
+    assert read(b, "shop", "api", now).value == 1.0
+    assert read(b, "other", "web", now).kind is ReadingKind.NO_DATA  # nothing known there, still cold
     b.take(alert("resolved", ends="2026-12-06T14:00:09Z"), now)
     b.take(alert("resolved", fingerprint="f2", ends="2026-12-06T14:00:09Z"), now)
-    assert b.reading(SIGNAL, "shop", "web", now + RESEND).value == 0.0  # warm now: not firing is healthy
+    assert read(b, "shop", "web", now + RESEND).value == 0.0  # warm now: not firing is healthy
 
 
 def test_cold_after_a_start_and_as_a_standby_a_quiet_target_reads_no_data_never_healthy() -> None:
-    cold = board().reading(SIGNAL, "shop", "web", START + timedelta(seconds=30))
+    cold = read(board(), "shop", "web", START + timedelta(seconds=30))
     assert cold.kind is ReadingKind.NO_DATA
     assert cold.detail == (
         "no alert HighErrorRate known: this replica has taken alerts for 30s, and Alertmanager resends firing "
         "alerts every 300s (--alert-resend-interval)"
     )
-    standby = board(since=None).reading(SIGNAL, "shop", "web", START + timedelta(hours=1))
+    standby = read(board(since=None), "shop", "web", START + timedelta(hours=1))
     assert standby.kind is ReadingKind.NO_DATA and "not yet (a standby)" in standby.detail
-    warm = board().reading(SIGNAL, "shop", "web", START + RESEND)
+    warm = read(board(), "shop", "web", START + RESEND)
     assert (warm.kind, warm.value) == (ReadingKind.VALUE, 0.0)
 
 
 def test_an_alert_unheard_of_for_two_resends_or_past_its_end_no_longer_counts() -> None:
     b = board()
     b.take(alert(), START)
-    heard = b.reading(SIGNAL, "shop", "web", START + 2 * RESEND)
+    heard = read(b, "shop", "web", START + 2 * RESEND)
     assert heard.value == 1.0
-    stale = b.reading(SIGNAL, "shop", "web", START + 2 * RESEND + timedelta(seconds=1))
+    stale = read(b, "shop", "web", START + 2 * RESEND + timedelta(seconds=1))
     assert stale.kind is ReadingKind.NO_DATA  # it may have resolved unheard: inconclusive, never healthy
     assert stale.detail.startswith("alert HighErrorRate last heard firing 601s ago")
     b.take(alert(), START + 3 * RESEND)  # the resend
-    assert b.reading(SIGNAL, "shop", "web", START + 3 * RESEND).value == 1.0
+    assert read(b, "shop", "web", START + 3 * RESEND).value == 1.0
     ending = board()
     ending.take(alert(ends="2026-12-06T14:00:30Z"), START)  # another sender's end time (Alertmanager sends none)
-    assert ending.reading(SIGNAL, "shop", "web", START + timedelta(seconds=29)).value == 1.0
-    assert ending.reading(SIGNAL, "shop", "web", START + timedelta(seconds=31)).kind is ReadingKind.NO_DATA
+    assert read(ending, "shop", "web", START + timedelta(seconds=29)).value == 1.0
+    assert read(ending, "shop", "web", START + timedelta(seconds=31)).kind is ReadingKind.NO_DATA
 
 
 def test_a_full_board_refuses_new_alerts_after_dropping_stale_ones() -> None:
@@ -105,7 +109,8 @@ def test_an_alert_signal_breaches_while_one_fires_and_says_so() -> None:
     signal = Signal.model_validate({"name": "errors", "alert": {"name": "HighErrorRate"}})
     b = board()
     b.take(alert(), START)
-    outcome = health.outcome(signal, b.reading(signal.alert, "shop", "web", START), None, START)  # type: ignore[arg-type]
+    assert signal.alert is not None
+    outcome = health.outcome(signal, b.readings(signal.alert, "shop", ["web"], START)["web"], None, START)
     assert outcome.verdict is health.Verdict.BREACHING and outcome.confirmed
     assert outcome.threshold == "> 0 (alert HighErrorRate firing)"
 

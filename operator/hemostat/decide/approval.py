@@ -116,7 +116,7 @@ def _decided(
     assert out.approval is not None
     out.approval.decision, out.approval.decided_by = decision.decision, decision.by
     because = f": {decision.reason}" if decision.reason else ""
-    what = f"{pending.step.kind} ({pending.action}: {pending.from_} -> {pending.to})"
+    what = f"{pending.step.kind} ({pending.change})"
     if decision.decision == "Approved":
         message = f"{decision.by} approved {what}{because}"
         out.conditions = c.set_condition(out.conditions, "AwaitingApproval", False, c.APPROVED, message, now)

@@ -183,17 +183,24 @@ def fleet(
         theirs = breaching_peers.get(o.name, [])
         if o.value is None or not theirs:
             continue
-        mine, typical = overshoot(o.value, signals[o.name]), statistics.median(theirs)
         share = min(1.0, len(theirs) / others)
         seen = f"{o.name}: {len(theirs)} of {others} untouched peers breach too"
-        if mine >= EXCESS * typical:
-            return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
+        if blamed := _far_worse(o.value, signals[o.name], theirs, seen):
+            return blamed
         if worst is None or share > worst[0]:
             worst = (share, seen)
     if worst is None:
         return Clue("fleet", ALONE, f"all {others} untouched peers are within bounds on the breaching signals")
     scope = "global" if worst[0] >= GLOBAL_SHARE and others >= GLOBAL_MIN_PEERS else "dependency"
     return Clue("fleet", scope, worst[1])
+
+
+def _far_worse(value: float, signal: Signal, theirs: list[float], seen: str) -> Clue | None:
+    """The target's deploy, when it is EXCESS times further past the bound than its breaching peers' median."""
+    mine, typical = overshoot(value, signal), statistics.median(theirs)
+    if mine >= EXCESS * typical:
+        return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
+    return None
 
 
 def _changed_with(
@@ -216,11 +223,10 @@ def _changed_with(
         theirs = breaching_peers.get(o.name, [])
         if o.value is None or not theirs:
             continue
-        mine, typical = overshoot(o.value, signals[o.name]), statistics.median(theirs)
         seen = f"{o.name}: no untouched peer, and {len(theirs)} of {changed} peers changed within "
         seen += f"{format_duration(QUIET.total_seconds())} of this one breach too"
-        if mine >= EXCESS * typical:
-            return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
+        if blamed := _far_worse(o.value, signals[o.name], theirs, seen):
+            return blamed
         served = format_duration((min(starts) - since).total_seconds())
         return Clue(
             "fleet", "unknown", f"{seen}, {served} after its revision began: a shared cause, or a change they share"

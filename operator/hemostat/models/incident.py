@@ -181,6 +181,10 @@ class PendingApproval(Model):
     decision: Literal["Approved", "Rejected"] | None = None
     decided_by: Annotated[str, Field(max_length=253)] | None = None
 
+    @property
+    def change(self) -> str:
+        return f"{self.action}: {self.from_} -> {self.to}"
+
 
 class IncidentStatus(Model):
     observed_generation: int | None = None
