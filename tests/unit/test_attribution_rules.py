@@ -218,9 +218,11 @@ def target(name: str, err: float, *, revision: int = 1, **extra: Any) -> TargetV
     )
 
 
-def fleet_snapshot(*views: TargetView, spec: MitigationPolicySpec, rolling: bool = False) -> Snapshot:
+def fleet_snapshot(
+    *views: TargetView, spec: MitigationPolicySpec, rolling: bool = False, web_minutes_ago: float = 1
+) -> Snapshot:
     """web is at revision 2 since a minute ago (revision 1 still serving when `rolling`); the others at 1 for long."""
-    sets = [replicaset("web", 1, 2 if rolling else 0), replicaset("web", 2, 2, minutes_ago=1)]
+    sets = [replicaset("web", 1, 2 if rolling else 0), replicaset("web", 2, 2, minutes_ago=web_minutes_ago)]
     sets += [replicaset(v.name, 1, 2) for v in views if v.name != "web"]
     return Snapshot(
         namespace="shop",
@@ -440,6 +442,55 @@ def test_a_bad_new_revision_on_a_third_of_the_pods_does_not_hide_in_the_average(
     # the old revision breaching as well is not the new one's: the Deployment's own value decides
     shared = target("web", 0.0067, revision=2, by_revision=by_revision(0.02, 0.02))
     assert decided(fleet_snapshot(shared, spec=spec, rolling=True)).create is None
+
+
+# the same ratio as the corpus': rates over 5 s, so a revision whose Pods serve for less averages fewer seconds
+WINDOWED = [
+    {
+        "name": "err",
+        "prometheus": {"query": "sum(rate(errors[5s])) / sum(rate(requests[5s]))"},
+        "byRevision": {
+            "query": "sum by (pod_template_hash) (rate(errors[5s])) / sum by (pod_template_hash) (rate(requests[5s]))"
+        },
+        "breachWhen": {"above": 0.01},
+    }
+]
+
+
+def test_a_revision_younger_than_its_signals_window_is_not_compared_until_it_has_served_that_long() -> None:
+    # a dependency fails for web and cart as web's revision 2 begins to serve (2 s ago): the new Pods' series are
+    # younger than the 5 s window, so their rate covers the failing seconds only, while the old revision's and
+    # cart's still average in the healthy seconds before: 0.3 against 0.1 reads "the new revision is 3x worse"
+    spec = policy(steps=LADDER, signals=WINDOWED)
+    web = target("web", 0.2, revision=2, by_revision=by_revision(0.3, 0.1))
+    views = (web, target("cart", 0.1), target("api", 0.0), target("auth", 0.0))
+    young = decided(fleet_snapshot(*views, spec=spec, rolling=True, web_minutes_ago=2 / 60))
+    assert young.change is None, "a comparison over different seconds blames nothing"
+    assert young.status.attribution is None and young.status.actions == []
+    assert "revision 2 has served 2s, less than the 5s window" in young.status.timeline[-1].message
+    # once the new revision has served a whole window, the same values are a fair comparison: far worse
+    settled = decided(fleet_snapshot(*views, spec=spec, rolling=True, web_minutes_ago=10 / 60))
+    assert settled.status.attribution.verdict == "deploy"
+    assert settled.change is not None and settled.change.plan.action == "rollback"
+
+
+def test_a_young_revision_is_not_far_worse_than_its_peers_either() -> None:
+    # the rollout finished: no old revision to contrast, but web's young Pods make it read worse than cart
+    spec = policy(steps=LADDER, signals=WINDOWED)
+    views = (target("web", 0.3, revision=2), target("cart", 0.1), target("api", 0.0), target("auth", 0.0))
+    young = decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=2 / 60))
+    assert young.change is None and young.status.attribution is None
+    settled = decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=10 / 60))
+    assert settled.status.attribution.verdict == "deploy" and "3.0x further" in settled.status.attribution.reason
+
+
+def test_a_young_bad_revision_among_healthy_peers_is_rolled_back_without_waiting() -> None:
+    # nothing to compare: every untouched peer is within bounds, the revision is the only change
+    spec = policy(steps=LADDER, signals=WINDOWED)
+    views = (target("web", 0.3, revision=2), target("cart", 0.0), target("api", 0.0), target("auth", 0.0))
+    tp = decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=2 / 60))
+    assert tp.status.attribution.verdict == "deploy"
+    assert tp.change is not None and tp.change.plan.action == "rollback"
 
 
 def test_observe_mode_detects_as_without_attribution() -> None:
