@@ -164,11 +164,13 @@ def test_a_bad_rollout_during_a_shared_outage_is_still_rolled_back(
 SLOW_ROLLOUT = {"minReadySeconds": 60, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}
 
 
-def rolling_web(testenv: Cluster, ns: str, error_rate: float) -> None:
+def rolling_web(testenv: Cluster, ns: str, error_rate: float, signal_for: str = "2s") -> None:
     """web alone under its policy, then a rollout to v2 (`error_rate` on the new Pods) left in progress."""
     testenv.apply(app("web", "registry.local/web:v1", **SLOW_ROLLOUT), ns)
     wait_ready(testenv, ns, "web")
-    testenv.apply(shop_policy("web", {"app": "web"}), ns)
+    policy = shop_policy("web", {"app": "web"})
+    policy["spec"]["signals"][0]["for"] = signal_for
+    testenv.apply(policy, ns)
     wait_for("web healthy", lambda: target_verdict(testenv, ns, "web", "web") == "Healthy", timeout=60)
     rollout(testenv, ns, "web", "registry.local/web:v2", error_rate=error_rate)
 
@@ -188,6 +190,24 @@ def test_while_both_revisions_serve_a_cause_they_share_is_not_the_deploy(
     assert contrast["says"] == "shared" and "both revisions breach alike" in contrast["detail"], contrast
     assert inc["status"].get("actions", []) == []
     assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "the rollout goes on"
+
+
+def test_a_cause_that_begins_as_the_new_revision_serves_is_compared_over_the_same_seconds(
+    testenv: Cluster, namespace: str, simulator, operators, faults
+) -> None:
+    """The dependency fails as v2's first Pod begins to serve and the policy acts on the first reading
+    (`for: 0s`): v2's series are younger than the signal's 5 s window, so its rate covers only the failing
+    seconds while v1's still averages in healthy ones. Compared then, v2 reads worse and is rolled back."""
+    operators.start(namespace)
+    rolling_web(testenv, namespace, error_rate=0.0, signal_for="0s")
+    wait_for("v2 serving beside v1", lambda: len(serving_revisions(testenv, namespace, "web")) == 2, timeout=60)
+    faults({"kind": "dependency", "namespace": namespace, "deployments": ["web"], "errorRate": 0.3})
+
+    inc = in_phase(testenv, namespace, "web", "Escalated", "Monitoring", "Resolved")
+    assert deployment_state(testenv, namespace, "web") == ("2", "registry.local/web:v2"), "the good release stays"
+    attribution = inc["status"]["attribution"]
+    assert attribution["verdict"] == "dependency", attribution
+    assert inc["status"].get("actions", []) == []
 
 
 def test_while_both_revisions_serve_a_new_revision_failing_alone_is_rolled_back(
