@@ -14,6 +14,7 @@ from hemostat.cycle import status as status_
 from hemostat.cycle.snapshot import Settings, Snapshot, TargetView
 from hemostat.decide import attribution as a
 from hemostat.decide import conditions as c
+from hemostat.decide import windows
 from hemostat.decide.health import SignalOutcome, Verdict
 from hemostat.models.incident import IncidentStatus
 from hemostat.models.policy import MitigationPolicySpec, MitigationPolicyStatus, Signal
@@ -151,6 +152,11 @@ def clue(kind: str, says: str) -> a.Clue:
         ([clue("timing", "deploy"), clue("fleet", a.NONE), clue("contrast", a.NONE)], "deploy"),
         ([clue("timing", a.NONE), clue("fleet", a.ALONE)], "deploy"),
         ([clue("timing", a.NONE), clue("fleet", a.NONE), clue("contrast", a.NONE)], "unknown"),
+        # a comparison not over the same seconds yet: no verdict, even where the peers say global or nothing
+        ([clue("contrast", a.UNSETTLED), clue("fleet", "global")], a.UNSETTLED),
+        ([clue("contrast", a.UNSETTLED), clue("fleet", a.ALONE), clue("timing", "deploy")], a.UNSETTLED),
+        ([clue("fleet", a.UNSETTLED), clue("traffic", "traffic")], a.UNSETTLED),
+        ([clue("progress", "deploy"), clue("contrast", a.UNSETTLED)], "deploy"),
     ],
 )
 def test_the_clues_are_weighed_in_a_fixed_order(clues: list[a.Clue], verdict: str) -> None:
@@ -467,7 +473,9 @@ def test_a_revision_younger_than_its_signals_window_is_not_compared_until_it_has
     young = decided(fleet_snapshot(*views, spec=spec, rolling=True, web_minutes_ago=2 / 60))
     assert young.change is None, "a comparison over different seconds blames nothing"
     assert young.status.attribution is None and young.status.actions == []
-    assert "revision 2 has served 2s, less than the 5s window" in young.status.timeline[-1].message
+    held = young.status.timeline[-1].message
+    assert "err: the new revision not compared with revision 1 yet: its revision serves since" in held
+    assert "less than the 5s err averages over (compared from 2026-11-23T14:00:03Z)" in held, held
     # once the new revision has served a whole window, the same values are a fair comparison: far worse
     settled = decided(fleet_snapshot(*views, spec=spec, rolling=True, web_minutes_ago=10 / 60))
     assert settled.status.attribution.verdict == "deploy"
@@ -491,6 +499,22 @@ def test_a_young_bad_revision_among_healthy_peers_is_rolled_back_without_waiting
     tp = decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=2 / 60))
     assert tp.status.attribution.verdict == "deploy"
     assert tp.change is not None and tp.change.plan.action == "rollback"
+
+
+@pytest.mark.parametrize(
+    ("query", "seconds"),
+    [
+        ('sum(rate(x{code=~"5.."}[5s])) / sum(rate(x[1m]))', 60.0),
+        ('rate(x{path=~"/v[12]/.*"}[30s])', 30.0),  # a regex's brackets are no range
+        ("max_over_time(rate(x[1m])[10m:1m])", 600.0),  # a subquery's range
+        ("rate(x[1h30m]) + rate(x[500ms])", 5400.0),
+        ("rate(x[90])", 90.0),  # Prometheus 3: a bare number of seconds
+        ("sum(x offset 10m)", None),  # an offset moves the instant, it averages nothing
+    ],
+)
+def test_a_querys_window_is_its_longest_range(query: str, seconds: float | None) -> None:
+    window = windows.longest_range(query)
+    assert (window.total_seconds() if window else None) == seconds
 
 
 def test_observe_mode_detects_as_without_attribution() -> None:

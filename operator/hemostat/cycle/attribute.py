@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from .. import workloads
 from ..actions.base import Objects
 from ..decide import attribution as a
-from ..decide import progress
+from ..decide import progress, windows
 from ..decide.health import Health
 from ..models.policy import MitigationPolicySpec
 from ..reading import Reading
@@ -57,7 +57,15 @@ def judged_readings(spec: MitigationPolicySpec, view: TargetView, objects: Objec
     return out
 
 
-def contrast(spec: MitigationPolicySpec, view: TargetView, objects: Objects, health: Health) -> a.Clue:
+def contrast(
+    spec: MitigationPolicySpec,
+    view: TargetView,
+    objects: Objects,
+    health: Health,
+    window_of: Mapping[str, timedelta | None],
+    since: datetime | None,
+    now: datetime,
+) -> a.Clue:
     """The first breaching signal whose revisions tell something: blame first, then a shared cause."""
     signals = {s.name: s for s in spec.signals}
     split = [o for o in a.breaching(health) if signals[o.name].by_revision is not None]
@@ -74,9 +82,10 @@ def contrast(spec: MitigationPolicySpec, view: TargetView, objects: Objects, hea
             why = readings.detail if readings is not None else "not read"
             clues.append(a.Clue("contrast", a.NONE, f"{o.name}: unavailable, {why}"))
             continue
-        clues.append(a.contrast(signals[o.name], readings.get(new), readings.get(old_hash), f"revision {old_revision}"))
+        signal, unfair = signals[o.name], a.young(signals[o.name], window_of, since, now)
+        clues.append(a.contrast(signal, readings.get(new), readings.get(old_hash), f"revision {old_revision}", unfair))
     return next((c for c in clues if c.says == "deploy"), None) or next(
-        (c for c in clues if c.says == a.SHARED), clues[0]
+        (c for c in clues if c.says in (a.UNSETTLED, a.SHARED)), clues[0]
     )
 
 
@@ -94,11 +103,13 @@ def evidence(
     outcomes = a.breaching(health)
     stall = progress.stalled(view.deployment)
     stalled = (progress.clue(stall, view.pods, serving(objects)[0]),) if stall else ()
+    window_of = {s.name: windows.of(s) for s in spec.signals}
+    signals = {s.name: s for s in spec.signals}
     return (
         *stalled,
         a.data_quality(outcomes),
-        contrast(spec, view, objects, health),
-        a.fleet(view.name, outcomes, {s.name: s for s in spec.signals}, fleet, revision_since, now),
+        contrast(spec, view, objects, health, window_of, revision_since, now),
+        a.fleet(view.name, outcomes, signals, fleet, revision_since, now, window_of),
         a.traffic(spec.attribution, view.traffic),
         a.timing(outcomes, revision, revision_since, window, now),
     )

@@ -270,10 +270,16 @@ def decide_target(
     status = lc.record_paused(status, pauses(objects, snap.owners, name), name, now)
     status = lc.track_health(status, health, now)
     window = parse_duration(spec.mitigation.rollout_window)
+    settling = False  # a comparison that may blame the new revision is not over the same seconds yet
     if spec.attribution.mode != "off" and lc.attributable(status, revision) and health.state is h.State.BREACHING:
         peers = fleet or attribution.Fleet([])
         clues = attribute.evidence(spec, view, objects, health, peers, revision, revision_since, window, now)
-        status = lc.record_attribution(status, attribution.attribute(clues), spec, revision, now)
+        found = attribution.attribute(clues)
+        if found.verdict == attribution.UNSETTLED:
+            status = lc.record_note(status, f"next step held, the cause not weighed yet: {found.reason}", now)
+            settling = spec.attribution.mode == "enforce"  # observe acts as without attribution
+        else:
+            status = lc.record_attribution(status, found, spec, revision, now)
         if plan.create is not None:  # the verdict travels with the new Incident: a crash after the patch keeps it
             plan = replace(plan, create=incident_body(name, snap.namespace, snap.name, view.name, ispec, status))
     guardrail = guardrails(snap, spec, view.deployment, now)
@@ -293,7 +299,10 @@ def decide_target(
     )
     by = f"{snap.namespace}/{name}"
     approve = Approver(f"hemostat incident approve {name} -n {snap.namespace}", view.approval_problem)
-    status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, by, snap.owners, approve)
+    if settling:
+        change = None
+    else:
+        status, change = advance(status, ispec, spec, health, guardrail, objects, ctx, by, snap.owners, approve)
     status, rollout = (status, None) if change is not None else hold_rollout(status, objects, name, now)
     open_now = status.phase != "Resolved"
     return replace(

@@ -19,6 +19,11 @@ fixed order, so every verdict can be told in one line and checked by a test:
 A comparison is a tolerance band (Kayenta's judge, without its hours of data): one side must be
 `EXCESS` times further past the threshold than the other to be told apart. Evidence that cannot be
 read is said as unavailable, never guessed; what cannot be decided is `unknown`.
+
+A comparison is over the same seconds or it is no evidence: until the new revision has served a whole
+window of a signal's queries (decide/windows.py), its Pods' series average fewer seconds than the old
+revision's and the peers', so a cause that began as it did reads worse on it. A comparison that would blame
+it then says `UNSETTLED`, and the verdict waits (weighed again next cycle) unless other evidence decides.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..clock import now_iso
 from ..models.common import format_duration
 from ..models.policy import Attribution, Signal
 from ..reading import Reading, ReadingKind
@@ -48,6 +54,7 @@ GLOBAL_MIN_PEERS = 3  # fewer peers than this cannot tell a global outage from a
 SHARED = "shared"  # the cause is outside the new revision
 ALONE = "alone"  # the target breaches alone among untouched peers
 NONE = "none"  # no opinion (nothing seen, or the evidence is unavailable)
+UNSETTLED = "unsettled"  # would blame the new revision, compared over different seconds: not yet evidence
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class Clue:
 
 @dataclass(frozen=True)
 class Finding:
-    verdict: str
+    verdict: str  # a verdict, or UNSETTLED: none yet (nothing recorded, weighed again next cycle)
     confidence: float
     reason: str
     clues: tuple[Clue, ...]
@@ -90,8 +97,24 @@ def breaching(health: Health) -> list[SignalOutcome]:
     return [s for s in health.signals if s.verdict is Verdict.BREACHING and not s.built_in]
 
 
-def contrast(signal: Signal, new: Reading | None, old: Reading | None, old_revision: str) -> Clue:
-    """The new revision's reading against the old one's, from one query over the same seconds."""
+def young(
+    signal: Signal, windows: Mapping[str, timedelta | None] | None, since: datetime | None, now: datetime
+) -> str | None:
+    """Why a revision cannot be compared yet on a signal: it has served less than the signal's window."""
+    window = (windows or {}).get(signal.name)
+    if window is None or since is None or now - since >= window:
+        return None
+    began, until = now_iso(since), now_iso(since + window)
+    window_s = format_duration(window.total_seconds())
+    return f"its revision serves since {began}, less than the {window_s} {signal.name} averages over " + (
+        f"(compared from {until})"
+    )
+
+
+def contrast(
+    signal: Signal, new: Reading | None, old: Reading | None, old_revision: str, unfair: str | None = None
+) -> Clue:
+    """The new revision's reading against the old one's, from one query; `unfair` says why its seconds differ."""
     n, o = _value(new), _value(old)
     if n is None or o is None:
         side, missing = ("new", new) if n is None else ("old", old)
@@ -100,6 +123,9 @@ def contrast(signal: Signal, new: Reading | None, old: Reading | None, old_revis
     bounds = signal.bounds
     new_bad, old_bad = breaches(n, bounds.above, bounds.below), breaches(o, bounds.above, bounds.below)
     head = f"{signal.name}: new revision {_shown(n)}, old {old_revision} {_shown(o)}"
+    if unfair and new_bad and (not old_bad or overshoot(n, signal) >= EXCESS * overshoot(o, signal)):
+        not_yet = f"{signal.name}: the new revision not compared with {old_revision} yet: {unfair}"
+        return Clue("contrast", UNSETTLED, not_yet)
     if new_bad and not old_bad:
         return Clue("contrast", "deploy", f"{head}: only the new revision breaches")
     if new_bad and overshoot(n, signal) >= EXCESS * overshoot(o, signal):
@@ -173,11 +199,13 @@ def fleet(
     peers: Fleet,
     since: datetime | None,
     now: datetime,
+    windows: Mapping[str, timedelta | None] | None = None,
 ) -> Clue:
-    """The breaching signals of one target against the same signals on its untouched peers."""
+    """The breaching signals of one target against the same signals on its untouched peers; `windows` (per
+    signal) tell when the target's revision has served long enough to be compared with them."""
     others, breaching_peers = peers.controls(target, since, now)
     if others <= 0:
-        return _changed_with(target, outcomes, signals, peers, since, now)
+        return _changed_with(target, outcomes, signals, peers, since, now, windows or {})
     worst: tuple[float, str] | None = None  # (share, detail) of the most shared signal
     for o in outcomes:
         theirs = breaching_peers.get(o.name, [])
@@ -185,7 +213,7 @@ def fleet(
             continue
         share = min(1.0, len(theirs) / others)
         seen = f"{o.name}: {len(theirs)} of {others} untouched peers breach too"
-        if blamed := _far_worse(o.value, signals[o.name], theirs, seen):
+        if blamed := _far_worse(o.value, signals[o.name], theirs, seen, young(signals[o.name], windows, since, now)):
             return blamed
         if worst is None or share > worst[0]:
             worst = (share, seen)
@@ -195,12 +223,15 @@ def fleet(
     return Clue("fleet", scope, worst[1])
 
 
-def _far_worse(value: float, signal: Signal, theirs: list[float], seen: str) -> Clue | None:
-    """The target's deploy, when it is EXCESS times further past the bound than its breaching peers' median."""
+def _far_worse(value: float, signal: Signal, theirs: list[float], seen: str, unfair: str | None) -> Clue | None:
+    """The target's deploy, when it is EXCESS times further past the bound than its breaching peers' median;
+    UNSETTLED while `unfair` says why their seconds differ."""
     mine, typical = overshoot(value, signal), statistics.median(theirs)
-    if mine >= EXCESS * typical:
-        return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
-    return None
+    if mine < EXCESS * typical:
+        return None
+    if unfair:
+        return Clue("fleet", UNSETTLED, f"{signal.name}: not compared with the peers breaching too yet: {unfair}")
+    return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
 
 
 def _changed_with(
@@ -210,6 +241,7 @@ def _changed_with(
     peers: Fleet,
     since: datetime | None,
     now: datetime,
+    windows: Mapping[str, timedelta | None],
 ) -> Clue:
     """Without an untouched peer, the peers that changed about when the target did: breaching alike long after
     the target's revision began to serve (`SERVED`), the cause is theirs as much as the target's (a shared cause,
@@ -225,7 +257,7 @@ def _changed_with(
             continue
         seen = f"{o.name}: no untouched peer, and {len(theirs)} of {changed} peers changed within "
         seen += f"{format_duration(QUIET.total_seconds())} of this one breach too"
-        if blamed := _far_worse(o.value, signals[o.name], theirs, seen):
+        if blamed := _far_worse(o.value, signals[o.name], theirs, seen, young(signals[o.name], windows, since, now)):
             return blamed
         served = format_duration((min(starts) - since).total_seconds())
         return Clue(
@@ -292,6 +324,8 @@ def attribute(clues: Sequence[Clue]) -> Finding:
         return found("deploy", 0.95, c)
     if (c := says("fleet", "deploy")) and says("timing", "deploy", SHARED):  # far worse, with a fresh revision
         return found("deploy", 0.8, c)
+    if c := says("contrast", UNSETTLED) or says("fleet", UNSETTLED):  # may yet blame it: no verdict before then
+        return found(UNSETTLED, 0.0, c)
     if c := says("fleet", "global", "dependency"):  # a surge the fleet shares is the fleet's outage too
         return found(c.says, 0.85 if says("contrast", SHARED) else 0.75, c)
     if c := says("traffic", "traffic"):

@@ -1,0 +1,37 @@
+"""How many seconds a PromQL query averages over: its longest range (`rate(x[5s])`, a subquery's `[10m:1m]`).
+
+A Pod whose series is younger than that has a shorter history in the same query: `rate(x[5s])` over a
+series 2 s old covers those 2 s, over an old one all 5. Attribution compares a new revision with the old
+one and with the peers only once the new revision has served a whole window (decide/attribution.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import timedelta
+
+from ..models.policy import Signal
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')  # label values may hold "[45].."
+_RANGE = re.compile(r"\[\s*([0-9][0-9.a-z]*)\s*(?::[^\]]*)?\]")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w|y)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def longest_range(query: str) -> timedelta | None:
+    """The longest range selector of a query; None when it has none (an instant query averages nothing)."""
+    found = []
+    for text in _RANGE.findall(_STRING.sub('""', query)):
+        if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):  # Prometheus 3 reads a bare number as seconds
+            found.append(float(text))
+        elif "".join(n + u for n, u in _PART.findall(text)) == text:
+            found.append(sum(float(n) * _UNIT[u] for n, u in _PART.findall(text)))
+    return timedelta(seconds=max(found)) if found else None
+
+
+def of(signal: Signal) -> timedelta | None:
+    """The window of a signal: the longest range of its query and of its per-revision query."""
+    queries: Iterable[str] = (q.query for q in (signal.prometheus, signal.by_revision) if q is not None)
+    found = [w for w in map(longest_range, queries) if w is not None]
+    return max(found) if found else None
