@@ -157,15 +157,21 @@ def corpus() -> list[Scenario]:
     return out
 
 
-def policy(mode: str) -> dict[str, Any]:
-    def signal(name: str, query: Any, above: float) -> dict[str, Any]:
+def policy(mode: str, fast_burn: bool = False) -> dict[str, Any]:
+    """With `fast_burn`, a third signal acts on the first reading of more than 20 % errors (`for: 0s`)."""
+
+    def signal(name: str, query: Any, above: float, for_: str = "2s") -> dict[str, Any]:
         return {
             "name": name,
             "prometheus": {"query": query(BY), "batch": {}},
             "byRevision": {"query": query(f"{BY}, pod_template_hash")},
             "breachWhen": {"above": above},
-            "for": "2s",
+            "for": for_,
         }
+
+    signals = [signal("error-rate", ratio, 0.01), signal("latency-p99", p99, 0.05)]
+    if fast_burn:
+        signals.append(signal("error-rate-fast", ratio, 0.2, "0s"))
 
     return {
         "apiVersion": "hemostat.dev/v1alpha1",
@@ -174,7 +180,7 @@ def policy(mode: str) -> dict[str, Any]:
         "spec": {
             "target": {"selector": {"matchLabels": {"tier": "shop"}}},
             "interval": "2s",
-            "signals": [signal("error-rate", ratio, 0.01), signal("latency-p99", p99, 0.05)],
+            "signals": signals,
             "minTraffic": {
                 "prometheus": {"query": f"sum by ({BY}) (rate(http_requests_total{{{SEL}}}[5s]))", "batch": {}},
                 "atLeast": 1,
@@ -228,8 +234,9 @@ class Receiver:
 
 
 class Runner:
-    def __init__(self, bench: Bench, faults_url: str, observe_s: float, receiver: Receiver) -> None:
+    def __init__(self, bench: Bench, faults_url: str, observe_s: float, receiver: Receiver, fast_burn: bool) -> None:
         self.b, self.faults_url, self.observe_s, self.receiver = bench, faults_url, observe_s, receiver
+        self.fast_burn = fast_burn
         self._lock = threading.Lock()
         self._faults: dict[str, dict[str, Any]] = {}  # namespace -> its fault (PUT replaces them all)
 
@@ -258,7 +265,9 @@ class Runner:
             secret = {"metadata": {"name": "hooks"}, "stringData": {"url": self.receiver.url}}
             client.CoreV1Api().create_namespaced_secret(ns, secret)
             wait(lambda: all(ready(apps, ns, n) for n in FLEET), 120)
-            custom.create_namespaced_custom_object("hemostat.dev", "v1alpha1", ns, "mitigationpolicies", policy(mode))
+            custom.create_namespaced_custom_object(
+                "hemostat.dev", "v1alpha1", ns, "mitigationpolicies", policy(mode, self.fast_burn)
+            )
             time.sleep(WARM_UP_S)
             if sc.fault and sc.fault_first:
                 self.declare(ns, sc.fault)
@@ -429,6 +438,7 @@ def main() -> None:
     parser.add_argument("--observe", type=float, default=30.0, help="seconds watched after the rollout or fault")
     parser.add_argument("--every", type=int, default=1, help="run every n-th scenario only (a quick sample)")
     parser.add_argument("--name", default="", help="only the scenarios whose name contains this")
+    parser.add_argument("--fast-burn", action="store_true", help="add a signal acting on > 20 %% errors at once")
     args = parser.parse_args()
     scenarios = [s for s in corpus() if args.only in (None, s.kind) and args.name in s.name][:: args.every]
     kinds = Counter(s.kind for s in scenarios)
@@ -442,7 +452,7 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%H%M%S")
     jobs = [(s, mode, f"attr-{stamp}-{i}-{mode}") for i, s in enumerate(scenarios) for mode in ("enforce", "off")]
     b.operator("attribution-operator", [ns for _, _, ns in jobs])
-    runner = Runner(b, faults_url, args.observe, Receiver())
+    runner = Runner(b, faults_url, args.observe, Receiver(), args.fast_burn)
     rows: list[Outcome] = []
     started = time.monotonic()
     try:
@@ -463,6 +473,7 @@ def main() -> None:
         {
             "at": datetime.now(UTC).isoformat(),
             "observe_s": args.observe,
+            "fast_burn": args.fast_burn,
             "summary": summary,
             "rows": [asdict(r) for r in rows],
         },
