@@ -475,7 +475,7 @@ def test_a_revision_younger_than_its_signals_window_is_not_compared_until_it_has
     assert young.status.attribution is None and young.status.actions == []
     held = young.status.timeline[-1].message
     assert "err: the new revision not compared with revision 1 yet: its revision serves since" in held
-    assert "less than the 5s err averages over (compared from 2026-11-23T14:00:03Z)" in held, held
+    assert "less than the 5s err averages over (until 2026-11-23T14:00:03Z)" in held, held
     # once the new revision has served a whole window, the same values are a fair comparison: far worse
     settled = decided(fleet_snapshot(*views, spec=spec, rolling=True, web_minutes_ago=10 / 60))
     assert settled.status.attribution.verdict == "deploy"
@@ -490,6 +490,46 @@ def test_a_young_revision_is_not_far_worse_than_its_peers_either() -> None:
     assert young.change is None and young.status.attribution is None
     settled = decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=10 / 60))
     assert settled.status.attribution.verdict == "deploy" and "3.0x further" in settled.status.attribution.reason
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "why"),
+    [
+        (0.9, 0.0, "only the new revision breaches"),  # 2.5x the old one's 0 is still 0
+        (1.0, 0.2, "both breach, the new at least 2x further"),  # a bad deploy during an outage: 100 >= 2 x 50
+    ],
+)
+def test_a_young_revision_far_worse_than_the_window_could_explain_is_rolled_back_at_once(
+    new: float, old: float, why: str
+) -> None:
+    # served 2 s of a 5 s window: the old revision's value reads at most 2.5x too low against it
+    spec = policy(steps=LADDER, signals=WINDOWED)
+    web = target("web", new, revision=2, by_revision=by_revision(new, old))
+    tp = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=2 / 60))
+    assert tp.status.attribution.verdict == "deploy" and why in tp.status.attribution.reason
+    assert tp.change is not None and tp.change.plan.action == "rollback"
+
+
+def test_a_young_revision_is_not_waited_for_past_a_minute_a_person_decides() -> None:
+    # a ten-minute window: waiting for it would leave the breach alone for minutes
+    signals = [{**WINDOWED[0], "byRevision": {"query": "sum by (pod_template_hash) (rate(errors[10m]))"}}]
+    spec = policy(steps=LADDER, signals=signals)
+    web = target("web", 0.2, revision=2, by_revision=by_revision(0.3, 0.1))
+    tp = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=2 / 60))
+    assert tp.status.attribution.verdict == "unknown" and tp.change is None
+    assert "less than the 10m err averages over" in tp.status.attribution.reason
+    assert "longer than 1m" in tp.status.attribution.reason
+
+
+def test_a_young_revision_on_a_signal_bounded_below_waits_for_the_window() -> None:
+    # a success ratio: how far under its bound is no proportion of the seconds, so no allowance is made
+    signals = [{**WINDOWED[0], "breachWhen": {"below": 0.99}}]
+    spec = policy(steps=LADDER, signals=signals)
+    web = target("web", 0.5, revision=2, by_revision=by_revision(0.1, 0.99))
+    young = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=2 / 60))
+    assert young.change is None and young.status.attribution is None
+    settled = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=10 / 60))
+    assert settled.status.attribution.verdict == "deploy" and settled.change is not None
 
 
 def test_a_young_bad_revision_among_healthy_peers_is_rolled_back_without_waiting() -> None:

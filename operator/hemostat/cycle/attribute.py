@@ -82,10 +82,10 @@ def contrast(
             why = readings.detail if readings is not None else "not read"
             clues.append(a.Clue("contrast", a.NONE, f"{o.name}: unavailable, {why}"))
             continue
-        signal, unfair = signals[o.name], a.young(signals[o.name], window_of, since, now)
-        clues.append(a.contrast(signal, readings.get(new), readings.get(old_hash), f"revision {old_revision}", unfair))
+        signal, young = signals[o.name], a.young(signals[o.name], window_of, since, now)
+        clues.append(a.contrast(signal, readings.get(new), readings.get(old_hash), f"revision {old_revision}", young))
     return next((c for c in clues if c.says == "deploy"), None) or next(
-        (c for c in clues if c.says in (a.UNSETTLED, a.SHARED)), clues[0]
+        (c for c in clues if c.says in (a.UNSETTLED, "unknown", a.SHARED)), clues[0]
     )
 
 

@@ -22,8 +22,10 @@ read is said as unavailable, never guessed; what cannot be decided is `unknown`.
 
 A comparison is over the same seconds or it is no evidence: until the new revision has served a whole
 window of a signal's queries (decide/windows.py), its Pods' series average fewer seconds than the old
-revision's and the peers', so a cause that began as it did reads worse on it. A comparison that would blame
-it then says `UNSETTLED`, and the verdict waits (weighed again next cycle) unless other evidence decides.
+revision's and the peers', so a cause that began as it did reads worse on it, by at most window/served.
+A comparison that still blames it allowing for that stands; one that blames it only without says
+`UNSETTLED`, and the verdict waits for the window (weighed again every cycle), or is `unknown` when the
+window is longer than `WAIT_AT_MOST`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ SERVED = timedelta(seconds=30)
 EXCESS = 2.0  # this many times further past the threshold than the control: to blame on its own
 GLOBAL_SHARE = 0.8  # of the untouched peers breaching: most of the fleet
 GLOBAL_MIN_PEERS = 3  # fewer peers than this cannot tell a global outage from a dependency
+WAIT_AT_MOST = timedelta(minutes=1)  # for a young revision to serve a signal's window before comparing it
 
 # what a clue can say besides a verdict
 SHARED = "shared"  # the cause is outside the new revision
@@ -97,24 +100,48 @@ def breaching(health: Health) -> list[SignalOutcome]:
     return [s for s in health.signals if s.verdict is Verdict.BREACHING and not s.built_in]
 
 
+@dataclass(frozen=True)
+class Young:
+    """A revision that has served less than a signal's window: the other side's value may read up to `factor`
+    times too low against it (only `factor` of its window covers the same seconds)."""
+
+    factor: float
+    why: str
+    waits: bool  # the window ends within WAIT_AT_MOST: wait for it, else a person decides
+
+    def blames(self, signal: Signal, mine: float, theirs: float) -> bool:
+        """Still to blame with the other side's overshoot at its most: within bounds, or EXCESS times under.
+        A value that must stay above a bound has no such bound (its overshoot is not proportional)."""
+        if signal.bounds.below is not None:
+            return False
+        most = theirs * self.factor if theirs > 0 else 0.0
+        return most <= 1 or mine >= EXCESS * most
+
+    def clue(self, kind: str, what: str) -> Clue:
+        if self.waits:
+            return Clue(kind, UNSETTLED, f"{what} yet: {self.why}")
+        return Clue(
+            kind, "unknown", f"{what}: {self.why}, a wait longer than {format_duration(WAIT_AT_MOST.total_seconds())}"
+        )
+
+
 def young(
     signal: Signal, windows: Mapping[str, timedelta | None] | None, since: datetime | None, now: datetime
-) -> str | None:
-    """Why a revision cannot be compared yet on a signal: it has served less than the signal's window."""
+) -> Young | None:
+    """A revision that cannot be compared as it is on a signal: it has served less than the signal's window."""
     window = (windows or {}).get(signal.name)
     if window is None or since is None or now - since >= window:
         return None
-    began, until = now_iso(since), now_iso(since + window)
-    window_s = format_duration(window.total_seconds())
-    return f"its revision serves since {began}, less than the {window_s} {signal.name} averages over " + (
-        f"(compared from {until})"
-    )
+    served = (now - since).total_seconds()
+    began, until, length = now_iso(since), now_iso(since + window), format_duration(window.total_seconds())
+    why = f"its revision serves since {began}, less than the {length} {signal.name} averages over (until {until})"
+    return Young(window.total_seconds() / served if served > 0 else math.inf, why, window <= WAIT_AT_MOST)
 
 
 def contrast(
-    signal: Signal, new: Reading | None, old: Reading | None, old_revision: str, unfair: str | None = None
+    signal: Signal, new: Reading | None, old: Reading | None, old_revision: str, young: Young | None = None
 ) -> Clue:
-    """The new revision's reading against the old one's, from one query; `unfair` says why its seconds differ."""
+    """The new revision's reading against the old one's, from one query; `young` while their seconds differ."""
     n, o = _value(new), _value(old)
     if n is None or o is None:
         side, missing = ("new", new) if n is None else ("old", old)
@@ -123,12 +150,13 @@ def contrast(
     bounds = signal.bounds
     new_bad, old_bad = breaches(n, bounds.above, bounds.below), breaches(o, bounds.above, bounds.below)
     head = f"{signal.name}: new revision {_shown(n)}, old {old_revision} {_shown(o)}"
-    if unfair and new_bad and (not old_bad or overshoot(n, signal) >= EXCESS * overshoot(o, signal)):
-        not_yet = f"{signal.name}: the new revision not compared with {old_revision} yet: {unfair}"
-        return Clue("contrast", UNSETTLED, not_yet)
+    mine, theirs = overshoot(n, signal), overshoot(o, signal)
+    blamed = new_bad and (not old_bad or mine >= EXCESS * theirs)
+    if blamed and young is not None and not young.blames(signal, mine, theirs):
+        return young.clue("contrast", f"{signal.name}: the new revision not compared with {old_revision}")
     if new_bad and not old_bad:
         return Clue("contrast", "deploy", f"{head}: only the new revision breaches")
-    if new_bad and overshoot(n, signal) >= EXCESS * overshoot(o, signal):
+    if new_bad and mine >= EXCESS * theirs:
         return Clue("contrast", "deploy", f"{head}: both breach, the new at least {EXCESS:g}x further")
     if new_bad and old_bad:
         return Clue("contrast", SHARED, f"{head}: both revisions breach alike, the cause is shared")
@@ -223,14 +251,14 @@ def fleet(
     return Clue("fleet", scope, worst[1])
 
 
-def _far_worse(value: float, signal: Signal, theirs: list[float], seen: str, unfair: str | None) -> Clue | None:
-    """The target's deploy, when it is EXCESS times further past the bound than its breaching peers' median;
-    UNSETTLED while `unfair` says why their seconds differ."""
+def _far_worse(value: float, signal: Signal, theirs: list[float], seen: str, young: Young | None) -> Clue | None:
+    """The target's deploy, when it is EXCESS times further past the bound than its breaching peers' median
+    (allowing for `young`: not compared yet when only its younger series make it so)."""
     mine, typical = overshoot(value, signal), statistics.median(theirs)
     if mine < EXCESS * typical:
         return None
-    if unfair:
-        return Clue("fleet", UNSETTLED, f"{signal.name}: not compared with the peers breaching too yet: {unfair}")
+    if young is not None and not young.blames(signal, mine, typical):
+        return young.clue("fleet", f"{signal.name}: not compared with the peers breaching too")
     return Clue("fleet", "deploy", f"{seen}, but this target is {mine / typical:.1f}x further past the bound")
 
 
@@ -326,6 +354,8 @@ def attribute(clues: Sequence[Clue]) -> Finding:
         return found("deploy", 0.8, c)
     if c := says("contrast", UNSETTLED) or says("fleet", UNSETTLED):  # may yet blame it: no verdict before then
         return found(UNSETTLED, 0.0, c)
+    if c := says("contrast", "unknown"):  # too long to wait for a fair comparison
+        return found("unknown", 0.5, c)
     if c := says("fleet", "global", "dependency"):  # a surge the fleet shares is the fleet's outage too
         return found(c.says, 0.85 if says("contrast", SHARED) else 0.75, c)
     if c := says("traffic", "traffic"):
