@@ -321,6 +321,41 @@ def test_a_surge_skips_the_rollback_and_scales_up() -> None:
     assert tp.change is not None and tp.change.plan.action == "scaleUp"
 
 
+SURGE = {
+    "traffic": {"prometheus": {"query": "sum(rate(requests[5s])) / sum(rate(requests[30s] offset 10s))"}, "jump": 3}
+}
+
+
+def breaching_for(view: TargetView, seconds: float) -> TargetView:
+    """The view with its breach first read `seconds` ago."""
+    previous = p.TargetStatus(name=view.name, breaching_since={"err": iso(NOW - timedelta(seconds=seconds))})
+    return TargetView(**{**view.__dict__, "previous": previous})
+
+
+def test_a_surge_read_before_its_window_covers_the_breach_is_not_taken_for_the_deploy() -> None:
+    # a 3.5x surge on web alone, a second old: its 5 s rate still averages 4 s before it, and reads 2.7x
+    spec = policy(steps=LADDER, attribution=SURGE)
+    healthy = [target(name, 0.0) for name in PEERS]
+    web = breaching_for(target("web", 0.3, revision=2, traffic=value(2.7)), 1)
+    early = decided(fleet_snapshot(web, *healthy, spec=spec, web_minutes_ago=1))
+    assert early.change is None and early.status.attribution is None, "a surge of up to 9.5x cannot be ruled out"
+    assert "request rate not compared with its baseline yet: the breach began" in early.status.timeline[-1].message
+    # the same reading 4 s into the breach: a surge of at most 3.1x, still more than the jump: wait
+    assert decided(fleet_snapshot(breaching_for(web, 4), *healthy, spec=spec)).status.attribution is None
+    # once the window covers the breach, the surge is read as it is
+    covered = breaching_for(target("web", 0.3, revision=2, traffic=value(3.5)), 6)
+    assert decided(fleet_snapshot(covered, *healthy, spec=spec)).status.attribution.verdict == "traffic"
+
+
+def test_a_request_rate_near_its_baseline_rules_a_surge_out_before_the_window_covers_the_breach() -> None:
+    # 2 s into the breach, 1.1x: a surge that began with it would read at least 1.8x by now
+    spec = policy(steps=LADDER, attribution=SURGE)
+    healthy = [target(name, 0.0) for name in PEERS]
+    web = breaching_for(target("web", 0.3, revision=2, traffic=value(1.1)), 2)
+    tp = decided(fleet_snapshot(web, *healthy, spec=spec))
+    assert tp.status.attribution.verdict == "deploy" and tp.change is not None
+
+
 def test_unknown_holds_then_escalates_when_the_hold_ends() -> None:
     spec = policy(steps=LADDER, attribution={"unknown": {"hold": "2m", "then": "escalate"}})
     # the breach began before revision 2 became current: not that revision, and nothing else is known
@@ -549,6 +584,7 @@ def test_a_young_bad_revision_among_healthy_peers_is_rolled_back_without_waiting
         ("max_over_time(rate(x[1m])[10m:1m])", 600.0),  # a subquery's range
         ("rate(x[1h30m]) + rate(x[500ms])", 5400.0),
         ("rate(x[90])", 90.0),  # Prometheus 3: a bare number of seconds
+        ("rate(x[5s]) / rate(x[30s] offset 10s)", 30.0),
         ("sum(x offset 10m)", None),  # an offset moves the instant, it averages nothing
     ],
 )
