@@ -110,6 +110,11 @@ def evidence(
         a.data_quality(outcomes),
         contrast(spec, view, objects, health, window_of, revision_since, now),
         a.fleet(view.name, outcomes, signals, fleet, revision_since, now, window_of),
-        a.traffic(spec.attribution, view.traffic),
+        a.traffic(
+            spec.attribution,
+            view.traffic,
+            min((o.breaching_since for o in outcomes if o.breaching_since), default=None),
+            now,
+        ),
         a.timing(outcomes, revision, revision_since, window, now),
     )

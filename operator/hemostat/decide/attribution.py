@@ -42,6 +42,7 @@ from ..models.common import format_duration
 from ..models.policy import Attribution, Signal
 from ..reading import Reading, ReadingKind
 from .health import Health, SignalOutcome, Verdict, breaches
+from .windows import shortest_range
 
 # a peer is a control when its revision has not changed since the target's own, or for this long
 QUIET = timedelta(minutes=10)
@@ -294,15 +295,27 @@ def _changed_with(
     return unavailable
 
 
-def traffic(config: Attribution, reading: Reading | None) -> Clue:
+def traffic(
+    config: Attribution, reading: Reading | None, began: datetime | None = None, now: datetime | None = None
+) -> Clue:
+    """The request rate over its baseline. Under `jump` is no surge only once the query's window (its shortest
+    range: the rate now) covers the breach, which began at `began`: a surge that began with it reads
+    1 + (F - 1) x covered/window before, so until then a reading that a surge of `jump` could explain waits."""
     if config.traffic is None:
         return Clue("traffic", NONE, "unavailable: the policy has no attribution.traffic query")
     v = _value(reading)
     if v is None:
         return Clue("traffic", NONE, f"unavailable: {reading.detail if reading else 'not read'}")
-    if v >= config.traffic.jump:
-        surge = f"request rate {_shown(v)}x its baseline (a surge from {config.traffic.jump:g}x)"
-        return Clue("traffic", "traffic", surge)
+    jump = config.traffic.jump
+    if v >= jump:
+        return Clue("traffic", "traffic", f"request rate {_shown(v)}x its baseline (a surge from {jump:g}x)")
+    window = shortest_range(config.traffic.prometheus.query)
+    if window is not None and began is not None and now is not None and now - began < window and v > 1:
+        covered = (now - began).total_seconds()
+        if covered <= 0 or 1 + (v - 1) * window.total_seconds() / covered >= jump:
+            length, until = format_duration(window.total_seconds()), now_iso(began + window)
+            why = f"the breach began {now_iso(began)}, less than the {length} the rate averages over (until {until})"
+            return Clue("traffic", UNSETTLED, f"request rate not compared with its baseline yet: {why}")
     return Clue("traffic", NONE, f"request rate {_shown(v)}x its baseline: no surge")
 
 
@@ -358,6 +371,8 @@ def attribute(clues: Sequence[Clue]) -> Finding:
         return found("unknown", 0.5, c)
     if c := says("fleet", "global", "dependency"):  # a surge the fleet shares is the fleet's outage too
         return found(c.says, 0.85 if says("contrast", SHARED) else 0.75, c)
+    if c := says("traffic", UNSETTLED):  # may yet be a surge
+        return found(UNSETTLED, 0.0, c)
     if c := says("traffic", "traffic"):
         return found("traffic", 0.85 if says("contrast", SHARED) else 0.7, c)
     if c := says("contrast", SHARED):

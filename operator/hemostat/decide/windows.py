@@ -19,15 +19,25 @@ _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w|y)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
-def longest_range(query: str) -> timedelta | None:
-    """The longest range selector of a query; None when it has none (an instant query averages nothing)."""
+def ranges(query: str) -> list[timedelta]:
+    """Every range selector of a query, in order."""
     found = []
     for text in _RANGE.findall(_STRING.sub('""', query)):
         if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):  # Prometheus 3 reads a bare number as seconds
-            found.append(float(text))
+            found.append(timedelta(seconds=float(text)))
         elif "".join(n + u for n, u in _PART.findall(text)) == text:
-            found.append(sum(float(n) * _UNIT[u] for n, u in _PART.findall(text)))
-    return timedelta(seconds=max(found)) if found else None
+            found.append(timedelta(seconds=sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))))
+    return found
+
+
+def longest_range(query: str) -> timedelta | None:
+    """The longest range selector of a query; None when it has none (an instant query averages nothing)."""
+    return max(ranges(query), default=None)
+
+
+def shortest_range(query: str) -> timedelta | None:
+    """The shortest: of a rate now over its baseline (`rate(x[5s]) / rate(x[30s] offset 10s)`), the now."""
+    return min(ranges(query), default=None)
 
 
 def of(signal: Signal) -> timedelta | None:
