@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 from conftest import Cluster, wait_for
 from cycles import Story, scripted_policy, stories
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import ReadTimeoutError
+
+from hemostat.kube import ApiError
 
 BAD, GOOD = 0.5, 0.0
 FLAG = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
@@ -173,6 +177,38 @@ def test_a_change_is_recorded_as_made_when_the_incident_moved_meanwhile(story) -
     assert [(a["step"], a["result"]) for a in record["actions"]] == [("rollback", "Succeeded")]
     assert "applied before a restart" not in record["actions"][0]["message"], record["actions"][0]
     assert record["actions"][0]["at"] == s.at(0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("failure", ["503", "timeout"])
+def test_a_change_is_recorded_as_made_when_the_first_write_of_its_record_fails(story, failure: str) -> None:
+    # An API server too busy to answer the record's write right after the change (a 5xx, a timeout): the
+    # record must still say what was done, when, in that cycle, not "applied before a restart" in the next.
+    s = story()
+    s.deploy("web", "app:v1", "app:v2")
+    s.cluster.apply(scripted_policy("web", "web"), s.ns)
+    kube = s.engine.applier.kube
+    original = kube.patch_status
+    failed: list[str] = []
+
+    async def busy_once(plural: str, ns: str, name: str, status: dict, resource_version: str | None = None) -> Any:
+        if plural == "incidents" and status.get("actions") and not failed:
+            failed.append(name)
+            if failure == "503":
+                raise ApiError(ApiException(status=503, reason="Service Unavailable"))
+            raise ReadTimeoutError(None, "/apis", "Read timed out. (read timeout=5.0)")
+        return await original(plural, ns, name, status, resource_version)
+
+    kube.patch_status = busy_once
+    s.readings[("web", "err")] = BAD
+    s.cycle("web", 0)
+    kube.patch_status = original
+
+    assert failed, "the record's first write failed"
+    record = status_of(s.incident("web"))
+    assert [(a["step"], a["result"]) for a in record["actions"]] == [("rollback", "Succeeded")]
+    assert "applied before a restart" not in record["actions"][0]["message"], record["actions"][0]
+    assert record["actions"][0]["at"] == s.at(0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert s.image("web") == "app:v1"
 
 
 def test_the_ledger_entry_of_an_hpa_step_is_written_while_the_deployment_status_churns(story) -> None:
