@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -57,6 +58,16 @@ class ApiError(Exception):
             message = ""
         super().__init__(f"{exc.status} {exc.reason}: {message}" if message else f"{exc.status} {exc.reason}")
         self.status = exc.status
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure the same write may not meet again: a Conflict (re-read first), the server too busy (429, 5xx),
+    or no answer at all (a timeout, a dropped connection). A refusal (RBAC, validation, admission) stays one."""
+    if isinstance(exc, Conflict):
+        return True
+    if isinstance(exc, ApiError):
+        return exc.status == 429 or (exc.status or 0) >= 500
+    return isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError))
 
 
 def selector_string(selector: LabelSelector) -> str:

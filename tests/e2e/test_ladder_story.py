@@ -16,6 +16,7 @@ from cycles import Story, scripted_policy, stories
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ReadTimeoutError
 
+from hemostat.cycle.plan import FROM_MARKER
 from hemostat.kube import ApiError
 
 BAD, GOOD = 0.5, 0.0
@@ -175,7 +176,7 @@ def test_a_change_is_recorded_as_made_when_the_incident_moved_meanwhile(story) -
 
     record = status_of(s.incident("web"))
     assert [(a["step"], a["result"]) for a in record["actions"]] == [("rollback", "Succeeded")]
-    assert "applied before a restart" not in record["actions"][0]["message"], record["actions"][0]
+    assert FROM_MARKER not in record["actions"][0]["message"], record["actions"][0]
     assert record["actions"][0]["at"] == s.at(0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -206,7 +207,7 @@ def test_a_change_is_recorded_as_made_when_the_first_write_of_its_record_fails(s
     assert failed, "the record's first write failed"
     record = status_of(s.incident("web"))
     assert [(a["step"], a["result"]) for a in record["actions"]] == [("rollback", "Succeeded")]
-    assert "applied before a restart" not in record["actions"][0]["message"], record["actions"][0]
+    assert FROM_MARKER not in record["actions"][0]["message"], record["actions"][0]
     assert record["actions"][0]["at"] == s.at(0).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert s.image("web") == "app:v1"
 

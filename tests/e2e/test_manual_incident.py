@@ -8,6 +8,8 @@ import sys
 from conftest import Cluster, wait_for
 from scenarios import app, deployment_state, rollout, wait_ready
 
+from hemostat.cycle.plan import FROM_MARKER
+
 
 def manual(name: str, target: str, mitigation: dict | None = None) -> dict:
     spec = {
@@ -38,7 +40,7 @@ def test_requested_rollback_is_carried_out_once_and_recorded(testenv: Cluster, n
     )
     (action,) = st["actions"]
     assert (action["step"], action["index"], action["result"]) == ("rollback", -1, "Succeeded")
-    assert "applied before a restart" not in action["message"], "recorded as made, not rebuilt from the marker"
+    assert FROM_MARKER not in action["message"], "recorded as made, not rebuilt from the marker"
     assert (action["from"], action["to"]) == (
         "revision 2 (registry.local/shopfront:v2)",
         "revision 1 (registry.local/shopfront:v1)",

@@ -25,7 +25,7 @@ from ..actions.steps import ACTION_REASONS, kind_of
 from ..decide import conditions as c
 from ..decide import lifecycle as lc
 from ..decide import reconcilers
-from ..kube import ApiError, Conflict, Kube, merge_patch
+from ..kube import ApiError, Conflict, Kube, merge_patch, transient
 from ..metrics import Metrics
 from ..models.common import API_VERSION
 from ..models.incident import ActionRecord, IncidentStatus
@@ -39,6 +39,7 @@ from .world import World
 
 log = logging.getLogger("hemostat.apply")
 RECORD_ATTEMPTS = 3  # writes of a change's record, each against the Incident as re-read
+RECORD_BACKOFF = 0.5  # seconds before the next write after a busy API server's answer (times the attempt)
 Body = dict[str, Any]
 
 
@@ -156,17 +157,21 @@ class Applier:
             status = lc.record_action(status, record, said, now)
             acted = True
         # Once a change is made its record must land: the copy decided on may be stale by now (a lagging
-        # cache, kopf's or a person's write to the Incident, a delivery's record), and a Conflict would leave
-        # the next cycle to rebuild it as "applied before a restart". So a Conflict after a change re-reads
-        # the Incident and writes the record against it (the first try costs no extra round trip).
+        # cache, kopf's or a person's write to the Incident, a delivery's record), or the API server too busy
+        # to answer (a 5xx, a timeout), and either would leave the next cycle to rebuild the record from the
+        # marker, without the step's own words. So after a change such a failure re-reads the Incident (the
+        # write may have landed) and writes the record against it (the first try costs no extra round trip).
         for attempt in range(RECORD_ATTEMPTS if acted else 1):
             before = _parsed(written)
             try:
                 await self.write_incident(incident, tp.deployment, written, before, status)
                 break
-            except Conflict:
-                if not acted or attempt == RECORD_ATTEMPTS - 1:
+            except Exception as exc:
+                if not acted or attempt == RECORD_ATTEMPTS - 1 or not transient(exc):
                     raise
+                if not isinstance(exc, Conflict):
+                    log.warning("writing the record of %s failed, trying again: %s", tp.name, one_line(exc))
+                    await asyncio.sleep(RECORD_BACKOFF * (attempt + 1))
                 incident, written = await self._fresh(incident)
                 status = keep_deliveries(status, written)
         if self.notifier is not None and tp.spec is not None:

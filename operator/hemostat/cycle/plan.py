@@ -55,7 +55,8 @@ from .snapshot import PAUSED, OpenIncident, Owners, Snapshot, TargetView, adopta
 
 Body = dict[str, Any]
 RETRY = 30.0  # seconds before an invalid policy, or a cycle that could not run, is tried again
-FROM_MARKER = "applied before a restart; confirmed from the marker on the changed object"
+# no claim of why: the operator stopped between the change and its record, or the record's writes all failed
+FROM_MARKER = "its record was not written when it was made; confirmed from the marker on the changed object"
 
 
 @dataclass(frozen=True, kw_only=True)
