@@ -158,7 +158,7 @@ def corpus() -> list[Scenario]:
 
 
 def policy(mode: str, fast_burn: bool = False) -> dict[str, Any]:
-    """With `fast_burn`, a third signal acts on the first reading of more than 20 % errors (`for: 0s`)."""
+    """With `fast_burn`, a third signal acts on the first reading of more than 10 % errors (`for: 0s`)."""
 
     def signal(name: str, query: Any, above: float, for_: str = "2s") -> dict[str, Any]:
         return {
@@ -171,7 +171,7 @@ def policy(mode: str, fast_burn: bool = False) -> dict[str, Any]:
 
     signals = [signal("error-rate", ratio, 0.01), signal("latency-p99", p99, 0.05)]
     if fast_burn:
-        signals.append(signal("error-rate-fast", ratio, 0.2, "0s"))
+        signals.append(signal("error-rate-fast", ratio, 0.1, "0s"))
 
     return {
         "apiVersion": "hemostat.dev/v1alpha1",
@@ -438,7 +438,7 @@ def main() -> None:
     parser.add_argument("--observe", type=float, default=30.0, help="seconds watched after the rollout or fault")
     parser.add_argument("--every", type=int, default=1, help="run every n-th scenario only (a quick sample)")
     parser.add_argument("--name", default="", help="only the scenarios whose name contains this")
-    parser.add_argument("--fast-burn", action="store_true", help="add a signal acting on > 20 %% errors at once")
+    parser.add_argument("--fast-burn", action="store_true", help="add a signal acting on > 10 %% errors at once")
     args = parser.parse_args()
     scenarios = [s for s in corpus() if args.only in (None, s.kind) and args.name in s.name][:: args.every]
     kinds = Counter(s.kind for s in scenarios)
