@@ -517,6 +517,20 @@ def test_a_revision_younger_than_its_signals_window_is_not_compared_until_it_has
     assert settled.change is not None and settled.change.plan.action == "rollback"
 
 
+def test_a_young_revision_without_a_series_yet_is_not_blamed_for_the_old_ones_breach() -> None:
+    # the dependency fails as v2's first Pod begins to serve, before Prometheus has two samples of it: the
+    # Deployment breaches on v1's Pods alone, and "the breach began after revision 2" is all timing can say
+    spec = policy(steps=LADDER, signals=WINDOWED)
+    web = target("web", 0.3, revision=2, by_revision={"err": {"h1": value(0.3)}})
+    young = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=2 / 60))
+    assert young.change is None and young.status.attribution is None, young.status.attribution
+    assert "err: the new revision not read yet: its revision serves since" in young.status.timeline[-1].message
+    # a revision that has served its window and still has no series: unavailable, as before
+    settled = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=10 / 60))
+    contrast = next(c for c in settled.status.attribution.evidence if c.kind == "contrast")
+    assert contrast.says == a.NONE and "no value for the new revision" in contrast.detail
+
+
 def test_a_young_revision_is_not_far_worse_than_its_peers_either() -> None:
     # the rollout finished: no old revision to contrast, but web's young Pods make it read worse than cart
     spec = policy(steps=LADDER, signals=WINDOWED)
