@@ -130,7 +130,8 @@ def simulator(testenv: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     url = testenv.prometheus_url
     wait_for(
         "Prometheus scraping the simulator",
-        lambda: prom_value(url, 'count(up{job="hemostat-sim"} == 1)') == 2 or not sim.alive(),
+        # its own targets file first: Prometheus may still hold `up` of a simulator that just stopped
+        lambda: (target.exists() and prom_value(url, 'count(up{job="hemostat-sim"} == 1)') == 2) or not sim.alive(),
         timeout=60,
     )
     assert sim.alive(), f"simulator exited:\n{sim.log()}"

@@ -109,6 +109,7 @@ class Young:
     factor: float
     why: str
     waits: bool  # the window ends within WAIT_AT_MOST: wait for it, else a person decides
+    served: timedelta
 
     def blames(self, signal: Signal, mine: float, theirs: float) -> bool:
         """Still to blame with the other side's overshoot at its most: within bounds, or EXCESS times under.
@@ -136,7 +137,8 @@ def young(
     served = (now - since).total_seconds()
     began, until, length = now_iso(since), now_iso(since + window), format_duration(window.total_seconds())
     why = f"its revision serves since {began}, less than the {length} {signal.name} averages over (until {until})"
-    return Young(window.total_seconds() / served if served > 0 else math.inf, why, window <= WAIT_AT_MOST)
+    factor = window.total_seconds() / served if served > 0 else math.inf
+    return Young(factor, why, window <= WAIT_AT_MOST, now - since)
 
 
 def contrast(
@@ -147,6 +149,8 @@ def contrast(
     if n is None or o is None:
         side, missing = ("new", new) if n is None else ("old", old)
         why = missing.detail if missing is not None else "no series"
+        if n is None and young is not None and young.served < WAIT_AT_MOST:  # its first samples are on their way
+            return Clue("contrast", UNSETTLED, f"{signal.name}: the new revision not read yet: {young.why}")
         return Clue("contrast", NONE, f"{signal.name}: unavailable, no value for the {side} revision ({why})")
     bounds = signal.bounds
     new_bad, old_bad = breaches(n, bounds.above, bounds.below), breaches(o, bounds.above, bounds.below)
