@@ -8,7 +8,6 @@ one and with the peers only once the new revision has served a whole window (dec
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import timedelta
 
 from ..models.policy import Signal
@@ -42,6 +41,5 @@ def shortest_range(query: str) -> timedelta | None:
 
 def of(signal: Signal) -> timedelta | None:
     """The window of a signal: the longest range of its query and of its per-revision query."""
-    queries: Iterable[str] = (q.query for q in (signal.prometheus, signal.by_revision) if q is not None)
-    found = [w for w in map(longest_range, queries) if w is not None]
-    return max(found) if found else None
+    queries = [q.query for q in (signal.prometheus, signal.by_revision) if q is not None]
+    return max((r for q in queries for r in ranges(q)), default=None)
