@@ -104,12 +104,20 @@ def breaching(health: Health) -> list[SignalOutcome]:
 @dataclass(frozen=True)
 class Young:
     """A revision that has served less than a signal's window: the other side's value may read up to `factor`
-    times too low against it (only `factor` of its window covers the same seconds)."""
+    times too low against it (only 1/`factor` of its window covers the same seconds)."""
 
-    factor: float
-    why: str
-    waits: bool  # the window ends within WAIT_AT_MOST: wait for it, else a person decides
+    window: timedelta
     served: timedelta
+    why: str
+
+    @property
+    def factor(self) -> float:
+        return self.window / self.served if self.served > timedelta(0) else math.inf
+
+    @property
+    def waits(self) -> bool:
+        """The window ends within WAIT_AT_MOST: wait for it, else a person decides."""
+        return self.window <= WAIT_AT_MOST
 
     def blames(self, signal: Signal, mine: float, theirs: float) -> bool:
         """Still to blame with the other side's overshoot at its most: within bounds, or EXCESS times under.
@@ -134,11 +142,9 @@ def young(
     window = (windows or {}).get(signal.name)
     if window is None or since is None or now - since >= window:
         return None
-    served = (now - since).total_seconds()
     began, until, length = now_iso(since), now_iso(since + window), format_duration(window.total_seconds())
     why = f"its revision serves since {began}, less than the {length} {signal.name} averages over (until {until})"
-    factor = window.total_seconds() / served if served > 0 else math.inf
-    return Young(factor, why, window <= WAIT_AT_MOST, now - since)
+    return Young(window, now - since, why)
 
 
 def contrast(
@@ -238,7 +244,7 @@ def fleet(
     signal) tell when the target's revision has served long enough to be compared with them."""
     others, breaching_peers = peers.controls(target, since, now)
     if others <= 0:
-        return _changed_with(target, outcomes, signals, peers, since, now, windows or {})
+        return _changed_with(target, outcomes, signals, peers, since, now, windows)
     worst: tuple[float, str] | None = None  # (share, detail) of the most shared signal
     for o in outcomes:
         theirs = breaching_peers.get(o.name, [])
@@ -274,7 +280,7 @@ def _changed_with(
     peers: Fleet,
     since: datetime | None,
     now: datetime,
-    windows: Mapping[str, timedelta | None],
+    windows: Mapping[str, timedelta | None] | None,
 ) -> Clue:
     """Without an untouched peer, the peers that changed about when the target did: breaching alike long after
     the target's revision began to serve (`SERVED`), the cause is theirs as much as the target's (a shared cause,

@@ -22,10 +22,11 @@ def ranges(query: str) -> list[timedelta]:
     """Every range selector of a query, in order."""
     found = []
     for text in _RANGE.findall(_STRING.sub('""', query)):
+        parts = _PART.findall(text)
         if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):  # Prometheus 3 reads a bare number as seconds
             found.append(timedelta(seconds=float(text)))
-        elif "".join(n + u for n, u in _PART.findall(text)) == text:
-            found.append(timedelta(seconds=sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))))
+        elif "".join(n + u for n, u in parts) == text:
+            found.append(timedelta(seconds=sum(float(n) * _UNIT[u] for n, u in parts)))
     return found
 
 
@@ -42,4 +43,4 @@ def shortest_range(query: str) -> timedelta | None:
 def of(signal: Signal) -> timedelta | None:
     """The window of a signal: the longest range of its query and of its per-revision query."""
     queries = [q.query for q in (signal.prometheus, signal.by_revision) if q is not None]
-    return max((r for q in queries for r in ranges(q)), default=None)
+    return max((w for w in map(longest_range, queries) if w is not None), default=None)
