@@ -14,7 +14,7 @@ from ..actions.base import Objects
 from ..decide import attribution as a
 from ..decide import progress, windows
 from ..decide.health import Health
-from ..models.policy import MitigationPolicySpec
+from ..models.policy import MitigationPolicySpec, Signal
 from ..reading import Reading
 from .snapshot import TargetView
 
@@ -58,7 +58,7 @@ def judged_readings(spec: MitigationPolicySpec, view: TargetView, objects: Objec
 
 
 def contrast(
-    spec: MitigationPolicySpec,
+    signals: Mapping[str, Signal],
     view: TargetView,
     objects: Objects,
     health: Health,
@@ -67,7 +67,6 @@ def contrast(
     now: datetime,
 ) -> a.Clue:
     """The first breaching signal whose revisions tell something: blame first, then a shared cause."""
-    signals = {s.name: s for s in spec.signals}
     split = [o for o in a.breaching(health) if signals[o.name].by_revision is not None]
     if not split:
         return a.Clue("contrast", a.NONE, "unavailable: no breaching signal has a byRevision query")
@@ -108,7 +107,7 @@ def evidence(
     return (
         *stalled,
         a.data_quality(outcomes),
-        contrast(spec, view, objects, health, window_of, revision_since, now),
+        contrast(signals, view, objects, health, window_of, revision_since, now),
         a.fleet(view.name, outcomes, signals, fleet, revision_since, now, window_of),
         a.traffic(
             spec.attribution,
