@@ -531,6 +531,22 @@ def test_a_young_revision_without_a_series_yet_is_not_blamed_for_the_old_ones_br
     assert contrast.says == a.NONE and "no value for the new revision" in contrast.detail
 
 
+def test_a_finished_rollout_is_judged_on_its_own_revision_while_the_replaced_one_is_still_in_the_window() -> None:
+    # revision 2 replaced revision 1 two seconds ago: the Deployment's 5 s rate still averages revision 1's
+    # healthy seconds in (0.08, under the bound), while revision 2, all that serves now, fails 20 % of its requests
+    spec = policy(steps=LADDER, signals=[{**WINDOWED[0], "breachWhen": {"above": 0.1}}])
+    views = (target("web", 0.08, revision=2, by_revision=by_revision(0.2, 0.0)), *(target(n, 0.0) for n in PEERS))
+    now = decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=2 / 60))
+    assert now.create is not None, "what serves now breaches: an incident, not one window later"
+    assert now.status.evidence[0].value == "0.2"
+    # once revision 2 has served a whole window the Deployment's reading is its own: read as it is
+    assert decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=10 / 60)).create is None
+    # a young series' rate covers fewer seconds than the window, so it may read low: no breach below from it
+    floor = policy(steps=LADDER, signals=[{**WINDOWED[0], "breachWhen": {"below": 0.5}}])
+    low = (target("web", 0.9, revision=2, by_revision=by_revision(0.3, 1.0)), *(target(n, 1.0) for n in PEERS))
+    assert decided(fleet_snapshot(*low, spec=floor, web_minutes_ago=2 / 60)).create is None
+
+
 def test_a_young_revision_is_not_far_worse_than_its_peers_either() -> None:
     # the rollout finished: no old revision to contrast, but web's young Pods make it read worse than cart
     spec = policy(steps=LADDER, signals=WINDOWED)
