@@ -37,22 +37,31 @@ def serving(objects: Objects) -> tuple[str | None, list[tuple[int, str]]]:
     return new, sorted(old, reverse=True)
 
 
-def judged_readings(spec: MitigationPolicySpec, view: TargetView, objects: Objects) -> Mapping[str, Reading]:
-    """The readings the signals are judged on: the Deployment's own, except while a rollout is in progress
-    a signal whose new revision breaches where the old one does not reads the new revision's value, so a bad
-    revision on a third of the Pods does not hide in the average (what a canary analysis judges). Only when
+def judged_readings(
+    spec: MitigationPolicySpec, view: TargetView, objects: Objects, since: datetime | None, now: datetime
+) -> Mapping[str, Reading]:
+    """The readings the signals are judged on: the Deployment's own, except where its average hides what the
+    new revision does. While a rollout is in progress, a signal whose new revision breaches where the old one
+    does not reads the new revision's value, so a bad revision on a third of the Pods does not hide in the
+    average (what a canary analysis judges). After it, until the new revision has served a whole window of the
+    signal, the Deployment's rate still averages the replaced revision's seconds in: a new revision breaching
+    above its bound on its own reads its own value (all that serves now), not one window later. Only when
     enforced: `observe` acts as without attribution, detection included."""
     if spec.attribution.mode != "enforce" or not view.by_revision:
         return view.readings
     new, old = serving(objects)
-    if new is None or not old:
+    if new is None:
         return view.readings
     out = dict(view.readings)
     for signal in spec.signals:
         split = view.by_revision.get(signal.name)
         if signal.by_revision is None or split is None or isinstance(split, Reading):
             continue
-        if a.contrast(signal, split.get(new), split.get(old[0][1]), "").says == "deploy":
+        if old:
+            judged = a.contrast(signal, split.get(new), split.get(old[0][1]), "").says == "deploy"
+        else:
+            judged = a.young_breach(signal, split.get(new), since, now)
+        if judged:
             out[signal.name] = split[new]
     return out
 

@@ -123,10 +123,11 @@ def _assess(spec: MitigationPolicySpec, view: TargetView, objects: Objects, now:
     previous = view.previous
     since = {k: c.parse_iso(v) for k, v in (previous.breaching_since if previous else {}).items()}
     gate = h.Gate(view.gate, spec.min_traffic.at_least) if view.gate and spec.min_traffic else None
-    readings = attribute.judged_readings(spec, view, objects)
+    revision, revision_since = _revision(view, objects, now)
+    readings = attribute.judged_readings(spec, view, objects, revision_since, now)
     stall = progress.stalled(view.deployment)
     built_in = (progress.outcome(stall),) if stall else ()
-    return Seen(h.assess(spec.signals, readings, since, now, gate, built_in), *_revision(view, objects, now))
+    return Seen(h.assess(spec.signals, readings, since, now, gate, built_in), revision, revision_since)
 
 
 def _seen(spec: MitigationPolicySpec, view: TargetView, around: Around, snap: Snapshot, now: datetime) -> Seen | None:

@@ -41,6 +41,7 @@ from ..clock import now_iso
 from ..models.common import format_duration
 from ..models.policy import Attribution, Signal
 from ..reading import Reading, ReadingKind
+from . import windows
 from .health import Health, SignalOutcome, Verdict, breaches
 from .windows import shortest_range
 
@@ -145,6 +146,16 @@ def young(
     began, until, length = now_iso(since), now_iso(since + window), format_duration(window.total_seconds())
     why = f"its revision serves since {began}, less than the {length} {signal.name} averages over (until {until})"
     return Young(window, now - since, why)
+
+
+def young_breach(signal: Signal, new: Reading | None, since: datetime | None, now: datetime) -> bool:
+    """A revision that replaced another less than a window ago breaching above its bound on its own reading,
+    which the Deployment's rate, still averaging the replaced revision's seconds in, may not show yet. Not below
+    a bound: a series younger than the window may read low."""
+    n = _value(new)
+    if n is None or not breaches(n, signal.bounds.above, None):
+        return False
+    return young(signal, {signal.name: windows.of(signal)}, since, now) is not None
 
 
 def contrast(
