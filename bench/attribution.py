@@ -39,7 +39,10 @@ PEERS = ("cart", "api", "auth")
 FLEET = ("web", *PEERS)
 REVISION = "deployment.kubernetes.io/revision"
 BASE_LATENCY_MS = 40.0  # p99 of 40 ms reads just under the 50 ms bound; +50 % breaches
-CAPACITY_RPS = 15.0  # each Pod serves 10 rps: a 3x surge overloads it
+# web's offered load, shared by its Ready Pods as a load balancer shares it: 10 rps each of its 2, so a
+# rollout's extra Pod takes a share rather than adding requests, and a 3x surge overloads them (15 rps each)
+LOAD_RPS = 20.0
+CAPACITY_RPS = 15.0
 
 BY = "namespace, deployment"
 SEL = 'namespace="{{ namespace }}",deployment=~"{{ deployments }}"'
@@ -328,6 +331,7 @@ def annotations(error: float, latency_ms: float) -> dict[str, str]:
     return {
         "sim.hemostat.dev/error-rate": str(error),
         "sim.hemostat.dev/latency-ms": str(latency_ms),
+        "sim.hemostat.dev/load-rps": str(LOAD_RPS),
         "sim.hemostat.dev/capacity-rps": str(CAPACITY_RPS),
     }
 
