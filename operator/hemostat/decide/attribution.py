@@ -43,7 +43,6 @@ from ..models.policy import Attribution, Signal
 from ..reading import Reading, ReadingKind
 from . import windows
 from .health import Health, SignalOutcome, Verdict, breaches
-from .windows import shortest_range
 
 # a peer is a control when its revision has not changed since the target's own, or for this long
 QUIET = timedelta(minutes=10)
@@ -330,7 +329,7 @@ def traffic(
     jump = config.traffic.jump
     if v >= jump:
         return Clue("traffic", "traffic", f"request rate {_shown(v)}x its baseline (a surge from {jump:g}x)")
-    window = shortest_range(config.traffic.prometheus.query)
+    window = windows.shortest_range(config.traffic.prometheus.query)
     if window is not None and began is not None and now is not None and now - began < window and v > 1:
         covered = (now - began).total_seconds()
         if covered <= 0 or 1 + (v - 1) * window.total_seconds() / covered >= jump:
