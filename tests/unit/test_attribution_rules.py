@@ -43,6 +43,15 @@ def test_contrast_sees_a_cause_both_revisions_share() -> None:
     assert a.contrast(ERR, value(0.3), value(0.28), "revision 1").says == a.SHARED
 
 
+def test_contrast_does_not_blame_a_new_revision_that_the_bound_merely_falls_between() -> None:
+    # a 5 % dependency fault on both revisions with the bound at 5 %: 0.0501 against 0.0499 is noise, not a
+    # bad revision; the new one must be as much further past the bound as when the old one breaches too
+    clue = a.contrast(ERR, value(0.0501), value(0.0499), "revision 1")
+    assert clue.says == a.SHARED, clue
+    assert "within 2x of each other" in clue.detail
+    assert a.contrast(ERR, value(0.2), value(0.049), "revision 1").says == "deploy"
+
+
 def test_contrast_still_blames_a_new_revision_far_worse_during_a_shared_outage() -> None:
     assert a.contrast(ERR, value(0.9), value(0.3), "revision 1").says == "deploy"
 
