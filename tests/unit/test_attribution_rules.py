@@ -52,6 +52,15 @@ def test_contrast_does_not_blame_a_new_revision_that_the_bound_merely_falls_betw
     assert a.contrast(ERR, value(0.2), value(0.049), "revision 1").says == "deploy"
 
 
+def test_a_young_revision_is_not_blamed_because_the_bound_falls_under_the_other_sides_allowance() -> None:
+    # the old revision reads 0.02 over its 5 s, the new one 0.06 over its 2 s: at its most the old one reads
+    # 0.05 over the same seconds, just at the 5 % bound, so 0.06 is not EXCESS times worse than it
+    young = a.Young(timedelta(seconds=5), timedelta(seconds=2), "2 s of 5")
+    assert not young.blames(ERR, a.overshoot(0.06, ERR), a.overshoot(0.02, ERR))
+    assert young.blames(ERR, a.overshoot(0.3, ERR), a.overshoot(0.02, ERR))
+    assert young.blames(ERR, a.overshoot(0.06, ERR), 0.0), "against a revision at 0, blamed at once"
+
+
 def test_contrast_still_blames_a_new_revision_far_worse_during_a_shared_outage() -> None:
     assert a.contrast(ERR, value(0.9), value(0.3), "revision 1").says == "deploy"
 
