@@ -120,12 +120,11 @@ class Young:
         return self.window <= WAIT_AT_MOST
 
     def blames(self, signal: Signal, mine: float, theirs: float) -> bool:
-        """Still to blame with the other side's overshoot at its most: within bounds, or EXCESS times under.
-        A value that must stay above a bound has no such bound (its overshoot is not proportional)."""
+        """Still to blame with the other side's overshoot at its most: EXCESS times under it. A value that
+        must stay above a bound has no such bound (its overshoot is not proportional)."""
         if signal.bounds.below is not None:
             return False
-        most = theirs * self.factor if theirs > 0 else 0.0
-        return most <= 1 or mine >= EXCESS * most
+        return mine >= EXCESS * theirs * self.factor
 
     def clue(self, kind: str, what: str) -> Clue:
         if self.waits:
@@ -172,15 +171,18 @@ def contrast(
     new_bad, old_bad = breaches(n, bounds.above, bounds.below), breaches(o, bounds.above, bounds.below)
     head = f"{signal.name}: new revision {_shown(n)}, old {old_revision} {_shown(o)}"
     mine, theirs = overshoot(n, signal), overshoot(o, signal)
-    blamed = new_bad and (not old_bad or mine >= EXCESS * theirs)
+    # EXCESS even when the old revision stays within bounds: one just past and one just under read alike
+    blamed = new_bad and mine >= EXCESS * theirs
     if blamed and young is not None and not young.blames(signal, mine, theirs):
         return young.clue("contrast", f"{signal.name}: the new revision not compared with {old_revision}")
-    if new_bad and not old_bad:
+    if blamed and not old_bad:
         return Clue("contrast", "deploy", f"{head}: only the new revision breaches")
-    if new_bad and mine >= EXCESS * theirs:
+    if blamed:
         return Clue("contrast", "deploy", f"{head}: both breach, the new at least {EXCESS:g}x further")
     if new_bad and old_bad:
         return Clue("contrast", SHARED, f"{head}: both revisions breach alike, the cause is shared")
+    if new_bad:
+        return Clue("contrast", SHARED, f"{head}: within {EXCESS:g}x of each other, the bound between them")
     return Clue("contrast", SHARED, f"{head}: the new revision is within bounds")
 
 
