@@ -374,6 +374,17 @@ def test_a_request_rate_near_its_baseline_rules_a_surge_out_before_the_window_co
     assert tp.status.attribution.verdict == "deploy" and tp.change is not None
 
 
+def test_times_stored_to_the_second_are_taken_at_their_latest() -> None:
+    # a breach stamped 2 s ago (stamps are whole seconds, floored) may have begun 1 s ago: 1.6x is then what
+    # a surge of up to 4x reads, not 2.5x, so it is not ruled out yet
+    spec = policy(steps=LADDER, attribution=SURGE)
+    healthy = [target(name, 0.0) for name in PEERS]
+    web = breaching_for(target("web", 0.3, revision=2, traffic=value(1.6)), 2)
+    assert decided(fleet_snapshot(web, *healthy, spec=spec)).status.attribution is None
+    # likewise a revision stamped as current 5 s ago may have served only 4 s of a 5 s window
+    assert a.young(ERR, {"err": timedelta(seconds=5)}, NOW - timedelta(seconds=5), NOW) is not None
+
+
 def test_unknown_holds_then_escalates_when_the_hold_ends() -> None:
     spec = policy(steps=LADDER, attribution={"unknown": {"hold": "2m", "then": "escalate"}})
     # the breach began before revision 2 became current: not that revision, and nothing else is known
