@@ -539,7 +539,7 @@ def test_a_revision_younger_than_its_signals_window_is_not_compared_until_it_has
     assert young.status.attribution is None and young.status.actions == []
     held = young.status.timeline[-1].message
     assert "err: the new revision not compared with revision 1 yet: its revision serves since" in held
-    assert "less than the 5s err averages over (until 2026-11-23T14:00:03Z)" in held, held
+    assert "less than the 5s err averages over (until 2026-11-23T14:00:04Z)" in held, held
     # once the new revision has served a whole window, the same values are a fair comparison: far worse
     settled = decided(fleet_snapshot(*views, spec=spec, rolling=True, web_minutes_ago=10 / 60))
     assert settled.status.attribution.verdict == "deploy"
@@ -596,10 +596,10 @@ def test_a_young_revision_is_not_far_worse_than_its_peers_either() -> None:
 def test_a_young_revision_far_worse_than_the_window_could_explain_is_rolled_back_at_once(
     new: float, old: float, why: str
 ) -> None:
-    # served 2 s of a 5 s window: the old revision's value reads at most 2.5x too low against it
+    # stamped 3 s ago, so served at least 2 s of a 5 s window: the old revision's value reads at most 2.5x too low
     spec = policy(steps=LADDER, signals=WINDOWED)
     web = target("web", new, revision=2, by_revision=by_revision(new, old))
-    tp = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=2 / 60))
+    tp = decided(fleet_snapshot(web, spec=spec, rolling=True, web_minutes_ago=3 / 60))
     assert tp.status.attribution.verdict == "deploy" and why in tp.status.attribution.reason
     assert tp.change is not None and tp.change.plan.action == "rollback"
 

@@ -53,6 +53,8 @@ EXCESS = 2.0  # this many times further past the threshold than the control: to 
 GLOBAL_SHARE = 0.8  # of the untouched peers breaching: most of the fleet
 GLOBAL_MIN_PEERS = 3  # fewer peers than this cannot tell a global outage from a dependency
 WAIT_AT_MOST = timedelta(minutes=1)  # for a young revision to serve a signal's window before comparing it
+# status and Kubernetes keep times to the whole second, floored: what they stamp may have come this much later
+STAMP = timedelta(seconds=1)
 
 # what a clue can say besides a verdict
 SHARED = "shared"  # the cause is outside the new revision
@@ -139,11 +141,12 @@ def young(
 ) -> Young | None:
     """A revision that cannot be compared as it is on a signal: it has served less than the signal's window."""
     window = (windows or {}).get(signal.name)
-    if window is None or since is None or now - since >= window:
+    if window is None or since is None or now - since - STAMP >= window:
         return None
-    began, until, length = now_iso(since), now_iso(since + window), format_duration(window.total_seconds())
+    began, length = now_iso(since), format_duration(window.total_seconds())
+    until = now_iso(since + STAMP + window)
     why = f"its revision serves since {began}, less than the {length} {signal.name} averages over (until {until})"
-    return Young(window, now - since, why)
+    return Young(window, now - since - STAMP, why)
 
 
 def young_breach(signal: Signal, new: Reading | None, since: datetime | None, now: datetime) -> bool:
@@ -332,10 +335,10 @@ def traffic(
     if v >= jump:
         return Clue("traffic", "traffic", f"request rate {_shown(v)}x its baseline (a surge from {jump:g}x)")
     window = windows.shortest_range(config.traffic.prometheus.query)
-    if window is not None and began is not None and now is not None and now - began < window and v > 1:
-        covered = (now - began).total_seconds()
+    if window is not None and began is not None and now is not None and now - began - STAMP < window and v > 1:
+        covered = (now - began - STAMP).total_seconds()
         if covered <= 0 or 1 + (v - 1) * window.total_seconds() / covered >= jump:
-            length, until = format_duration(window.total_seconds()), now_iso(began + window)
+            length, until = format_duration(window.total_seconds()), now_iso(began + STAMP + window)
             why = f"the breach began {now_iso(began)}, less than the {length} the rate averages over (until {until})"
             return Clue("traffic", UNSETTLED, f"request rate not compared with its baseline yet: {why}")
     return Clue("traffic", NONE, f"request rate {_shown(v)}x its baseline: no surge")
