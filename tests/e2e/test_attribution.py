@@ -222,6 +222,27 @@ def test_while_both_revisions_serve_a_new_revision_failing_alone_is_rolled_back(
     assert deployment_state(testenv, namespace, "web") == ("3", "registry.local/web:v1")
 
 
+def test_a_finished_rollout_is_judged_on_what_serves_now_not_one_window_later(
+    testenv: Cluster, namespace: str, simulator, operators
+) -> None:
+    """v2 fails 20 % of its requests and replaces v1 at once. For one 5 s window the Deployment's rate still
+    averages v1's healthy seconds in and reads under the 10 % bound; v2's own reading is 0.2 from its first
+    samples, and that is what is detected and rolled back."""
+    operators.start(namespace)
+    testenv.apply(app("web", "registry.local/web:v1"), namespace)
+    wait_ready(testenv, namespace, "web")
+    policy = shop_policy("web", {"app": "web"})
+    policy["spec"]["signals"][0] |= {"breachWhen": {"above": 0.1}, "for": "0s"}
+    testenv.apply(policy, namespace)
+    wait_for("web healthy", lambda: target_verdict(testenv, namespace, "web", "web") == "Healthy", timeout=60)
+    rollout(testenv, namespace, "web", "registry.local/web:v2", error_rate=0.2)
+
+    status = rolled_back(testenv, namespace, "web")["status"]
+    detected = next(e["message"] for e in status["timeline"] if e["reason"] == "Detected")
+    assert detected.startswith("error-rate 0.2 > 0.1 at revision 2"), detected
+    assert deployment_state(testenv, namespace, "web") == ("3", "registry.local/web:v1")
+
+
 def serving_revisions(testenv: Cluster, ns: str, name: str) -> list[str]:
     sets = json.loads(testenv.kubectl("get", "rs", "-n", ns, "-l", f"app={name}", "-o", "json").stdout)["items"]
     return [
