@@ -61,6 +61,12 @@ def test_a_young_revision_is_not_blamed_because_the_bound_falls_under_the_other_
     assert young.blames(ERR, a.overshoot(0.06, ERR), 0.0), "against a revision at 0, blamed at once"
 
 
+def test_contrast_blames_a_latency_regression_the_bound_falls_between() -> None:
+    # p99 +50 % on the new revision: 0.075 against the old one's 0.05, under a 60 ms bound (the corpus' case)
+    p99 = Signal.model_validate({"name": "p99", "prometheus": {"query": "q"}, "breachWhen": {"above": 0.06}})
+    assert a.contrast(p99, value(0.075), value(0.05), "revision 1").says == "deploy"
+
+
 def test_contrast_still_blames_a_new_revision_far_worse_during_a_shared_outage() -> None:
     assert a.contrast(ERR, value(0.9), value(0.3), "revision 1").says == "deploy"
 
