@@ -50,6 +50,9 @@ QUIET = timedelta(minutes=10)
 # with it breached alike is less suspect than a shared cause (bad revisions breach as their Pods serve)
 SERVED = timedelta(seconds=30)
 EXCESS = 2.0  # this many times further past the threshold than the control: to blame on its own
+# ... or, when the control stays within bounds, this many times: a band that noise (0.1 against 0.1 across a
+# 10 % bound) stays inside and a real regression (p99 +50 %) does not
+TOLERANCE = 1.2
 GLOBAL_SHARE = 0.8  # of the untouched peers breaching: most of the fleet
 GLOBAL_MIN_PEERS = 3  # fewer peers than this cannot tell a global outage from a dependency
 WAIT_AT_MOST = timedelta(minutes=1)  # for a young revision to serve a signal's window before comparing it
@@ -122,11 +125,13 @@ class Young:
         return self.window <= WAIT_AT_MOST
 
     def blames(self, signal: Signal, mine: float, theirs: float) -> bool:
-        """Still to blame with the other side's overshoot at its most: EXCESS times under it. A value that
-        must stay above a bound has no such bound (its overshoot is not proportional)."""
+        """Still to blame with the other side's overshoot at its most: EXCESS times under it, or TOLERANCE
+        times when that is within bounds. A value that must stay above a bound has no such bound (its
+        overshoot is not proportional)."""
         if signal.bounds.below is not None:
             return False
-        return mine >= EXCESS * theirs * self.factor
+        most = theirs * self.factor
+        return mine >= (TOLERANCE if most <= 1 else EXCESS) * most
 
     def clue(self, kind: str, what: str) -> Clue:
         if self.waits:
@@ -174,8 +179,7 @@ def contrast(
     new_bad, old_bad = breaches(n, bounds.above, bounds.below), breaches(o, bounds.above, bounds.below)
     head = f"{signal.name}: new revision {_shown(n)}, old {old_revision} {_shown(o)}"
     mine, theirs = overshoot(n, signal), overshoot(o, signal)
-    # EXCESS even when the old revision stays within bounds: one just past and one just under read alike
-    blamed = new_bad and mine >= EXCESS * theirs
+    blamed = new_bad and mine >= (EXCESS if old_bad else TOLERANCE) * theirs
     if blamed and young is not None and not young.blames(signal, mine, theirs):
         return young.clue("contrast", f"{signal.name}: the new revision not compared with {old_revision}")
     if blamed and not old_bad:
@@ -185,7 +189,7 @@ def contrast(
     if new_bad and old_bad:
         return Clue("contrast", SHARED, f"{head}: both revisions breach alike, the cause is shared")
     if new_bad:
-        return Clue("contrast", SHARED, f"{head}: within {EXCESS:g}x of each other, the bound between them")
+        return Clue("contrast", SHARED, f"{head}: within {TOLERANCE:g}x of each other, the bound between them")
     return Clue("contrast", SHARED, f"{head}: the new revision is within bounds")
 
 
