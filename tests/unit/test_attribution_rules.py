@@ -59,6 +59,8 @@ def test_a_young_revision_is_not_blamed_because_the_bound_falls_under_the_other_
     assert not young.blames(ERR, a.overshoot(0.055, ERR), a.overshoot(0.02, ERR))
     assert young.blames(ERR, a.overshoot(0.3, ERR), a.overshoot(0.02, ERR))
     assert young.blames(ERR, a.overshoot(0.06, ERR), 0.0), "against a revision at 0, blamed at once"
+    just = a.Young(timedelta(seconds=5), timedelta(0), "its first second")  # stamped less than a second ago
+    assert just.blames(ERR, a.overshoot(1.0, ERR), 0.0), "100 % errors against 0: no allowance can excuse it"
 
 
 def test_contrast_blames_a_latency_regression_the_bound_falls_between() -> None:
