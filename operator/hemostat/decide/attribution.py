@@ -130,7 +130,7 @@ class Young:
         overshoot is not proportional)."""
         if signal.bounds.below is not None:
             return False
-        most = theirs * self.factor
+        most = theirs * self.factor if theirs > 0 else 0.0  # 0 x an infinite allowance is 0, not NaN
         return mine >= (TOLERANCE if most <= 1 else EXCESS) * most
 
     def clue(self, kind: str, what: str) -> Clue:
