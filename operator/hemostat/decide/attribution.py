@@ -146,12 +146,15 @@ def young(
 ) -> Young | None:
     """A revision that cannot be compared as it is on a signal: it has served less than the signal's window."""
     window = (windows or {}).get(signal.name)
-    if window is None or since is None or now - since - STAMP >= window:
+    if window is None or since is None:
+        return None
+    served = now - since - STAMP
+    if served >= window:
         return None
     began, length = now_iso(since), format_duration(window.total_seconds())
     until = now_iso(since + STAMP + window)
     why = f"its revision serves since {began}, less than the {length} {signal.name} averages over (until {until})"
-    return Young(window, now - since - STAMP, why)
+    return Young(window, served, why)
 
 
 def young_breach(signal: Signal, new: Reading | None, since: datetime | None, now: datetime) -> bool:
