@@ -181,6 +181,7 @@ def clue(kind: str, says: str) -> a.Clue:
         # a comparison not over the same seconds yet: no verdict, even where the peers say global or nothing
         ([clue("contrast", a.UNSETTLED), clue("fleet", "global")], a.UNSETTLED),
         ([clue("contrast", a.UNSETTLED), clue("fleet", a.ALONE), clue("timing", "deploy")], a.UNSETTLED),
+        ([clue("contrast", a.UNSETTLED), clue("fleet", "deploy"), clue("timing", "deploy")], a.UNSETTLED),
         ([clue("fleet", a.UNSETTLED), clue("traffic", "traffic")], a.UNSETTLED),
         ([clue("progress", "deploy"), clue("contrast", a.UNSETTLED)], "deploy"),
     ],
@@ -592,6 +593,21 @@ def test_a_young_revision_is_not_far_worse_than_its_peers_either() -> None:
     assert young.change is None and young.status.attribution is None
     settled = decided(fleet_snapshot(*views, spec=spec, web_minutes_ago=10 / 60))
     assert settled.status.attribution.verdict == "deploy" and "3.0x further" in settled.status.attribution.reason
+
+
+def test_a_young_revision_the_contrast_cannot_judge_yet_is_not_blamed_on_its_peers_instead() -> None:
+    # the corpus' wrong rollback (dependency-0.3-all-rolling-2): a dependency fails for the whole fleet as web's
+    # new Pod begins to serve. The new revision's young series is all failure (0.3); the old revision's and the
+    # peers' 5 s rates have only begun to rise, the peers' least, as Prometheus scraped them just after the
+    # fault began (0.0184, "16.3x further past the bound"). The contrast, which sees the same Deployment's old
+    # revision, cannot tell yet; the peers, further off, must not decide in its place
+    spec = policy(steps=LADDER, signals=WINDOWED)
+    web = target("web", 0.3, revision=2, by_revision=by_revision(0.3, 0.12))
+    views = (web, *(target(n, 0.0184) for n in PEERS))
+    tp = decided(fleet_snapshot(*views, spec=spec, rolling=True, web_minutes_ago=3 / 60))
+    assert tp.change is None, "a comparison the contrast will not make yet blames nothing"
+    assert tp.status.attribution is None and tp.status.actions == []
+    assert "err: the new revision not compared with revision 1 yet" in tp.status.timeline[-1].message
 
 
 @pytest.mark.parametrize(
