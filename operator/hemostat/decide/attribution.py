@@ -25,7 +25,8 @@ window of a signal's queries (decide/windows.py), its Pods' series average fewer
 revision's and the peers', so a cause that began as it did reads worse on it, by at most window/served.
 A comparison that still blames it allowing for that stands; one that blames it only without says
 `UNSETTLED`, and the verdict waits for the window (weighed again every cycle), or is `unknown` when the
-window is longer than `WAIT_AT_MOST`.
+window is longer than `WAIT_AT_MOST`. While the contrast waits, the peers do not blame in its place: the old
+revision is the nearer control, and peers scraped a moment after a shared fault began read far lower.
 """
 
 from __future__ import annotations
@@ -395,9 +396,12 @@ def attribute(clues: Sequence[Clue]) -> Finding:
         return found("dataQuality", 0.9, c)
     if c := says("contrast", "deploy"):
         return found("deploy", 0.95, c)
+    # the old revision, the nearer control, may yet blame it: no verdict before then, the peers' included
+    if c := says("contrast", UNSETTLED):
+        return found(UNSETTLED, 0.0, c)
     if (c := says("fleet", "deploy")) and says("timing", "deploy", SHARED):  # far worse, with a fresh revision
         return found("deploy", 0.8, c)
-    if c := says("contrast", UNSETTLED) or says("fleet", UNSETTLED):  # may yet blame it: no verdict before then
+    if c := says("fleet", UNSETTLED):
         return found(UNSETTLED, 0.0, c)
     if c := says("contrast", "unknown"):  # too long to wait for a fair comparison
         return found("unknown", 0.5, c)
