@@ -111,3 +111,26 @@ def test_a_silent_watch_is_stale() -> None:
     assert i.stale(i.last_contact + STALE_AFTER + 1) == (
         f"the watch of Deployments in shop has been silent for {STALE_AFTER + 1:.0f}s"
     )
+
+
+def test_a_list_in_one_namespace_keeps_the_objects_another_namespaces_informer_stored() -> None:
+    # one index per kind, one informer per watched namespace: a LIST again in "shop" (after 410 Gone, or any
+    # watch error) must not take "cart"'s objects with it, which no event of "cart" would bring back
+    index = Index()
+    shop = Informer(
+        Source("Deployments in shop", Pages([]), ("shop",), "apps/v1", "Deployment"), world.target_keys, index
+    )
+    cart = Informer(
+        Source("Deployments in cart", Pages([]), ("cart",), "apps/v1", "Deployment"), world.target_keys, index
+    )
+    in_cart = {
+        **deployment("api", "u-api", app="api"),
+        "metadata": {"name": "api", "namespace": "cart", "uid": "u-api"},
+    }
+    cart._listed([in_cart], first=True, last=True)
+    shop._listed([deployment("web", "u-web", app="web")], first=True, last=True)
+    assert names(index, "cart") == ["api"]
+    shop._listed([deployment("web", "u-web", app="web")], first=True, last=True)  # shop's LIST again
+    assert names(index, "cart") == ["api"], "a LIST replaces its own namespace's objects, no other's"
+    shop._listed([], first=True, last=True)  # web deleted while shop's watch was down
+    assert index.get("shop") is None and names(index, "cart") == ["api"]
