@@ -10,7 +10,8 @@ Each informer runs the official client's LIST and WATCH in its own thread (the c
 synchronous) and hands every change to the event loop, which alone touches the index: no
 locks. A watch ends every WATCH_SECONDS by the server's timeout and resumes from the last
 resourceVersion (bookmarks keep it fresh); 410 Gone, or any error, means a fresh LIST after
-a short backoff, and a LIST (in pages) replaces the whole index (objects deleted meanwhile go).
+a short backoff, and a LIST (in pages) replaces what that informer stored (objects deleted meanwhile
+go); the index of a kind is shared by its informers of every watched namespace.
 """
 
 from __future__ import annotations
@@ -67,9 +68,6 @@ class Index:
     def discard(self, uid: str) -> None:
         self.replace(uid, {})
 
-    def uids(self) -> set[str]:
-        return set(self._keys)
-
 
 @dataclass(frozen=True)
 class Source:
@@ -99,6 +97,8 @@ class Informer:
         self.last_contact = time.monotonic()
         self._stop = threading.Event()
         self._listing: set[str] = set()  # uids the LIST in progress has returned so far
+        # the uids this informer stored: the index is shared with the other namespaces' informers of the kind
+        self._mine: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -214,9 +214,9 @@ class Informer:
             self.index.replace(uid, self.keys(body))
         self.last_contact = time.monotonic()
         if last:
-            for uid in self.index.uids() - self._listing:
+            for uid in self._mine - self._listing:
                 self.index.discard(uid)
-            self._listing = set()
+            self._mine, self._listing = self._listing, set()
             self.synced.set()
         if self.on_change is not None:
             for body in items:
@@ -227,8 +227,10 @@ class Informer:
         uid = body["metadata"]["uid"]
         if kind == "DELETED":
             self.index.discard(uid)
+            self._mine.discard(uid)
         else:
             self.index.replace(uid, self.keys(body))
+            self._mine.add(uid)
         self.last_contact = time.monotonic()
         if self.on_change is not None:
             self.on_change(kind, body)

@@ -35,7 +35,7 @@ def test_an_object_is_found_under_each_of_its_keys_and_leaves_the_ones_it_lost()
     assert names(index, ("shop", "app", "web")) == ["web"]
     index.discard("u1")
     assert index.get(("shop", "app", "web")) is None
-    assert index.uids() == set()
+    assert index.get("shop") is None
 
 
 class Pages:
