@@ -213,6 +213,7 @@ class Outcome:
     error: str | None = None
     timeline: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
+    replicasets: list[str] = field(default_factory=list)  # web's, at the end of a missed bad deploy
 
 
 class Receiver:
@@ -319,6 +320,13 @@ class Runner:
                     out.detected_to_notified_s = heard[0] - detected
                 out.evidence = [f"{c['kind']}: {c['says']}: {c['detail']}"[:300] for c in found.get("evidence", [])]
                 out.timeline = [f"{e['reason']}: {e['message']}"[:300] for e in status.get("timeline", [])]
+            if sc.truth == "deploy" and not out.rolled_back:  # what the operator should have rolled back onto
+                out.replicasets = [
+                    f"{rs.metadata.name} revision {(rs.metadata.annotations or {}).get(REVISION)} "
+                    f"replicas {rs.spec.replicas} ready {rs.status.ready_replicas or 0} "
+                    f"created {rs.metadata.creation_timestamp:%H:%M:%S}"
+                    for rs in apps.list_namespaced_replica_set(ns, label_selector="app=web").items
+                ]
         except Exception as exc:  # one scenario's failure is its own row, not the run's end
             out.error = f"{type(exc).__name__}: {exc}"[:300]
         finally:
