@@ -383,6 +383,28 @@ def test_a_request_rate_near_its_baseline_rules_a_surge_out_before_the_window_co
     assert tp.status.attribution.verdict == "deploy" and tp.change is not None
 
 
+def test_a_request_rate_that_misses_the_new_revisions_requests_rules_no_surge_out() -> None:
+    # the corpus' surge-10x-1: a 10x surge on web as its rollout finishes. Revision 2's Pods were scraped once,
+    # so their series have no rate yet: the request rate (0.95x) counts only revision 1's last seconds, which,
+    # overloaded, already breach (0.13). Revision 2 is not read on the signal's byRevision query either: until
+    # it is, a rate under the jump says nothing
+    spec = policy(steps=LADDER, signals=SPLIT, attribution=SURGE)
+    healthy = [target(name, 0.0) for name in PEERS]
+    unread = {"err": {"h1": value(0.13)}}
+    web = breaching_for(target("web", 0.13, revision=2, traffic=value(0.95), by_revision=unread), 1)
+    early = decided(fleet_snapshot(web, *healthy, spec=spec, web_minutes_ago=2 / 60))
+    assert early.change is None and early.status.attribution is None, early.status.attribution
+    held = early.status.timeline[-1].message
+    assert "request rate not compared with its baseline yet: revision 2 not read yet (err)" in held, held
+    # once its series have a rate, the same request rate rules a surge out
+    read = breaching_for(target("web", 0.13, revision=2, traffic=value(0.95), by_revision=by_revision(0.13, 0.13)), 1)
+    tp = decided(fleet_snapshot(read, *healthy, spec=spec, web_minutes_ago=2 / 60))
+    assert tp.status.attribution.verdict == "deploy" and tp.change is not None
+    # a revision never read in a minute: its series are not coming, the rate is taken as it is
+    late = decided(fleet_snapshot(web, *healthy, spec=spec, web_minutes_ago=2))
+    assert late.status.attribution.verdict == "deploy"
+
+
 def test_times_stored_to_the_second_are_taken_at_their_latest() -> None:
     # a breach stamped 2 s ago (stamps are whole seconds, floored) may have begun 1 s ago: 1.6x is then what
     # a surge of up to 4x reads, not 2.5x, so it is not ruled out yet
