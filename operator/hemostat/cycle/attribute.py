@@ -97,6 +97,22 @@ def contrast(
     )
 
 
+def unread(
+    view: TargetView, objects: Objects, revision: int | None, since: datetime | None, now: datetime
+) -> str | None:
+    """The new revision read on none of the signals' byRevision queries, within WAIT_AT_MOST of becoming current:
+    its series have no rate yet (a rate needs two samples), so a rate summed over the target's series misses its
+    requests. None when it was read, or cannot be told."""
+    new, _ = serving(objects)
+    if new is None or since is None or now - since > a.WAIT_AT_MOST:
+        return None
+    split = {name: r for name, r in view.by_revision.items() if not isinstance(r, Reading)}
+    if not split or any(r.get(new) is not None and r[new].value is not None for r in split.values()):
+        return None
+    names = ", ".join(sorted(split))
+    return f"revision {revision} not read yet ({names}): its series have no rate, the request rate misses its requests"
+
+
 def evidence(
     spec: MitigationPolicySpec,
     view: TargetView,
@@ -123,6 +139,7 @@ def evidence(
             view.traffic,
             min((o.breaching_since for o in outcomes if o.breaching_since), default=None),
             now,
+            unread(view, objects, revision, revision_since, now),
         ),
         a.timing(outcomes, revision, revision_since, window, now),
     )

@@ -329,11 +329,16 @@ def _changed_with(
 
 
 def traffic(
-    config: Attribution, reading: Reading | None, began: datetime | None = None, now: datetime | None = None
+    config: Attribution,
+    reading: Reading | None,
+    began: datetime | None = None,
+    now: datetime | None = None,
+    unread: str | None = None,
 ) -> Clue:
     """The request rate over its baseline. Under `jump` is no surge only once the query's window (its shortest
     range: the rate now) covers the breach, which began at `began`: a surge that began with it reads
-    1 + (F - 1) x covered/window before, so until then a reading that a surge of `jump` could explain waits."""
+    1 + (F - 1) x covered/window before, so until then a reading that a surge of `jump` could explain waits.
+    Nor while the new revision's series have no rate yet (`unread` says so): the rate misses its requests."""
     if config.traffic is None:
         return Clue("traffic", NONE, "unavailable: the policy has no attribution.traffic query")
     v = _value(reading)
@@ -342,6 +347,8 @@ def traffic(
     jump = config.traffic.jump
     if v >= jump:
         return Clue("traffic", "traffic", f"request rate {_shown(v)}x its baseline (a surge from {jump:g}x)")
+    if unread is not None:
+        return Clue("traffic", UNSETTLED, f"request rate not compared with its baseline yet: {unread}")
     window = windows.shortest_range(config.traffic.prometheus.query)
     if window is not None and began is not None and now is not None and now - began - STAMP < window and v > 1:
         covered = (now - began - STAMP).total_seconds()
