@@ -76,18 +76,21 @@ def test_a_list_in_pages_fills_the_cache_with_every_object(testenv: Cluster, nam
     assert calls.count("list Deployment") == 3  # 2 + 2 + 1, continued by the server's token
 
 
-def test_each_watched_namespace_keeps_its_objects_when_another_lists_again(testenv: Cluster, namespace: str) -> None:
+def test_each_watched_namespace_keeps_its_objects_when_another_lists_again(
+    testenv: Cluster, namespace: str, crds: None
+) -> None:
     # the operator's own caches for two namespaces: one index per kind, one informer per namespace and kind
     other = f"{namespace}-b"
     testenv.kubectl("create", "namespace", other)
     try:
-        testenv.apply(deployment("web"), namespace)
-        testenv.apply(deployment("api"), other)
+        owners = {namespace: "web", other: "api"}
+        for ns, name in owners.items():
+            testenv.apply(deployment(name), ns)
         config.load_kube_config(testenv.kubeconfig)
+        uids = {ns: testenv.get("deployment", name, ns)["metadata"]["uid"] for ns, name in owners.items()}
 
-        def owned(index: informer.Index, ns: str, name: str) -> list[str]:
-            uid = testenv.get("deployment", name, ns)["metadata"]["uid"]
-            return [rs["metadata"]["name"] for rs in index.get((ns, uid)) or ()]
+        def owned(index: informer.Index, ns: str) -> list[str]:
+            return [rs["metadata"]["name"] for rs in index.get((ns, uids[ns])) or ()]
 
         async def run() -> None:
             caches = runtime._informers((namespace, other), False, runtime.FastLane(), on_call=None)
@@ -95,18 +98,16 @@ def test_each_watched_namespace_keeps_its_objects_when_another_lists_again(teste
             caches.start()
             try:
                 await asyncio.wait_for(caches.synced(), 30)
-                await _until("both namespaces' ReplicaSets", lambda: owned(replicasets, other, "api") != [])
-                await _until("web's ReplicaSet", lambda: owned(replicasets, namespace, "web") != [])
+                await _until("both namespaces' ReplicaSets", lambda: all(owned(replicasets, ns) for ns in owners))
                 deployments = caches.indices["deployment_index"]
                 assert sorted(deployments.get(namespace)) == ["web"] and sorted(deployments.get(other)) == ["api"]
                 # a LIST again in one namespace, as after 410 Gone: the other's objects stay, and no event of
                 # theirs would bring them back (a steady ReplicaSet is not written to)
                 (web_rs,) = [i for i in caches.all if i.source.name == f"ReplicaSets in {namespace}"]
-                web_rs._loop = asyncio.get_running_loop()
                 await asyncio.to_thread(web_rs._list)
                 await asyncio.sleep(0.1)
-                assert owned(replicasets, other, "api") != [], "api's ReplicaSet was dropped by web's LIST"
-                assert owned(replicasets, namespace, "web") != []
+                assert owned(replicasets, other) != [], "api's ReplicaSet was dropped by web's LIST"
+                assert owned(replicasets, namespace) != []
             finally:
                 caches.stop()
 
