@@ -69,7 +69,7 @@ def judged_readings(
 def contrast(
     signals: Mapping[str, Signal],
     view: TargetView,
-    objects: Objects,
+    revisions: tuple[str | None, list[tuple[int, str]]],
     health: Health,
     window_of: Mapping[str, timedelta | None],
     since: datetime | None,
@@ -79,7 +79,7 @@ def contrast(
     split = [o for o in a.breaching(health) if signals[o.name].by_revision is not None]
     if not split:
         return a.Clue("contrast", a.NONE, "unavailable: no breaching signal has a byRevision query")
-    new, old = serving(objects)
+    new, old = revisions
     if new is None or not old:
         return a.Clue("contrast", a.NONE, "unavailable: one revision serves (no rollout in progress)")
     old_revision, old_hash = old[0]
@@ -98,12 +98,11 @@ def contrast(
 
 
 def unread(
-    view: TargetView, objects: Objects, revision: int | None, since: datetime | None, now: datetime
+    view: TargetView, new: str | None, revision: int | None, since: datetime | None, now: datetime
 ) -> str | None:
     """The new revision read on none of the signals' byRevision queries, within WAIT_AT_MOST of becoming current:
     its series have no rate yet (a rate needs two samples), so a rate summed over the target's series misses its
     requests. None when it was read, or cannot be told."""
-    new, _ = serving(objects)
     if new is None or since is None or now - since > a.WAIT_AT_MOST:
         return None
     split = {name: r for name, r in view.by_revision.items() if not isinstance(r, Reading)}
@@ -126,20 +125,21 @@ def evidence(
 ) -> tuple[a.Clue, ...]:
     outcomes = a.breaching(health)
     stall = progress.stalled(view.deployment)
-    stalled = (progress.clue(stall, view.pods, serving(objects)[0]),) if stall else ()
+    revisions = serving(objects)  # the new revision's hash, the older ones still serving
+    stalled = (progress.clue(stall, view.pods, revisions[0]),) if stall else ()
     window_of = {s.name: windows.of(s) for s in spec.signals}
     signals = {s.name: s for s in spec.signals}
     return (
         *stalled,
         a.data_quality(outcomes),
-        contrast(signals, view, objects, health, window_of, revision_since, now),
+        contrast(signals, view, revisions, health, window_of, revision_since, now),
         a.fleet(view.name, outcomes, signals, fleet, revision_since, now, window_of),
         a.traffic(
             spec.attribution,
             view.traffic,
             min((o.breaching_since for o in outcomes if o.breaching_since), default=None),
             now,
-            unread(view, objects, revision, revision_since, now),
+            unread(view, revisions[0], revision, revision_since, now),
         ),
         a.timing(outcomes, revision, revision_since, window, now),
     )
